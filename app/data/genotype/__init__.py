@@ -1,0 +1,1 @@
+"""Genotype readers (PLINK, VCF, HapMap, numeric), phenotype tables, QC and model encodings."""

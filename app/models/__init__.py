@@ -1,0 +1,1 @@
+"""Models layer: pure torch modules and their configs. No file formats, no Qt."""
