@@ -42,20 +42,33 @@ def select_hvg(lognorm_train: sp.csr_matrix, n_top: int = 2000) -> np.ndarray:
     return expressed[np.asarray(a.var["highly_variable"].to_numpy(), dtype=bool)]
 
 
+def _l1_logistic(C: float, seed: int) -> object:
+    """An L1-penalised liblinear LogisticRegression across scikit-learn versions (``penalty`` is
+    deprecated from 1.8 in favour of ``l1_ratio``)."""
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
+    kw: dict = {"l1_ratio": 1.0} if (major, minor) >= (1, 8) else {"penalty": "l1"}
+    return LogisticRegression(solver="liblinear", C=C, class_weight="balanced", max_iter=500,
+                              random_state=seed, **kw)
+
+
 def logistic_baseline(counts: sp.spmatrix | np.ndarray, labels: np.ndarray, train: np.ndarray,
                       test: np.ndarray, classes: list[str], *, n_top_genes: int = 2000, C: float = 0.5,
                       seed: int = 0) -> dict:
     """Fit L1 logistic regression (liblinear, one-vs-rest, balanced class weights) on the train cells'
     log-normalised HVGs and score the test cells. Returns the ``classification_scores`` dict plus
     ``n_genes`` and ``predictions`` (test-cell labels)."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
 
     x = log_normalise(counts)
     genes = select_hvg(x[train], n_top_genes)
     xtr, xte = x[train][:, genes], x[test][:, genes]
     labels = np.asarray(labels).astype(str)
-    clf = LogisticRegression(penalty="l1", solver="liblinear", C=C, class_weight="balanced",
-                             max_iter=500, random_state=seed)
+    # liblinear is fast and exact for L1 but binary-only since scikit-learn 1.8: wrap it one-vs-rest
+    # (what LogisticRegression(multi_class="ovr") used to do).
+    clf = OneVsRestClassifier(_l1_logistic(C, seed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings on tiny data are not the user's concern
         clf.fit(xtr, labels[train])

@@ -1,0 +1,275 @@
+"""Cell embeddings (and, for a fine-tuned model, predicted labels) from a CellLM model.
+
+``embed_adata(adata, model_path)`` is the notebook call; ``embed(config, reporter)`` is the job function
+behind ``python -m app celllm embed`` and the GUI. Outputs follow the AnnData conventions:
+``obsm['X_celllm']``, ``obs['celllm_label']``, ``obs['celllm_confidence']``, ``uns['omicslab']``; the counts
+in ``.X``/``layers`` are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.data.errors import DataError
+from app.engine.reporter import Reporter, ensure_reporter
+
+HEAD_FILE = "head.safetensors"
+MODEL_SUBDIR = "model"
+_REPO = Path(__file__).resolve().parents[3]
+SHIPPED_TINY = _REPO / "resources" / "models" / "celllm-tiny"
+"""The pretrained ``tiny`` model shipped with OmicsLab (the default ``--init``)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# model folders
+# --------------------------------------------------------------------------------------------------
+def resolve_model_dir(path: str | Path | None) -> Path:
+    """Where the model files are for a run folder, a model folder or a checkpoint file.
+
+    A fine-tuning or pretraining run folder keeps its final model in ``RUN/model``; a model folder (like the
+    shipped ``resources/models/celllm-tiny``) holds it directly. ``None`` means the shipped tiny model.
+    """
+    p = Path(path) if path is not None else SHIPPED_TINY
+    if not p.exists():
+        hint = ("The shipped tiny model is missing: reinstall OmicsLab or pass --init/--model."
+                if path is None else "Pass a run folder, a model folder or a checkpoint that exists.")
+        raise DataError("model not found", p, hint)
+    if p.is_dir() and (p / MODEL_SUBDIR).is_dir():
+        return p / MODEL_SUBDIR
+    return p
+
+
+@dataclass
+class LoadedModel:
+    """A CellLM model ready for inference, with its vocabulary and (when fine-tuned) its head."""
+
+    model: torch.nn.Module
+    config: Any
+    vocab: list[str]
+    extra: dict
+    path: Path
+    head: torch.nn.Module | None = None
+    classes: list[str] | None = None
+    pooling: str = "cls"
+
+
+class ClassifierHead(torch.nn.Module):
+    """Dropout + linear layer on the pooled cell embedding.
+
+    The original CellLM reduces every token to a scalar, scatters it into a 19,380-long gene vector and
+    runs an MLP on that. Pooling instead makes the head independent of the vocabulary size (a few thousand
+    parameters, not ~10 M), works for any gene panel, and reuses exactly the embedding users see in
+    ``obsm['X_celllm']``; the contrastive pretraining objective also shapes the pooled embedding directly.
+    """
+
+    def __init__(self, dim: int, n_classes: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dropout = torch.nn.Dropout(dropout)
+        self.linear = torch.nn.Linear(dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(x))
+
+
+def model_dim(config: Any) -> int:
+    """Embedding width from a CellLM config (dataclass or dict)."""
+    return int(config["dim"] if isinstance(config, dict) else config.dim)
+
+
+def load_for_inference(path: str | Path | None, device: torch.device) -> LoadedModel:
+    """Load model + vocabulary (+ head when the folder has one) via CellLM-core's ``model_io``."""
+    from app.engine.celllm.model_io import load_model
+
+    from app.engine.checkpoint import load_tensors
+
+    mdir = resolve_model_dir(path)
+    model, config, vocab, extra = load_model(mdir, device)
+    model.eval()
+    extra = dict(extra or {})
+    lm = LoadedModel(model, config, list(vocab), extra, mdir, pooling=str(extra.get("pooling", "cls")))
+    head_dir = mdir if mdir.is_dir() else mdir.parent
+    if (head_dir / HEAD_FILE).is_file():
+        tensors, meta = load_tensors(head_dir / HEAD_FILE, device="cpu")
+        classes = list(meta["classes"])
+        head = ClassifierHead(model_dim(config), len(classes))
+        head.load_state_dict({k.removeprefix("head."): v for k, v in tensors.items()})
+        lm.head, lm.classes = head.to(device).eval(), classes
+        lm.pooling = str(meta.get("pooling", lm.pooling))
+    return lm
+
+
+# --------------------------------------------------------------------------------------------------
+# tokenising and batching
+# --------------------------------------------------------------------------------------------------
+def match_genes(var_names: Any, vocab: list[str], reporter: Reporter | None = None) -> Any:
+    """Harmonise the data's genes with the model vocabulary; warn under 50 % match, refuse 0 %."""
+    from app.data.singlecell import harmonise_genes
+
+    rep = ensure_reporter(reporter)
+    gm = harmonise_genes(list(map(str, var_names)), vocab)
+    rate = float(gm.match_rate)
+    rep.log(f"gene match: {rate:.1%} of the data's genes are in the model vocabulary")
+    if int(np.sum(np.asarray(gm.data_to_vocab) >= 0)) == 0:
+        raise DataError("none of the data's genes are in the model's vocabulary", None,
+                        "Use gene symbols (or Ensembl IDs the vocabulary knows) as variable names.")
+    if rate < 0.5:
+        rep.log(f"warning: only {rate:.1%} of genes match the model vocabulary; results may be poor",
+                level="warning")
+    return gm
+
+
+def tokenise_cells(counts: Any, data_to_vocab: np.ndarray, max_len: int | None) -> list:
+    """Per-cell tokens via CellLM-core's tokeniser."""
+    from app.engine.celllm import tokenize
+
+    return tokenize.tokenize_counts(counts, np.asarray(data_to_vocab), max_len=max_len)
+
+
+def collate(cells: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad a list of tokenised cells to the batch's longest and move to ``device``."""
+    from app.engine.celllm import tokenize
+
+    gene_ids, bins, pad_mask = tokenize.collate(cells)
+    return gene_ids.to(device), bins.to(device), pad_mask.to(device)
+
+
+@torch.no_grad()
+def infer(lm: LoadedModel, cells: list, device: torch.device, batch_size: int = 64,
+          reporter: Reporter | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Embeddings [N, dim] (float32) and, with a head, class probabilities [N, K]."""
+    rep = ensure_reporter(reporter)
+    lm.model.eval()
+    if lm.head is not None:
+        lm.head.eval()
+    embs, probs = [], []
+    n = len(cells)
+    # Batch cells of similar length together: less padding, same result (padding never changes a cell's
+    # output); the rows are put back in input order at the end.
+    order = np.argsort([len(c[0]) for c in cells], kind="stable")
+    total = (n + batch_size - 1) // batch_size
+    for b, start in enumerate(range(0, n, batch_size)):
+        rep.check_cancel()  # raises Cancelled: a partial embedding is useless, nothing to save
+        g, x, m = collate([cells[i] for i in order[start:start + batch_size]], device)
+        e = lm.model.embed(g, x, m, pooling=lm.pooling)
+        embs.append(e.float().cpu().numpy())
+        if lm.head is not None:
+            probs.append(torch.softmax(lm.head(e).float(), dim=-1).cpu().numpy())
+        rep.progress(b + 1, total)
+    if not embs:
+        k = len(lm.classes or [])
+        return np.zeros((0, model_dim(lm.config)), np.float32), (np.zeros((0, k), np.float32) if lm.head else None)
+    inv = np.empty(n, dtype=np.int64)
+    inv[order] = np.arange(n)
+    emb = np.concatenate(embs)[inv].astype(np.float32)
+    return emb, (np.concatenate(probs)[inv].astype(np.float32) if probs else None)
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` that ``json.dumps`` and h5ad ``uns`` both accept."""
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+# --------------------------------------------------------------------------------------------------
+# public calls
+# --------------------------------------------------------------------------------------------------
+def embed_adata(adata: Any, model_path: str | Path | None = None, batch_size: int = 64,
+                device: str = "auto", max_len: int | None = None, reporter: Reporter | None = None,
+                copy: bool = True) -> Any:
+    """Embed every cell of ``adata`` with a CellLM model (notebook entry point).
+
+    Writes ``obsm['X_celllm']``, with a fine-tuned model also ``obs['celllm_label']`` and
+    ``obs['celllm_confidence']`` (softmax maximum), and ``uns['omicslab']['celllm_embed']``. Counts are read
+    via ``counts_matrix`` and never modified. Returns the (copied unless ``copy=False``) AnnData.
+    """
+    from app.data.singlecell import counts_matrix
+    from app.engine.device import device_info, resolve_device
+
+    rep = ensure_reporter(reporter)
+    dev = resolve_device(device)
+    rep.device(device_info(dev))
+    lm = load_for_inference(model_path, dev)
+    gm = match_genes(adata.var_names, lm.vocab, rep)
+    if max_len is None:  # the length the model was trained with, if it recorded one
+        max_len = lm.extra.get("max_len") or (lm.config.get("max_len") if isinstance(lm.config, dict)
+                                              else getattr(lm.config, "max_len", None))
+    t0 = time.time()
+    cells = tokenise_cells(counts_matrix(adata), gm.data_to_vocab, max_len)
+    emb, probs = infer(lm, cells, dev, batch_size, rep)
+    out = adata.copy() if copy else adata
+    out.obsm["X_celllm"] = emb
+    params: dict[str, Any] = {
+        "model_path": str(lm.path), "pooling": lm.pooling, "batch_size": batch_size, "device": str(dev),
+        "max_len": max_len, "gene_match_rate": float(gm.match_rate), "n_cells": int(out.n_obs),
+        "dim": int(emb.shape[1]), "seconds": round(time.time() - t0, 3),
+    }
+    if probs is not None and lm.classes is not None:
+        import pandas as pd
+
+        out.obs["celllm_label"] = pd.Categorical([lm.classes[i] for i in probs.argmax(1)],
+                                                 categories=lm.classes)
+        out.obs["celllm_confidence"] = probs.max(1).astype(np.float32)
+        params["classes"] = list(lm.classes)
+    om = dict(out.uns.get("omicslab", {}) or {})
+    om["celllm_embed"] = json_safe(params)
+    out.uns["omicslab"] = om
+    return out
+
+
+def embed(config: dict, reporter: Reporter | None = None) -> dict:
+    """Job function ``app.engine.celllm.embed:embed``.
+
+    config: ``data`` (path), ``model`` (run/model folder; default the shipped tiny), ``out`` (.h5ad),
+    optional ``labels`` (table joined by cell ID), ``run_dir`` (also save the embedding as .npy),
+    ``batch_size`` (64), ``device`` ("auto"), ``max_len``, ``threads``.
+    """
+    from app.data.export import write_h5ad_atomic
+
+    from app.data.singlecell import read_singlecell
+    from app.engine.device import set_threads
+
+    rep = ensure_reporter(reporter)
+    set_threads(config.get("threads"))
+    if not config.get("data"):
+        raise DataError("no input data given", None, "Pass --data PATH (h5ad, 10x folder, CSV, ...).")
+    out_path = Path(config.get("out") or "")
+    if out_path.suffix.lower() != ".h5ad":
+        raise DataError("the output must be an .h5ad file", out_path, "Pass --out NAME.h5ad.")
+    adata = read_singlecell(config["data"], labels=config.get("labels"))
+    rep.log(f"read {adata.n_obs} cells x {adata.n_vars} genes from {config['data']}")
+    res = embed_adata(adata, config.get("model"), batch_size=int(config.get("batch_size", 64)),
+                      device=config.get("device", "auto"), max_len=config.get("max_len"), reporter=rep,
+                      copy=False)
+    write_h5ad_atomic(res, out_path)
+    rep.artifact("embedding_h5ad", str(out_path))
+    result = {"out": str(out_path), "n_cells": int(res.n_obs), "dim": int(res.obsm["X_celllm"].shape[1]),
+              "gene_match_rate": res.uns["omicslab"]["celllm_embed"]["gene_match_rate"],
+              "has_labels": "celllm_label" in res.obs}
+    if config.get("run_dir"):
+        result["embedding_npy"] = str(save_embedding_array(config["run_dir"], res.obsm["X_celllm"]))
+        rep.artifact("embedding", result["embedding_npy"])
+    return result
+
+
+def save_embedding_array(run_dir: str | Path, emb: np.ndarray, name: str = "X_celllm") -> Path:
+    """Save the embedding as .npy in the run folder (the GUI memory-maps it)."""
+    try:
+        from app.engine.rundir import RunDir
+    except ImportError:  # jobs helper's RunDir not present: plain atomic .npy
+        from app.data.atomic import atomic_path
+
+        path = Path(run_dir) / f"{name}.npy"
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, emb)
+        return path
+    try:
+        rd = RunDir.open(run_dir)
+    except Exception:  # not a run folder yet (notebook use): make one
+        rd = RunDir.create(run_dir, "embed", {"name": name})
+    return Path(rd.save_array(name, emb))

@@ -1,0 +1,504 @@
+"""Fine-tune CellLM for cell-type annotation, and score it beside the L1-logistic HVG baseline.
+
+``finetune(config, reporter)`` is the job function behind ``python -m app celllm finetune`` and the GUI's
+"Fine-tune" button. Steps: read the data (+ a labels table joined by cell ID), drop unlabelled cells,
+refuse a one-class column, make a seeded stratified train/validation/test split, tokenise the counts for
+the starting model's vocabulary, train a pooled-embedding classifier head (and the unfrozen part of the
+encoder) with a class-weighted cross-entropy, stop early on validation macro-F1, then score the test cells
+with the best epoch's weights and with the baseline on exactly the same split.
+
+Run folder (``config["run_dir"]``):
+    model/                model_io files + head.safetensors (classes, pooling): what ``embed`` loads
+    checkpoints/          one safetensors checkpoint per epoch (model, head, optimiser, progress)
+    best.safetensors      the best epoch's model + head (early stopping restores it)
+    metrics.jsonl         one line per epoch (train_loss, val_macro_f1, val_accuracy)
+    metrics.json          test scores of CellLM and baseline, per-class F1, confusion matrices, notes
+    split.json            which cells went to train / val / test
+    test_embeddings.npy   pooled embeddings of the test cells (rows = test_predictions.csv rows)
+    test_predictions.csv  cell, true label, CellLM label + confidence, baseline label
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.data.errors import DataError
+from app.engine.celllm.embed import (
+    HEAD_FILE,
+    MODEL_SUBDIR,
+    ClassifierHead,
+    LoadedModel,
+    collate,
+    infer,
+    json_safe,
+    match_genes,
+    model_dim,
+    resolve_model_dir,
+    tokenise_cells,
+)
+from app.engine.celllm.splits import (
+    classification_scores,
+    clean_labels,
+    finish_split_notes,
+    split_from_column,
+    stratified_split,
+)
+from app.engine.reporter import Cancelled, Reporter, ensure_reporter
+
+DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 32,
+    "lr": 1e-4,  # encoder (the original CellLM fine-tunes with Adam 1e-4)
+    "head_lr": 1e-3,  # the freshly initialised head learns faster
+    "weight_decay": 0.01,
+    "patience": 3,  # epochs without a better validation macro-F1 before stopping
+    "freeze": "none",  # none | embeddings | encoder | last:K (train only the last K encoder layers)
+    "val_frac": 0.15,
+    "test_frac": 0.15,
+    "seed": 0,
+    "device": "auto",
+    "max_len": None,  # None -> the model config's max_len, else DEFAULT_MAX_LEN
+    "max_cells": None,  # stratified subsample before splitting (quick runs)
+    "baseline_genes": 2000,
+    "class_weight": "balanced",  # balanced | none
+    "head_dropout": 0.1,
+    "grad_clip": 1.0,
+}
+DEFAULT_MAX_LEN = 1024
+"""Top-expressed genes kept per cell when neither the user nor the model sets ``max_len``."""
+
+FREEZE_CHOICES = ("none", "embeddings", "encoder", "last:K")
+
+
+# --------------------------------------------------------------------------------------------------
+# freezing
+# --------------------------------------------------------------------------------------------------
+def encoder_layers(model: torch.nn.Module, depth: int | None = None) -> torch.nn.ModuleList:
+    """The encoder's stack of transformer blocks: the longest ``nn.ModuleList`` (of length ``depth``
+    when the config gives it). Found structurally so freezing works with any CellLM layout."""
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
+    if depth:
+        exact = [m for m in lists if len(m) == depth]
+        lists = exact or lists
+    if not lists:
+        raise ValueError("could not find the encoder's layer list in the model")
+    return max(lists, key=len)
+
+
+def apply_freeze(model: torch.nn.Module, freeze: str, depth: int | None = None) -> dict[str, int]:
+    """Set ``requires_grad`` for a freezing mode; returns trainable / frozen parameter counts.
+
+    ``none``: train everything (parameters the model itself froze, e.g. frozen gene embeddings, stay
+    frozen). ``embeddings``: freeze the token embedding tables. ``encoder``: freeze the whole encoder (a
+    linear probe: only the head learns). ``last:K``: freeze embeddings and all but the last K layers (the
+    original CellLM fine-tunes the last layer and the final norm, i.e. ``last:1``).
+    """
+    freeze = str(freeze or "none").strip().lower()
+    if freeze == "none":
+        pass
+    elif freeze == "encoder":
+        for p in model.parameters():
+            p.requires_grad_(False)
+    elif freeze == "embeddings" or freeze.startswith("last:"):
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Embedding):
+                for p in mod.parameters():
+                    p.requires_grad_(False)
+        if freeze.startswith("last:"):
+            try:
+                k = int(freeze.split(":", 1)[1])
+            except ValueError as exc:
+                raise DataError(f"invalid freeze mode {freeze!r}", None,
+                                "Use none, embeddings, encoder or last:K with K a whole number.") from exc
+            layers = encoder_layers(model, depth)
+            if not 0 <= k <= len(layers):
+                raise DataError(f"freeze 'last:{k}' but the model has {len(layers)} layers", None,
+                                f"Pick K between 0 and {len(layers)}.")
+            for layer in list(layers)[: len(layers) - k]:
+                for p in layer.parameters():
+                    p.requires_grad_(False)
+    else:
+        raise DataError(f"unknown freeze mode {freeze!r}", None, f"Use one of {', '.join(FREEZE_CHOICES)}.")
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return {"trainable": int(n_train), "frozen": int(n_frozen)}
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------------
+def class_weights(y: np.ndarray, n_classes: int, mode: str = "balanced") -> torch.Tensor:
+    """Cross-entropy weights: ``n / (K * n_c)`` ("balanced", as scikit-learn), mean 1 over present classes."""
+    if mode == "none":
+        return torch.ones(n_classes)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    w = np.zeros(n_classes)
+    w[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of about ``n`` cells keeping class proportions (each class keeps >= min(3, size))."""
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for cls in sorted(set(labels.tolist())):
+        idx = np.flatnonzero(labels == cls)
+        k = max(min(3, len(idx)), round(len(idx) * n / len(labels)))
+        keep.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def load_labelled(config: dict, rep: Reporter) -> tuple[Any, np.ndarray, list[str]]:
+    """Read the data, pick the label column, drop unlabelled cells. Returns (adata, labels, notes)."""
+    from app.data.singlecell import read_singlecell
+
+    data = config.get("data")
+    if not data:
+        raise DataError("no input data given", None, "Pass --data PATH (h5ad, 10x folder, CSV, ...).")
+    key = config.get("label_key")
+    adata = read_singlecell(data, labels=config.get("labels"), label_key=key)
+    rep.log(f"read {adata.n_obs} cells x {adata.n_vars} genes from {data}")
+    if not key:
+        raise DataError("no label column given", data,
+                        "Pass --label-key COLUMN (an .obs column or a column of the --labels table); "
+                        f"columns here: {', '.join(map(str, adata.obs.columns)) or 'none'}.")
+    if key not in adata.obs.columns:
+        raise DataError(f"label column {key!r} not found", config.get("labels") or data,
+                        f"Choose one of: {', '.join(map(str, adata.obs.columns)) or '(no columns)'}"
+                        + ("" if config.get("labels") else "; or pass --labels FILE to join a labels table."))
+    cl = clean_labels(adata.obs[key].to_numpy(), source=key)
+    notes = list(cl.notes)
+    if cl.n_dropped:
+        adata = adata[cl.keep].copy()
+    labels = cl.labels
+    max_cells = config.get("max_cells")
+    if max_cells and int(max_cells) < adata.n_obs:
+        sub = stratified_subsample(labels, int(max_cells), int(config.get("seed", 0)))
+        adata, labels = adata[sub].copy(), labels[sub]
+        notes.append(f"subsampled {len(sub)} cells (stratified, seed {config.get('seed', 0)})")
+        clean_labels(labels, source=key)  # subsampling must not leave a single class
+    for n in notes:
+        rep.log(n)
+    return adata, labels, notes
+
+
+def make_split(config: dict, adata: Any, labels: np.ndarray) -> Any:
+    """Seeded stratified split, or the user's split column (``split_key``) when given."""
+    split_key = config.get("split_key")
+    if split_key:
+        if split_key not in adata.obs.columns:
+            raise DataError(f"split column {split_key!r} not found", config.get("data"),
+                            f"Choose one of: {', '.join(map(str, adata.obs.columns))}.")
+        return split_from_column(labels, adata.obs[split_key].to_numpy())
+    split = stratified_split(labels, val_frac=float(config["val_frac"]), test_frac=float(config["test_frac"]),
+                             seed=int(config["seed"]))
+    finish_split_notes(split, labels)
+    return split
+
+
+# --------------------------------------------------------------------------------------------------
+# run folder
+# --------------------------------------------------------------------------------------------------
+def open_run_dir(path: str | Path, kind: str, config: dict) -> Any:
+    """The JOBS run folder: opened when the jobs layer (or a previous attempt) made it, else created."""
+    from app.engine.rundir import RunDir
+
+    path = Path(path)
+    try:
+        return RunDir.open(path)
+    except Exception:  # not a run folder yet (the notebook path): make one
+        return RunDir.create(path, kind, json_safe(config))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from app.data.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(json_safe(obj), indent=2))
+
+
+def _opt_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    """Flatten an optimiser's state into named tensors (safetensors) + its JSON param groups."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for idx, st in sd["state"].items():
+        for name, val in st.items():
+            t = val if torch.is_tensor(val) else torch.tensor(val)
+            tensors[f"opt.{idx}.{name}"] = t
+    return tensors, sd["param_groups"]
+
+
+def _opt_load(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, val in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = val
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _split_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _weights(model: torch.nn.Module, head: torch.nn.Module) -> dict[str, torch.Tensor]:
+    out = {f"model.{k}": v for k, v in model.state_dict().items()}
+    out.update({f"head.{k}": v for k, v in head.state_dict().items()})
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------------
+def train_epoch(model: torch.nn.Module, head: torch.nn.Module, cells: list, y: np.ndarray, idx: np.ndarray,
+                opt: torch.optim.Optimizer, loss_fn: torch.nn.Module, *, batch_size: int, pooling: str,
+                device: torch.device, rng: np.random.Generator, grad_clip: float, rep: Reporter,
+                epoch: int, amp: bool) -> tuple[float, bool]:
+    """One pass over the training cells. Returns (mean loss, stopped early because a stop was asked)."""
+    model.train()
+    head.train()
+    order = rng.permutation(idx)
+    n_batches = math.ceil(len(order) / batch_size)
+    total, n_seen = 0.0, 0
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for b in range(n_batches):
+        if rep.should_stop():
+            return (total / max(n_seen, 1)), True
+        bi = order[b * batch_size:(b + 1) * batch_size]
+        g, x, m = collate([cells[i] for i in bi], device)
+        target = torch.as_tensor(y[bi], device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = head(model.embed(g, x, m, pooling=pooling))
+        loss = loss_fn(logits.float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        total += float(loss.detach()) * len(bi)
+        n_seen += len(bi)
+        rep.progress(b + 1, n_batches, epoch)
+    return total / max(n_seen, 1), False
+
+
+def evaluate(lm: LoadedModel, cells: list, idx: np.ndarray, device: torch.device, batch_size: int,
+             rep: Reporter | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and class probabilities of ``cells[idx]`` in eval mode."""
+    lm.model.eval()
+    if lm.head is not None:
+        lm.head.eval()
+    emb, probs = infer(lm, [cells[i] for i in idx], device, batch_size, rep)
+    assert probs is not None
+    return emb, probs
+
+
+def finetune(config: dict, reporter: Reporter | None = None) -> dict:
+    """Job function ``app.engine.celllm.finetune:finetune``.
+
+    config: ``data`` (path), ``label_key`` (.obs column or column of ``labels``), optional ``labels``
+    (table joined by cell ID), ``init`` (run folder, model folder or checkpoint; default the shipped
+    ``resources/models/celllm-tiny``), ``run_dir`` (required), ``split_key`` (use a train/val/test column
+    instead of the seeded split), ``resume`` and the keys of ``DEFAULTS``.
+    Returns the metrics dict (also written to ``run_dir/metrics.json``), with ``cancelled`` True when a
+    stop request ended the run (a checkpoint is saved; ``resume`` continues it).
+    """
+    from app.engine.celllm.model_io import load_model, save_model
+
+    from app.engine.checkpoint import load_tensors, save_tensors
+    from app.engine.device import device_info, resolve_device, set_threads
+
+    rep = ensure_reporter(reporter)
+    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    if not cfg.get("run_dir"):
+        raise DataError("no run folder given", None, "Pass --out RUN (a folder for the model and metrics).")
+    t0 = time.time()
+    set_threads(cfg.get("threads"))
+    seed = int(cfg["seed"])
+    torch.manual_seed(seed)
+    run_path = Path(cfg["run_dir"])
+    rd = open_run_dir(run_path, "finetune", cfg)
+    dev = resolve_device(str(cfg["device"]))
+    rep.device(device_info(dev))
+
+    # data, labels, split -----------------------------------------------------------------------------
+    adata, labels, notes = load_labelled(cfg, rep)
+    split = make_split(cfg, adata, labels)
+    for n in split.notes:
+        rep.log(n, level="warning")
+    classes = sorted(set(labels[split.train].tolist()))  # the head can only learn classes seen in train
+    if len(classes) < 2:
+        raise DataError("the training split has only one class", cfg["data"],
+                        "Use a label column with at least two well-populated classes.")
+    cls_index = {c: i for i, c in enumerate(classes)}
+    y = np.array([cls_index.get(c, -1) for c in labels], dtype=np.int64)
+    obs_names = np.asarray(adata.obs_names).astype(str)
+    _write_json(run_path / "split.json", {
+        "seed": seed, "split_key": cfg.get("split_key"),
+        "train": obs_names[split.train].tolist(), "val": obs_names[split.val].tolist(),
+        "test": obs_names[split.test].tolist()})
+    rep.log(f"split: {len(split.train)} train, {len(split.val)} val, {len(split.test)} test cells; "
+            f"{len(classes)} classes")
+
+    # model ---------------------------------------------------------------------------------------------
+    init_dir = resolve_model_dir(cfg.get("init"))
+    model, mcfg, vocab, extra = load_model(init_dir, dev)
+    extra = dict(extra or {})
+    pooling = str(cfg.get("pooling") or extra.get("pooling", "cls"))
+    model_max_len = mcfg.get("max_len") if isinstance(mcfg, dict) else getattr(mcfg, "max_len", None)
+    max_len = int(cfg.get("max_len") or model_max_len or DEFAULT_MAX_LEN)
+    rep.log(f"starting model: {init_dir}")
+    gm = match_genes(adata.var_names, list(vocab), rep)
+    from app.data.singlecell import counts_matrix
+
+    counts = counts_matrix(adata)
+    cells = tokenise_cells(counts, gm.data_to_vocab, max_len)
+    head = ClassifierHead(model_dim(mcfg), len(classes), float(cfg["head_dropout"])).to(dev)
+    depth = mcfg.get("depth") if isinstance(mcfg, dict) else getattr(mcfg, "depth", None)
+    counts_p = apply_freeze(model, str(cfg["freeze"]), depth)
+    rep.log(f"freeze={cfg['freeze']}: {counts_p['trainable']:,} trainable, {counts_p['frozen']:,} frozen "
+            "encoder parameters")
+    groups = [{"params": list(head.parameters()), "lr": float(cfg["head_lr"])}]
+    enc = [p for p in model.parameters() if p.requires_grad]
+    if enc:
+        groups.append({"params": enc, "lr": float(cfg["lr"])})
+    opt = torch.optim.AdamW(groups, weight_decay=float(cfg["weight_decay"]))
+    loss_fn = torch.nn.CrossEntropyLoss(
+        weight=class_weights(y[split.train], len(classes), str(cfg["class_weight"])).to(dev))
+    amp = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    # resume ---------------------------------------------------------------------------------------------
+    start_epoch, best_f1, best_epoch, bad, history = 0, -1.0, -1, 0, []
+    last = rd.last_checkpoint() if cfg.get("resume") else None
+    if last is not None:
+        tensors, meta = load_tensors(last, device=dev)
+        if list(meta.get("classes", [])) != classes:
+            raise DataError("the checkpoint was trained on other classes than this data split", last,
+                            "Resume with the same data, labels, seed and split settings, or start a new run.")
+        model.load_state_dict(_split_state(tensors, "model."))
+        head.load_state_dict(_split_state(tensors, "head."))
+        _opt_load(opt, tensors, meta["param_groups"])
+        start_epoch, best_f1, best_epoch = int(meta["epoch"]), float(meta["best_f1"]), int(meta["best_epoch"])
+        bad, history = int(meta["bad_epochs"]), list(meta.get("history", []))
+        rep.log(f"resumed from {last} after epoch {start_epoch}")
+
+    lm = LoadedModel(model, mcfg, list(vocab), extra, init_dir, head=head, classes=classes, pooling=pooling)
+    bs, epochs, patience = int(cfg["batch_size"]), int(cfg["epochs"]), int(cfg["patience"])
+    rng = np.random.default_rng(seed + 1000 * start_epoch)  # a resumed run does not replay epoch 0's order
+    best_file = run_path / "best.safetensors"
+    cancelled = False
+    epoch = start_epoch
+    for epoch in range(start_epoch, epochs):
+        train_loss, stopped = train_epoch(
+            model, head, cells, y, split.train, opt, loss_fn, batch_size=bs, pooling=pooling, device=dev,
+            rng=rng, grad_clip=float(cfg["grad_clip"]), rep=rep, epoch=epoch, amp=amp)
+        if stopped:
+            cancelled = True
+            break
+        _, vprobs = evaluate(lm, cells, split.val, dev, max(bs, 64))
+        vpred = np.array(classes)[vprobs.argmax(1)]
+        vs = classification_scores(labels[split.val], vpred, classes)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_macro_f1": vs["macro_f1"],
+               "val_accuracy": vs["accuracy"]}
+        history.append(row)
+        rd.append_metrics(row)
+        rep.metrics(epoch + 1, {k: v for k, v in row.items() if k != "epoch"}, split="val", epoch=epoch + 1)
+        rep.log(f"epoch {epoch + 1}: train loss {train_loss:.4f}, val macro-F1 {vs['macro_f1']:.3f}, "
+                f"val accuracy {vs['accuracy']:.3f}")
+        if vs["macro_f1"] > best_f1:
+            best_f1, best_epoch, bad = vs["macro_f1"], epoch + 1, 0
+            save_tensors(best_file, _weights(model, head), {"epoch": epoch + 1, "classes": classes})
+        else:
+            bad += 1
+        _save_ckpt(rd, model, head, opt, classes, epoch + 1, best_f1, best_epoch, bad, history, rep)
+        if bad >= patience:
+            rep.log(f"early stop: no better validation macro-F1 for {patience} epoch(s); best epoch {best_epoch}")
+            break
+    if cancelled:
+        _save_ckpt(rd, model, head, opt, classes, epoch, best_f1, best_epoch, bad, history, rep)
+        rep.log("cancelled: checkpoint saved; run again with resume to continue")
+        return {"cancelled": True, "run_dir": str(run_path), "epochs_done": epoch, "history": history}
+
+    # test with the best epoch -------------------------------------------------------------------------
+    if best_file.is_file():
+        tensors, _ = load_tensors(best_file, device=dev)
+        model.load_state_dict(_split_state(tensors, "model."))
+        head.load_state_dict(_split_state(tensors, "head."))
+    rep.check_cancel()
+    temb, tprobs = evaluate(lm, cells, split.test, dev, max(bs, 64), rep)
+    tpred = np.array(classes)[tprobs.argmax(1)]
+    test_scores = classification_scores(labels[split.test], tpred, classes)
+    rep.log("fitting the L1-logistic HVG baseline on the same training cells")
+    from app.engine.celllm.baseline import logistic_baseline
+
+    base = logistic_baseline(counts, labels, split.train, split.test, classes,
+                             n_top_genes=int(cfg["baseline_genes"]), seed=seed)
+    base_pred = base.pop("predictions")
+
+    # save -------------------------------------------------------------------------------------------------
+    model_dir = run_path / MODEL_SUBDIR
+    out_extra = {**extra, "pooling": pooling, "task": "annotation", "label_key": cfg.get("label_key"),
+                 "classes": classes, "finetuned_from": str(init_dir), "max_len": max_len}
+    save_model(model_dir, model, mcfg, list(vocab), json_safe(out_extra))
+    save_tensors(model_dir / HEAD_FILE, {f"head.{k}": v for k, v in head.state_dict().items()},
+                 {"classes": classes, "pooling": pooling, "label_key": cfg.get("label_key")})
+    rep.artifact("model", str(model_dir))
+    emb_path = Path(rd.save_array("test_embeddings", temb.astype(np.float32)))
+    rep.artifact("embedding", str(emb_path))
+    import pandas as pd
+
+    from app.data.atomic import atomic_path
+
+    pred_df = pd.DataFrame({
+        "cell": obs_names[split.test], "true": labels[split.test], "celllm": tpred,
+        "celllm_confidence": tprobs.max(1).astype(np.float32), "baseline": base_pred})
+    pred_path = run_path / "test_predictions.csv"
+    with atomic_path(pred_path) as tmp:
+        pred_df.to_csv(tmp, index=False)
+    rep.artifact("predictions", str(pred_path))
+
+    test_only = list(split.test_only_classes)
+    metrics = {
+        "test": test_scores,
+        "baseline": {**base, "method": "L1 logistic regression on log-normalised HVGs (train cells only)"},
+        "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
+        "classes": classes, "test_only_classes": test_only, "small_classes": list(split.small_classes),
+        "label_key": cfg.get("label_key"), "notes": notes + list(split.notes),
+        "best_epoch": best_epoch, "best_val_macro_f1": best_f1, "epochs_run": len(history),
+        "history": history, "gene_match_rate": float(gm.match_rate), "max_len": max_len,
+        "freeze": cfg["freeze"], "init": str(init_dir), "seed": seed, "device": str(dev),
+        "seconds": round(time.time() - t0, 2), "run_dir": str(run_path),
+    }
+    metrics_path = run_path / "metrics.json"
+    _write_json(metrics_path, metrics)
+    rep.artifact("metrics", str(metrics_path))
+    rep.log(f"test: CellLM accuracy {test_scores['accuracy']:.3f}, macro-F1 {test_scores['macro_f1']:.3f}; "
+            f"baseline accuracy {base['accuracy']:.3f}, macro-F1 {base['macro_f1']:.3f}")
+    if test_only:
+        rep.log("classes in test but not in train (counted as errors): " + ", ".join(test_only), level="warning")
+    return json_safe(metrics)
+
+
+def _save_ckpt(rd: Any, model: torch.nn.Module, head: torch.nn.Module, opt: torch.optim.Optimizer,
+               classes: list[str], epoch: int, best_f1: float, best_epoch: int, bad: int, history: list,
+               rep: Reporter) -> None:
+    """Checkpoint after ``epoch`` epochs (also on cancel) with everything ``resume`` needs."""
+    tensors = _weights(model, head)
+    opt_t, groups = _opt_tensors(opt)
+    tensors.update(opt_t)
+    meta = {"epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "bad_epochs": bad,
+            "history": history, "classes": classes, "param_groups": groups}
+    path = rd.save_checkpoint(tensors, json_safe(meta), step=epoch)
+    rep.artifact("checkpoint", str(path))
+
+
+__all__ = ["DEFAULTS", "Cancelled", "apply_freeze", "class_weights", "finetune", "stratified_subsample"]
