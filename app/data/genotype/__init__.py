@@ -1,1 +1,25 @@
 """Genotype readers (PLINK, VCF, HapMap, numeric), phenotype tables, QC and model encodings."""
+
+from app.data.genotype.pheno import JoinReport, join_phenotypes, read_phenotypes
+from app.data.genotype.population import simulate_population, write_demo
+from app.data.genotype.qc import QCReport, additive, allele_freq, one_hot, run_qc
+from app.data.genotype.readers import detect_genotype_format, read_genotypes, write_plink
+from app.data.genotype.types import MISSING, GenotypeMatrix
+
+__all__ = [
+    "MISSING",
+    "GenotypeMatrix",
+    "JoinReport",
+    "QCReport",
+    "additive",
+    "allele_freq",
+    "detect_genotype_format",
+    "join_phenotypes",
+    "one_hot",
+    "read_genotypes",
+    "read_phenotypes",
+    "run_qc",
+    "simulate_population",
+    "write_demo",
+    "write_plink",
+]
