@@ -55,6 +55,10 @@ def format_of(path: str | Path) -> str:
     name = path.name.lower()
     if _MTX.match(name):
         return "mtx"
+    if name.endswith((".mtx", ".mtx.gz")):
+        raise DataError("a lone Matrix Market file: OmicsLab reads it as part of a 10x folder", path,
+                        "Put it in a folder named after the sample as matrix.mtx(.gz), with barcodes.tsv(.gz) and "
+                        "genes.tsv or features.tsv(.gz) beside it, and open the folder.")
     suf = _suffix(path)
     if name.endswith(".h5ad"):
         return "h5ad"
