@@ -81,8 +81,11 @@ FREEZE_CHOICES = ("none", "embeddings", "encoder", "last:K")
 # freezing
 # --------------------------------------------------------------------------------------------------
 def encoder_layers(model: torch.nn.Module, depth: int | None = None) -> torch.nn.ModuleList:
-    """The encoder's stack of transformer blocks: the longest ``nn.ModuleList`` (of length ``depth``
-    when the config gives it). Found structurally so freezing works with any CellLM layout."""
+    """The encoder's stack of transformer blocks: ``model.layers``, else the longest ``nn.ModuleList`` (of
+    length ``depth`` when the config gives it), so freezing also works with other encoder layouts."""
+    own = getattr(model, "layers", None)  # CellLM exposes its blocks as ``.layers``
+    if isinstance(own, torch.nn.ModuleList) and len(own) > 0:
+        return own
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
     if depth:
         exact = [m for m in lists if len(m) == depth]
@@ -135,7 +138,8 @@ def apply_freeze(model: torch.nn.Module, freeze: str, depth: int | None = None) 
 # data
 # --------------------------------------------------------------------------------------------------
 def class_weights(y: np.ndarray, n_classes: int, mode: str = "balanced") -> torch.Tensor:
-    """Cross-entropy weights: ``n / (K * n_c)`` ("balanced", as scikit-learn), mean 1 over present classes."""
+    """Cross-entropy weights ``n / (K * n_c)`` over the K classes present ("balanced", as scikit-learn): every
+    class weighs the same in total; absent classes get 0."""
     if mode == "none":
         return torch.ones(n_classes)
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
@@ -312,8 +316,7 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
     Returns the metrics dict (also written to ``run_dir/metrics.json``), with ``cancelled`` True when a
     stop request ended the run (a checkpoint is saved; ``resume`` continues it).
     """
-    from app.engine.celllm.model_io import load_model, save_model
-
+    from app.engine.celllm.model_io import load_model, model_metadata, save_model
     from app.engine.checkpoint import load_tensors, save_tensors
     from app.engine.device import device_info, resolve_device, set_threads
 
@@ -379,6 +382,8 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
     # resume ---------------------------------------------------------------------------------------------
     start_epoch, best_f1, best_epoch, bad, history = 0, -1.0, -1, 0, []
     last = rd.last_checkpoint() if cfg.get("resume") else None
+    if cfg.get("resume"):
+        rd.rewind_to_checkpoint()  # metrics.jsonl rows after the checkpoint would be replayed
     if last is not None:
         tensors, meta = load_tensors(last, device=dev)
         if list(meta.get("classes", [])) != classes:
@@ -392,6 +397,7 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
         rep.log(f"resumed from {last} after epoch {start_epoch}")
 
     lm = LoadedModel(model, mcfg, list(vocab), extra, init_dir, head=head, classes=classes, pooling=pooling)
+    base_meta = {**model_metadata(mcfg, list(vocab), extra), "classes": classes, "pooling": pooling}
     bs, epochs, patience = int(cfg["batch_size"]), int(cfg["epochs"]), int(cfg["patience"])
     rng = np.random.default_rng(seed + 1000 * start_epoch)  # a resumed run does not replay epoch 0's order
     best_file = run_path / "best.safetensors"
@@ -419,12 +425,14 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
             save_tensors(best_file, _weights(model, head), {"epoch": epoch + 1, "classes": classes})
         else:
             bad += 1
-        _save_ckpt(rd, model, head, opt, classes, epoch + 1, best_f1, best_epoch, bad, history, rep)
+        _save_ckpt(rd, model, head, opt, base_meta, rep, epoch=epoch + 1, best_f1=best_f1, best_epoch=best_epoch,
+                   bad_epochs=bad, history=history)
         if bad >= patience:
             rep.log(f"early stop: no better validation macro-F1 for {patience} epoch(s); best epoch {best_epoch}")
             break
     if cancelled:
-        _save_ckpt(rd, model, head, opt, classes, epoch, best_f1, best_epoch, bad, history, rep)
+        _save_ckpt(rd, model, head, opt, base_meta, rep, epoch=epoch, best_f1=best_f1, best_epoch=best_epoch,
+                   bad_epochs=bad, history=history)
         rep.log("cancelled: checkpoint saved; run again with resume to continue")
         return {"cancelled": True, "run_dir": str(run_path), "epochs_done": epoch, "history": history}
 
@@ -489,15 +497,16 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
 
 
 def _save_ckpt(rd: Any, model: torch.nn.Module, head: torch.nn.Module, opt: torch.optim.Optimizer,
-               classes: list[str], epoch: int, best_f1: float, best_epoch: int, bad: int, history: list,
-               rep: Reporter) -> None:
-    """Checkpoint after ``epoch`` epochs (also on cancel) with everything ``resume`` needs."""
+               base_meta: dict, rep: Reporter, **progress: Any) -> None:
+    """Checkpoint after ``progress['epoch']`` epochs (also on cancel) with everything ``resume`` needs.
+
+    ``base_meta`` holds the model's config + vocabulary (so a checkpoint file alone can be an ``init`` or
+    ``model``) and the classes; ``progress`` the epoch counters and history."""
     tensors = _weights(model, head)
     opt_t, groups = _opt_tensors(opt)
     tensors.update(opt_t)
-    meta = {"epoch": epoch, "best_f1": best_f1, "best_epoch": best_epoch, "bad_epochs": bad,
-            "history": history, "classes": classes, "param_groups": groups}
-    path = rd.save_checkpoint(tensors, json_safe(meta), step=epoch)
+    meta = {**base_meta, **progress, "param_groups": groups}
+    path = rd.save_checkpoint(tensors, json_safe(meta), step=int(progress["epoch"]))
     rep.artifact("checkpoint", str(path))
 
 
