@@ -43,6 +43,13 @@ def run(args: argparse.Namespace) -> int:
     from app.data.sniff import detect_kind
 
     kind = detect_kind(args.path)
+    # A small text matrix can be ambiguous; options only one kind takes settle it.
+    sc_hint = args.labels or args.label_key or args.orientation in ("genes_x_cells", "cells_x_genes")
+    geno_hint = args.pheno or args.trait or args.orientation in ("samples_x_markers", "markers_x_samples")
+    if kind == "phenotype" and sc_hint and not geno_hint:
+        kind = "singlecell"
+    elif kind == "phenotype" and geno_hint and not sc_hint:
+        kind = "genotype"
     if kind == "singlecell":
         out = inspect_singlecell(args)
     elif kind == "genotype":

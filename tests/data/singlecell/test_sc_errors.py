@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def test_labels_missing_file_and_label_key_in_h5ad(tmp_path: Path) -> None:
         read_singlecell(p, labels=tmp_path / "nolabels.csv")
     ad.AnnData(X=X, obs=pd.DataFrame({"t": list("aabbcc")}, index=[f"c{i}" for i in range(6)]),
                var=pd.DataFrame(index=GENES)).write_h5ad(tmp_path / "a.h5ad")
-    with pytest.raises(DataError, match="no cell annotation column 'cell_type'.*found: t"):
+    with pytest.raises(DataError, match=r"no cell annotation column 'cell_type'.*found: t"):
         read_singlecell(tmp_path / "a.h5ad", label_key="cell_type")
 
 
@@ -144,10 +145,8 @@ def test_random_bytes_raise_only_dataerror(tmp_path: Path, data: bytes, name: st
     p = tmp_path / name
     p.write_bytes(gzip.compress(data) if gz and name.endswith(".gz") else data)
     for fn in (read_singlecell, detect_kind):
-        try:
+        with contextlib.suppress(DataError):
             fn(p)
-        except DataError:
-            pass
 
 
 @pytest.mark.shared_data
