@@ -505,7 +505,8 @@ def read_hapmap(path: str | Path) -> GenotypeMatrix:
     if lens.max(initial=0) > 2:
         i, j = np.argwhere(lens > 2)[0]
         raise DataError(
-            f"call {calls_s[i, j]!r} (marker row {i + 2}, taxon {samples[j]}) is not a one- or two-letter genotype",
+            f"call {str(calls_s[i, j])!r} (marker row {i + 2}, taxon {samples[j]}) is not a one- or two-letter "
+            "genotype",
             p,
             "HapMap calls must be like AA, AG, NN or IUPAC letters (A, R, Y, N, ...)",
         )
@@ -518,7 +519,7 @@ def read_hapmap(path: str | Path) -> GenotypeMatrix:
         if not known.all():
             bad = letters[~known][0]
             raise DataError(
-                f"unknown one-letter genotype code {bad!r}",
+                f"unknown one-letter genotype code {str(bad)!r}",
                 p,
                 "use IUPAC codes A C G T R Y S W K M N (N = missing) or two-letter calls",
             )
@@ -654,7 +655,8 @@ def read_numeric(
     if orientation not in ORIENTATIONS:
         raise DataError(f"unknown orientation {orientation!r}", p, f"use one of {', '.join(ORIENTATIONS)}")
     text = _read_text(p)
-    lines = [ln for ln in text.split("\n") if ln.strip() and not ln.startswith("#")]
+    numbered = [(i + 1, ln) for i, ln in enumerate(text.split("\n")) if ln.strip() and not ln.startswith("#")]
+    lines = [ln for _, ln in numbered]
     if not lines:
         raise DataError("the file has no data lines", p, "give a matrix with one row per sample or marker")
     sep = _sniff_sep(lines[0])
@@ -662,6 +664,7 @@ def read_numeric(
     n_first_num = sum(_is_number(t) for t in first[1:])
     has_header = n_first_num < max(1, (len(first) - 1) // 2) or (len(first) == 1 and not _is_number(first[0]))
     body = lines[1:] if has_header else lines
+    linenos = np.array([n for n, _ in numbered[1:]] if has_header else [n for n, _ in numbered], dtype=np.int64)
     if not body:
         raise DataError("the file has a header but no data rows", p, "give at least one data row")
     # Field counts per line: ragged files are rejected with the first bad line.
@@ -673,7 +676,7 @@ def read_numeric(
     if (counts != width).any():
         i = int(np.flatnonzero(counts != width)[0])
         raise DataError(
-            f"ragged matrix: data line {i + 1 + int(has_header)} has {counts[i]} fields, most lines have {width}",
+            f"ragged matrix: line {linenos[i]} has {counts[i]} fields, most lines have {width}",
             p,
             "every row must have the same number of values; fix or remove the broken line",
         )
@@ -682,6 +685,12 @@ def read_numeric(
     header = first if has_header else None
     if header is not None and len(header) == width - 1:
         header = ["", *header]  # R-style header without a corner cell
+    if header is not None and len(header) != width:
+        raise DataError(
+            f"the header names {len(header)} columns but the data rows have {width} values",
+            p,
+            "make the header and the rows the same length (check the delimiter)",
+        )
     lead = 0
     map_cols: dict[str, int] = {}
     if header is not None:
@@ -710,7 +719,7 @@ def read_numeric(
         orientation = "markers_x_samples"
     if width - lead < 1:
         raise DataError("no value columns after the ID column(s)", p, "check the delimiter and the layout")
-    vals, lead_vals = _parse_values(body, sep, lead, width, p, has_header)
+    vals, lead_vals = _parse_values(body, sep, lead, width, p, linenos)
     row_ids = [str(v) for v in lead_vals[0]] if lead else None
     col_ids = [h for h in header[lead:]] if header is not None else None
     n_rows, n_cols = vals.shape
@@ -728,7 +737,7 @@ def read_numeric(
                 f"orientation detected as samples x markers ({n_rows} rows <= {n_cols} columns); "
                 "override with numeric_orientation='markers_x_samples' if wrong"
             )
-    calls, coding, code_notes = _recode(vals, p, has_header, lead, orientation)
+    calls, coding, code_notes = _recode(vals, p, linenos, lead, orientation)
     notes.extend(code_notes)
     if orientation == "markers_x_samples":
         calls = np.ascontiguousarray(calls.T)
@@ -771,7 +780,7 @@ def read_numeric(
 
 
 def _parse_values(
-    body: list[str], sep: str | None, lead: int, width: int, p: Path, has_header: bool
+    body: list[str], sep: str | None, lead: int, width: int, p: Path, linenos: np.ndarray
 ) -> tuple[np.ndarray, list[list[str]]]:
     """Parse the value block to float32 (NaN = missing) and return the leading columns as strings."""
     sep_arg = sep if sep else r"\s+"
@@ -802,8 +811,7 @@ def _parse_values(
         num = pd.to_numeric(col, errors="coerce")
         i = int(np.flatnonzero(num.isna().to_numpy() & col.notna().to_numpy())[0])
         raise DataError(
-            f"non-numeric value {col.iloc[i]!r} at data line {i + 1 + int(has_header)}, column "
-            f"{bad_cols[0] + lead + 1}",
+            f"non-numeric value {col.iloc[i]!r} at line {linenos[i]}, column {bad_cols[0] + lead + 1}",
             p,
             "genotype matrices must hold numbers 0/1/2 (or -1/0/1); write missing calls as NA or -9",
         )
@@ -811,7 +819,7 @@ def _parse_values(
 
 
 def _recode(
-    vals: np.ndarray, p: Path, has_header: bool, lead: int, orientation: str
+    vals: np.ndarray, p: Path, linenos: np.ndarray, lead: int, orientation: str
 ) -> tuple[np.ndarray, str, list[str]]:
     """Map float values to int8 calls: 0/1/2 as is, -1/0/1 -> 0/1/2, 0/1 only -> binary."""
     miss = np.isnan(vals) | (vals == -9)
@@ -823,7 +831,7 @@ def _recode(
     if bad:
         i, j = np.argwhere(np.isin(vals, bad))[0]
         raise DataError(
-            f"value {bad[0]:g} at data line {i + 1 + int(has_header)}, column {j + lead + 1} is not a "
+            f"value {bad[0]:g} at line {linenos[i]}, column {j + lead + 1} is not a "
             f"genotype code (found values: {', '.join(f'{v:g}' for v in uniq[:10])})",
             p,
             "use 0/1/2 allele counts or -1/0/1 (missing as NA or -9); round imputed dosages first",
