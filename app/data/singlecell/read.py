@@ -99,6 +99,38 @@ def _is_gzip(path: Path) -> bool:
         return fh.read(2) == b"\x1f\x8b"
 
 
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _content_kind(path: Path) -> str:
+    """What the first bytes say: "hdf5", "gzip", "zip", "text" or "binary"."""
+    with open(path, "rb") as fh:
+        head = fh.read(2048)
+    if head.startswith(HDF5_MAGIC) or head[512:520] == HDF5_MAGIC or head[1024:1032] == HDF5_MAGIC:
+        return "hdf5"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "binary"
+
+
+def _check_hdf5(path: Path, what: str) -> None:
+    """An .h5ad/.h5/.loom must be HDF5; say what it is instead when it is not."""
+    kind = _content_kind(path)
+    if kind == "hdf5":
+        return
+    words = {"gzip": "a gzip-compressed file", "zip": "a zip archive (e.g. an Excel file)",
+             "text": "a text file", "binary": "not an HDF5 file (or a damaged one)"}[kind]
+    raise DataError(f"this {what} is {words}, but {what} files are HDF5", path,
+                    "Give the file its real extension (.csv, .tsv, .gz, ...) or, if it should be HDF5, copy it "
+                    "again: the start of the file is missing or damaged.")
+
+
 def _first_line(path: Path) -> str:
     with _reading(path, "text file", "Check that the file is complete (a cut-off .gz cannot be read)."), \
             _open_text(path) as fh:
@@ -329,7 +361,8 @@ def _read_text(path: Path, orientation: str) -> tuple[Any, str, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            df = pd.read_csv(path, sep=sep, index_col=0, engine="c" if sep != r"\s+" else "python")
+            df = pd.read_csv(path, sep=sep, index_col=0, engine="c" if sep != r"\s+" else "python",
+                             compression="gzip" if _is_gzip(path) else None)  # by content, not by name
     except pd.errors.EmptyDataError as exc:
         raise DataError("the table is empty", path, hint_shape) from exc
     except pd.errors.ParserError as exc:
@@ -403,7 +436,8 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return pd.read_csv(path, sep=sep, header=header, dtype=str, keep_default_na=False,
-                                   engine="c" if sep != r"\s+" else "python")
+                                   engine="c" if sep != r"\s+" else "python",
+                                   compression="gzip" if _is_gzip(path) else None)
         except pd.errors.EmptyDataError as exc:
             raise DataError("the labels table is empty", path, hint) from exc
         except pd.errors.ParserError as exc:
@@ -535,6 +569,8 @@ def read_singlecell(path: str | Path, *, orientation: str = "auto", labels: str 
                         "Convert the data to .h5ad first (python -m app inspect shows it; scanpy can write it), "
                         "or read it without backed mode.")
     reason = None
+    if fmt in ("h5ad", "10x_h5", "loom"):
+        _check_hdf5(path, {"h5ad": ".h5ad", "10x_h5": ".h5", "loom": ".loom"}[fmt])
     if fmt == "h5ad":
         adata = _read_h5ad(path, backed)
     elif fmt == "10x_h5":

@@ -160,3 +160,15 @@ def test_truncated_real_files(shared_data: Path, tmp_path: Path, rel: str, frac:
     p.write_bytes(data[: int(len(data) * frac)])
     with pytest.raises(DataError):
         read_singlecell(p)
+
+
+def test_format_not_matching_extension(tmp_path: Path) -> None:
+    p = write_dense(tmp_path / "c.csv", counts(), GENES, cell_ids(6), genes_x_cells=False)
+    (tmp_path / "really_csv.h5ad").write_bytes(p.read_bytes())
+    err = _err(tmp_path / "really_csv.h5ad", "is a text file, but .h5ad files are HDF5")
+    assert "real extension" in err.hint
+    (tmp_path / "gz.loom").write_bytes(gzip.compress(p.read_bytes()))
+    _err(tmp_path / "gz.loom", "gzip-compressed")
+    # the reverse: gzip content under a plain .csv name is read by content
+    (tmp_path / "plain_name.csv").write_bytes(gzip.compress(p.read_bytes()))
+    assert read_singlecell(tmp_path / "plain_name.csv").shape == (6, len(GENES))
