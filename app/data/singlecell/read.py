@@ -525,9 +525,11 @@ def join_labels(adata: Any, labels: str | Path, label_key: str | None = None) ->
     aligned.index = adata.obs.index
     new_cols = []
     for c in aligned.columns:
-        name = c if c not in adata.obs.columns else f"{c}_labels"
+        name = c if c not in adata.obs.columns else f"{c}_labels"  # never overwrite existing annotations
         adata.obs[name] = _typed(aligned[c])
         new_cols.append(name)
+        if label_key == c:
+            label_key = name
     if info["n_rows"] and info["n_cells_without_label"] == len(adata.obs_names):
         raise DataError("no cell of the data has a row in the labels table", labels,
                         "Check that the table's IDs match the matrix's cell IDs.")

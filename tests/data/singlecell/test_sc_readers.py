@@ -92,6 +92,26 @@ def test_names_are_stripped(tmp_path: Path) -> None:
     assert list(a.var_names) == ["CD3E", "LYZ", "NKG7"] and list(a.obs_names) == ["c1", "c2", "c3"]
 
 
+def test_duplicate_names_survive_reading(tmp_path: Path) -> None:
+    (tmp_path / "dup.csv").write_text(",c1,c2,c1\nCD3E,1,2,3\nLYZ,0,1,0\nCD3E,4,0,0\n")
+    a = read_singlecell(tmp_path / "dup.csv", orientation="genes_x_cells")
+    assert list(a.obs_names) == ["c1", "c2", "c1"] and list(a.var_names) == ["CD3E", "LYZ", "CD3E"]
+    s = summarise_singlecell(a)
+    assert (s.duplicated_cells, s.duplicated_genes) == (1, 1)
+
+
+def test_label_column_clash_keeps_existing_annotation(tmp_path: Path) -> None:
+    import anndata as ad
+
+    cells = [f"c{i}" for i in range(6)]
+    ad.AnnData(X=counts(), obs=pd.DataFrame({"type": list("xxxyyy")}, index=cells),
+               var=pd.DataFrame(index=GENES)).write_h5ad(tmp_path / "a.h5ad")
+    pd.DataFrame({"cell": cells, "type": list("abcabc")}).to_csv(tmp_path / "lab.csv", index=False)
+    a = read_singlecell(tmp_path / "a.h5ad", labels=tmp_path / "lab.csv", label_key="type")
+    assert list(a.obs["type"]) == list("xxxyyy") and list(a.obs["type_labels"]) == list("abcabc")
+    assert a.uns["omicslab"]["labels"]["label_key"] == "type_labels"
+
+
 def test_labels_join_reports_both_sides(tmp_path: Path) -> None:
     X, cells = counts(), cell_ids(6)
     p = write_dense(tmp_path / "c.csv", X, GENES, cells, genes_x_cells=False)
