@@ -1,0 +1,378 @@
+"""Run folders: everything one training/inference run writes, in one place that can be listed and reopened.
+
+Layout of a run folder::
+
+    run.json                      kind, job target, created, status (written by the jobs layer)
+    config.json                   the job's config exactly as the job function receives it
+    metrics.jsonl                 one JSON object per line (appended by the job)
+    log.txt                       human-readable log (job log events, and the child's stdout/stderr)
+    checkpoints/step-N.safetensors  weights + JSON metadata, written atomically
+    checkpoints/last              JSON pointer to the newest checkpoint (+ metrics rows at that moment)
+    result.json                   the final result
+    NAME.npy                      large arrays (embeddings ...), memory-mappable by the GUI
+
+Every file is replaced atomically (temp file + ``os.replace``) except the two append-only ones
+(``metrics.jsonl``, ``log.txt``), whose readers skip a torn last line.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.data.atomic import atomic_path, write_text_atomic
+from app.data.errors import DataError
+
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "log.txt"
+RESULT_FILE = "result.json"
+CKPT_DIR = "checkpoints"
+LAST_POINTER = "last"
+
+STATUSES = ("created", "queued", "running", "done", "cancelled", "failed")
+_CKPT_RE = re.compile(r"^step-(\d+)\.safetensors$")
+
+
+def default_runs_root() -> Path:
+    """Where runs live unless a folder is chosen: ``$OMICSLAB_RUNS_DIR``, else the platform's user data
+    folder (e.g. ``~/.local/share/OmicsLab/runs``)."""
+    env = os.environ.get("OMICSLAB_RUNS_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("OmicsLab", appauthor=False)) / "runs"
+
+
+def new_run_name(kind: str) -> str:
+    """A sortable, unique-enough folder name: ``20261122-183012-finetune-1a2b``."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", kind).strip("-") or "run"
+    return f"{stamp}-{safe}-{os.urandom(2).hex()}"
+
+
+def _json_default(obj: Any) -> Any:
+    """Make numpy scalars/arrays and paths JSON-serialisable."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def _dumps(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(obj, indent=indent, default=_json_default)
+
+
+class RunDir:
+    """One run folder. Create with ``RunDir.create``, reopen with ``RunDir.open``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # -- creating and opening ----------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path | None, kind: str, config: dict[str, Any] | None = None, *,
+               target: str | None = None, status: str = "created") -> RunDir:
+        """Make (or adopt) a run folder at ``path`` (None: a new folder under ``default_runs_root()``).
+
+        An existing folder that already holds a run keeps its metrics, checkpoints and log; only
+        ``config.json`` and ``run.json`` are rewritten.
+        """
+        if path is None:
+            path = default_runs_root() / new_run_name(kind)
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise DataError("a run folder was asked for but this is a file", path,
+                            "Choose a folder (it is created if missing).")
+        try:
+            (path / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create the run folder ({exc.strerror})", path,
+                            "Choose a writable folder.") from exc
+        rd = cls(path)
+        meta = rd.read_run_info() if (path / RUN_FILE).is_file() else {}
+        meta.update({"kind": kind, "status": status, "updated": time.time()})
+        meta.setdefault("created", time.time())
+        if target is not None:
+            meta["target"] = target
+        rd._write_run_info(meta)
+        rd.write_config(dict(config or {}))
+        if not (path / LOG_FILE).exists():
+            (path / LOG_FILE).touch()
+        return rd
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """Reopen an existing run folder; DataError when ``path`` is not one."""
+        path = Path(path)
+        if not path.is_dir():
+            raise DataError("run folder not found", path, "Give the path of a folder made by a run.")
+        if not (path / RUN_FILE).is_file() and not (path / CONFIG_FILE).is_file():
+            raise DataError("this folder is not a run folder (no run.json or config.json)", path,
+                            "Give the path of a folder made by a run, e.g. from `python -m app runs list`.")
+        return cls(path)
+
+    @staticmethod
+    def is_run_dir(path: str | Path) -> bool:
+        """True when ``path`` looks like a run folder."""
+        path = Path(path)
+        return path.is_dir() and ((path / RUN_FILE).is_file() or (path / CONFIG_FILE).is_file())
+
+    # -- run info and status -----------------------------------------------------------------------
+    def read_run_info(self) -> dict[str, Any]:
+        """``run.json`` as a dict ({} when absent or unreadable)."""
+        try:
+            return json.loads((self.path / RUN_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def _write_run_info(self, info: dict[str, Any]) -> None:
+        write_text_atomic(self.path / RUN_FILE, _dumps(info))
+
+    def update_run_info(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into ``run.json``."""
+        info = self.read_run_info()
+        info.update(fields)
+        info["updated"] = time.time()
+        self._write_run_info(info)
+        return info
+
+    @property
+    def kind(self) -> str:
+        return str(self.read_run_info().get("kind", ""))
+
+    @property
+    def target(self) -> str | None:
+        """The job function ("module:function") this run was started with, when known."""
+        t = self.read_run_info().get("target")
+        return str(t) if t else None
+
+    @property
+    def status(self) -> str:
+        """created | queued | running | done | cancelled | failed (``created`` when unknown)."""
+        return str(self.read_run_info().get("status", "created"))
+
+    @status.setter
+    def status(self, value: str) -> None:
+        if value not in STATUSES:
+            raise ValueError(f"unknown run status {value!r}; one of {STATUSES}")
+        self.update_run_info(status=value)
+
+    def set_status(self, value: str, **fields: Any) -> None:
+        """Set the status and extra fields (e.g. ``message``, ``exitcode``) in one write."""
+        if value not in STATUSES:
+            raise ValueError(f"unknown run status {value!r}; one of {STATUSES}")
+        self.update_run_info(status=value, **fields)
+
+    # -- config ------------------------------------------------------------------------------------
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Write ``config.json`` atomically."""
+        write_text_atomic(self.path / CONFIG_FILE, _dumps(config))
+
+    def read_config(self) -> dict[str, Any]:
+        """``config.json`` ({} when absent)."""
+        p = self.path / CONFIG_FILE
+        if not p.is_file():
+            return {}
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise DataError(f"config.json is not valid JSON ({exc})", p, "Fix or delete the file.") from exc
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        """Append one row to ``metrics.jsonl`` (one line, flushed at once)."""
+        line = _dumps(row, indent=None) + "\n"
+        with open(self.path / METRICS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """All complete rows of ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
+        p = self.path / METRICS_FILE
+        if not p.is_file():
+            return []
+        rows = []
+        for line in p.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+        return rows
+
+    def truncate_metrics(self, n_rows: int) -> None:
+        """Keep only the first ``n_rows`` complete rows (atomic rewrite)."""
+        rows = self.read_metrics()[: max(0, int(n_rows))]
+        write_text_atomic(self.path / METRICS_FILE, "".join(_dumps(r, indent=None) + "\n" for r in rows))
+
+    def rewind_to_checkpoint(self) -> int | None:
+        """Before a resume: drop metrics rows written after the last checkpoint, so that the history of
+        a resumed run equals that of an uninterrupted one. Returns the checkpoint's step (None when there
+        is no checkpoint; then metrics are cleared as the run restarts from scratch)."""
+        info = self.last_checkpoint_info()
+        if info is None:
+            self.truncate_metrics(0)
+            return None
+        if info.get("metrics_rows") is not None:
+            self.truncate_metrics(int(info["metrics_rows"]))
+        return int(info["step"])
+
+    # -- log ---------------------------------------------------------------------------------------
+    def log(self, line: str) -> None:
+        """Append a time-stamped line to ``log.txt``."""
+        stamp = _dt.datetime.now().strftime("%H:%M:%S")
+        with open(self.path / LOG_FILE, "a", encoding="utf-8") as fh:
+            for part in str(line).splitlines() or [""]:
+                fh.write(f"[{stamp}] {part}\n")
+
+    def tail_log(self, n: int = 20) -> list[str]:
+        """The last ``n`` lines of ``log.txt`` (reads at most the last 64 KiB)."""
+        p = self.path / LOG_FILE
+        if not p.is_file():
+            return []
+        with open(p, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            data = fh.read()
+        return data.decode("utf-8", errors="replace").splitlines()[-n:]
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CKPT_DIR
+
+    def save_checkpoint(self, tensors: dict[str, Any], meta: dict[str, Any] | None, step: int) -> Path:
+        """Write ``checkpoints/step-N.safetensors`` atomically, then point ``checkpoints/last`` at it.
+
+        The pointer also records how many metrics rows existed, so a resume can rewind the history.
+        """
+        from app.engine.checkpoint import save_tensors
+
+        step = int(step)
+        path = self.checkpoint_dir / f"step-{step}.safetensors"
+        save_tensors(path, tensors, {**(meta or {}), "step": step})
+        pointer = {"file": path.name, "step": step, "metrics_rows": len(self.read_metrics()), "t": time.time()}
+        write_text_atomic(self.checkpoint_dir / LAST_POINTER, _dumps(pointer))
+        return path
+
+    def checkpoints(self) -> list[Path]:
+        """All checkpoint files, oldest step first."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.checkpoint_dir.iterdir() if (m := _CKPT_RE.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def last_checkpoint_info(self) -> dict[str, Any] | None:
+        """The ``last`` pointer ({file, step, metrics_rows}) or, without one, the highest step file."""
+        ptr = self.checkpoint_dir / LAST_POINTER
+        if ptr.is_file():
+            try:
+                info = json.loads(ptr.read_text(encoding="utf-8"))
+                if (self.checkpoint_dir / info["file"]).is_file():
+                    return info
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        files = self.checkpoints()
+        if not files:
+            return None
+        m = _CKPT_RE.match(files[-1].name)
+        return {"file": files[-1].name, "step": int(m.group(1)) if m else 0, "metrics_rows": None}
+
+    def last_checkpoint(self) -> Path | None:
+        """Path of the newest checkpoint, or None."""
+        info = self.last_checkpoint_info()
+        return self.checkpoint_dir / info["file"] if info else None
+
+    # -- arrays and results ------------------------------------------------------------------------
+    def save_array(self, name: str, arr: np.ndarray) -> Path:
+        """Save ``arr`` as ``NAME.npy`` atomically (big arrays travel as files, not events)."""
+        name = name[:-4] if name.endswith(".npy") else name
+        path = self.path / f"{name}.npy"
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(arr))
+        return path
+
+    def load_array(self, name: str, mmap: bool = True) -> np.ndarray:
+        """Load ``NAME.npy`` (memory-mapped by default)."""
+        name = name[:-4] if name.endswith(".npy") else name
+        return np.load(self.path / f"{name}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        """Write ``result.json`` atomically."""
+        write_text_atomic(self.path / RESULT_FILE, _dumps(result))
+
+    def read_result(self) -> dict[str, Any] | None:
+        """``result.json``, or None when the run has none (yet)."""
+        p = self.path / RESULT_FILE
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except ValueError:
+            return None
+
+    # -- summary -----------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """A small dict describing the run (for `runs list` and the GUI's run browser)."""
+        info = self.read_run_info()
+        ck = self.last_checkpoint_info()
+        return {
+            "name": self.path.name, "path": str(self.path), "kind": info.get("kind", ""),
+            "target": info.get("target"), "status": info.get("status", "created"),
+            "created": info.get("created"), "updated": info.get("updated"),
+            "metrics_rows": len(self.read_metrics()), "last_checkpoint_step": ck["step"] if ck else None,
+            "message": info.get("message"),
+        }
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+
+def list_runs(root: str | Path | None = None) -> list[RunDir]:
+    """Run folders directly under ``root`` (default ``default_runs_root()``), newest first."""
+    root = Path(root) if root is not None else default_runs_root()
+    if not root.is_dir():
+        return []
+    runs = [RunDir(p) for p in root.iterdir() if RunDir.is_run_dir(p)]
+
+    def created(rd: RunDir) -> float:
+        c = rd.read_run_info().get("created")
+        return float(c) if isinstance(c, int | float) else rd.path.stat().st_mtime
+
+    return sorted(runs, key=created, reverse=True)
+
+
+def iter_runs(root: str | Path | None = None) -> Iterator[RunDir]:
+    """Iterate ``list_runs(root)``."""
+    yield from list_runs(root)
+
+
+def find_run(name_or_path: str | Path, root: str | Path | None = None) -> RunDir:
+    """A run given as a path, or as a folder name under ``root``; DataError when neither exists."""
+    p = Path(name_or_path).expanduser()
+    if RunDir.is_run_dir(p):
+        return RunDir(p)
+    base = Path(root) if root is not None else default_runs_root()
+    if RunDir.is_run_dir(base / str(name_or_path)):
+        return RunDir(base / str(name_or_path))
+    raise DataError("no such run", p, f"Give a run folder path or a run name listed by `python -m app runs list` "
+                                      f"(runs folder: {base}).")
+
+
+__all__ = ["RunDir", "default_runs_root", "find_run", "list_runs", "new_run_name"]

@@ -1,0 +1,149 @@
+"""What runs inside the spawned child process: set up logging, device and threads, call the job function,
+and send every event (and finally a ``Result`` or ``Failed``) to the parent.
+
+Kept free of Qt and light to import: the child pays the import cost of torch once, and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import importlib
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from app.engine.events import Event, Failed, Log, Result
+from app.engine.reporter import Cancelled, Reporter
+
+LOG_TAIL = 20
+
+
+class QueueReporter(Reporter):
+    """A reporter whose events go to the parent through a multiprocessing queue, whose log lines also
+    go to the run folder's log, and whose ``should_stop`` reads a cross-process flag."""
+
+    def __init__(self, queue: Any, stop_event: Any, log_fn: Callable[[str], None] | None = None) -> None:
+        super().__init__(sink=self._send)
+        self._queue = queue
+        self._stop_event = stop_event
+        self._log_fn = log_fn
+
+    def _send(self, event: Event) -> None:
+        if isinstance(event, Log) and self._log_fn is not None:
+            with contextlib.suppress(OSError):  # a full disk must not kill the run over a log line
+                self._log_fn(event.line if event.level == "info" else f"{event.level.upper()}: {event.line}")
+        self._queue.put(event)
+
+    def should_stop(self) -> bool:
+        return self._stop or self._stop_event.is_set()
+
+
+def load_target(target: str) -> Callable[..., Any]:
+    """Import ``"package.module:function"``."""
+    from app.data.errors import OmicsLabError
+
+    mod_name, _, fn_name = target.partition(":")
+    if not mod_name or not fn_name:
+        raise OmicsLabError(f"job target {target!r} must look like 'package.module:function'")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise OmicsLabError(f"cannot import the job module {mod_name!r}: {exc}") from exc
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise OmicsLabError(f"the job module {mod_name!r} has no function {fn_name!r}")
+    return fn
+
+
+def _redirect_output(log_path: str) -> Any:
+    """Send this process's stdout/stderr (fd level, so native code and faulthandler too) to the log."""
+    fh = open(log_path, "a", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115 (lives on)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    os.dup2(fh.fileno(), 1)
+    os.dup2(fh.fileno(), 2)
+    sys.stdout = fh
+    sys.stderr = fh
+    faulthandler.enable(file=fh, all_threads=False)
+    return fh
+
+
+def failure_from_exception(exc: BaseException, log_tail: list[str]) -> Failed:
+    """A user-facing ``Failed`` for an exception raised by a job."""
+    from app.data.errors import OmicsLabError
+
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    details = tb + ("\nLast log lines:\n" + "\n".join(log_tail) if log_tail else "")
+    if isinstance(exc, OmicsLabError):
+        return Failed(str(exc), details)
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "OutOfMemoryError" in name or "out of memory" in text.lower():
+        msg = (f"the device ran out of memory ({text[:200]}). Use a smaller batch size, a shorter max length "
+               "or the CPU, then resume from the last checkpoint.")
+    elif isinstance(exc, MemoryError):
+        msg = "the computer ran out of memory. Use a smaller batch size or fewer cells, then resume."
+    else:
+        msg = f"the job stopped with an unexpected error: {name}: {text[:300]}".rstrip(": ")
+    return Failed(msg, details)
+
+
+def child_main(target: str, config: dict[str, Any], run_dir: str, queue: Any, stop_event: Any) -> None:
+    """Entry point of the job process (top-level so that ``spawn`` can pickle it)."""
+    # Ctrl-C in a terminal reaches the whole process group; the parent turns it into a graceful cancel.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from app.engine.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    with contextlib.suppress(OSError):
+        _redirect_output(str(rd.path / "log.txt"))
+    reporter = QueueReporter(queue, stop_event, rd.log)
+    final: Event
+    try:
+        import torch
+
+        from app.engine.device import device_info, resolve_device
+
+        threads = int(config.get("threads") or 1)
+        torch.set_num_threads(threads)
+        dev = resolve_device(str(config.get("device", "cpu")))
+        reporter.device(device_info(dev))
+        reporter.log(f"job {target} started (pid {os.getpid()}, device {dev}, {threads} thread(s))")
+        rd.set_status("running", pid=os.getpid(), device=str(dev))
+        fn = load_target(target)
+        value = fn(config, reporter)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            value = {"value": value}
+        value = json.loads(json.dumps(value, default=str))  # always JSON-safe when it crosses over
+        cancelled = bool(value.get("cancelled"))
+        final = Result(value, cancelled=cancelled)
+    except Cancelled:
+        last = rd.last_checkpoint()
+        final = Result({"cancelled": True, "run_dir": run_dir, "checkpoint": str(last) if last else None},
+                       cancelled=True)
+    except BaseException as exc:  # the parent must hear about every failure, even SystemExit
+        final = failure_from_exception(exc, rd.tail_log(LOG_TAIL))
+    try:
+        if isinstance(final, Result):
+            rd.write_result(final.value)
+            rd.set_status("cancelled" if final.cancelled else "done")
+            rd.log("cancelled" if final.cancelled else "done")
+        else:
+            rd.set_status("failed", message=final.message)
+            rd.log(f"FAILED: {final.message}")
+            rd.log(final.details)
+    except OSError:
+        pass
+    queue.put(final)
+    queue.close()
+    queue.join_thread()  # make sure the final event reached the pipe before the process ends
