@@ -1,5 +1,6 @@
 """Genotype readers (PLINK, VCF, HapMap, numeric), phenotype tables, QC and model encodings."""
 
+from app.data.genotype.pca import GenotypePCA, fit_pca
 from app.data.genotype.pheno import JoinReport, join_phenotypes, read_phenotypes
 from app.data.genotype.population import simulate_population, write_demo
 from app.data.genotype.qc import QCReport, additive, allele_freq, one_hot, run_qc
@@ -9,11 +10,13 @@ from app.data.genotype.types import MISSING, GenotypeMatrix
 __all__ = [
     "MISSING",
     "GenotypeMatrix",
+    "GenotypePCA",
     "JoinReport",
     "QCReport",
     "additive",
     "allele_freq",
     "detect_genotype_format",
+    "fit_pca",
     "join_phenotypes",
     "one_hot",
     "read_genotypes",

@@ -68,8 +68,8 @@ def simulate_population(
         h2: narrow-sense heritability of the trait in this sample (0 < h2 <= 1).
         seed: the only source of randomness.
         n_chrom, n_subpops, founders_per_subpop, n_families, selfing_generations: population design.
-        missing_rate: fraction of calls set missing at random (1 % of markers get 20-40 % missing so
-            the call-rate filter has something to remove); the trait uses the complete genotypes.
+        missing_rate: fraction of calls set missing at random (1 % of the non-causal markers get 20-40 %
+            missing so the call-rate filter has something to remove); the trait uses the complete genotypes.
 
     Returns:
         (genotypes, pheno, causal):
@@ -108,7 +108,7 @@ def simulate_population(
     alleles = np.array([rng.choice(_BASES, size=2, replace=False) for _ in range(n_markers)])
 
     # Founders: inbred haplotypes per subpopulation (Balding-Nichols divergence from p_anc).
-    p_anc = np.clip(rng.beta(0.8, 0.8, n_markers), 0.05, 0.95)
+    p_anc = np.clip(rng.beta(1.2, 1.2, n_markers), 0.1, 0.9)  # array SNPs are ascertained polymorphic
     fst = 0.1
     a, b = p_anc * (1 - fst) / fst, (1 - p_anc) * (1 - fst) / fst
     founders = []
@@ -155,7 +155,10 @@ def simulate_population(
     g = (xc - xc.mean(axis=0)) @ effects
     var_g = float(g.var())
     noise = rng.normal(0.0, 1.0, n_lines)
-    noise = (noise - noise.mean()) / noise.std() * np.sqrt(var_g * (1 - h2) / h2) if h2 < 1 else noise * 0
+    noise -= noise.mean()
+    gc = g - g.mean()
+    noise -= gc * (noise @ gc) / (gc @ gc)  # orthogonal to g: the sample heritability is exactly h2
+    noise = noise / noise.std() * np.sqrt(var_g * (1 - h2) / h2) if h2 < 1 else noise * 0
     scale = 10.0 / np.sqrt(var_g / h2)  # phenotypic SD ~ 10 trait units
     true_gv = 100.0 + scale * g
     trait = true_gv + scale * noise
@@ -167,7 +170,7 @@ def simulate_population(
     calls = x.copy()
     calls[rng.random(calls.shape) < missing_rate] = MISSING
     n_bad = max(1, n_markers // 100)
-    bad = rng.choice(n_markers, size=n_bad, replace=False)
+    bad = rng.choice(np.setdiff1d(np.arange(n_markers), causal_idx), size=n_bad, replace=False)
     for jj in bad:
         calls[rng.random(n_lines) < rng.uniform(0.2, 0.4), jj] = MISSING
 
