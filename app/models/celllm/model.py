@@ -1,7 +1,7 @@
 """CellLM: a Performer encoder over a cell's expressed genes (token = gene embedding + expression-bin embedding).
 
 Token ids: 0 = PAD, 1 = CLS, vocabulary gene ``i`` -> ``i + 2`` (``gene_token``). Bins 0..n_bins-1 are
-expression levels; the CLS and PAD positions get their own bin rows (``CLS_BIN``/``PAD_BIN`` relative to
+expression levels; the CLS and PAD positions get their own bin rows (``cls_bin``/``pad_bin`` of
 ``n_bins``), chosen from the gene ids so a caller cannot get them wrong. No positional encoding: a cell is a
 set of genes.
 """
@@ -31,6 +31,12 @@ def cls_bin(n_bins: int) -> int:
 
 def pad_bin(n_bins: int) -> int:
     """Bin index used at padded positions (= n_bins + 1, the original's token 7)."""
+    return n_bins + 1
+
+
+def mask_bin(n_bins: int) -> int:
+    """Bin index of a masked gene in masked expression modelling: the "no expression information" row it
+    shares with padding (padded positions never reach a real token, so the row is free to learn "masked")."""
     return n_bins + 1
 
 
@@ -64,9 +70,10 @@ class CellLM(nn.Module):
 
     # -- inputs ------------------------------------------------------------------------------------
     def token_embeddings(self, gene_ids: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-        """gene embedding + bin embedding, [B, L, dim]. CLS/PAD bin rows are chosen from ``gene_ids``."""
+        """gene embedding + bin embedding, [B, L, dim]. CLS/PAD bin rows are chosen from ``gene_ids``; a gene
+        token may carry ``mask_bin`` (masked expression modelling)."""
         nb = self.config.n_bins
-        b = bins.clamp(0, nb - 1)
+        b = bins.clamp(0, nb + 1)
         b = torch.where(gene_ids == CLS_ID, torch.full_like(b, cls_bin(nb)), b)
         b = torch.where(gene_ids == PAD_ID, torch.full_like(b, pad_bin(nb)), b)
         return self.gene_emb(gene_ids) + self.bin_emb(b)

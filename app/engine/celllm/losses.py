@@ -1,0 +1,80 @@
+"""CellLM pretraining objectives: masked expression modelling, contrastive InfoNCE, supervised CLS.
+
+Per-cell losses are written as *sums* with an explicit normaliser so divide-and-conquer can add each chunk's
+exact share of the full-batch mean (``mlm_loss(..., denom=total masked tokens of the batch)``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from app.models.celllm.model import CLS_ID, PAD_ID, mask_bin
+
+IGNORE = -100
+
+
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """Symmetric InfoNCE over 2N views on cosine similarity (fp32, autocast off).
+
+    Row i of ``z1`` and row i of ``z2`` are two views of cell i; every view's negatives are the other 2N - 2
+    views of the batch. Mean cross-entropy over all 2N anchors.
+    """
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z = F.normalize(torch.cat([z1, z2]).float(), dim=-1)
+        n = z1.shape[0]
+        sim = (z @ z.t()) / float(temperature)
+        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+        target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+        return F.cross_entropy(sim, target)
+
+
+def contrastive_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
+    """Fraction of the 2N views whose nearest other view (cosine) is their partner (a readable metric)."""
+    with torch.no_grad():
+        z = F.normalize(torch.cat([z1, z2]).float(), dim=-1)
+        n = z1.shape[0]
+        sim = (z @ z.t()).fill_diagonal_(float("-inf"))
+        target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+        return float((sim.argmax(1) == target).float().mean())
+
+
+def mask_for_mlm(gene_ids: torch.Tensor, bins: torch.Tensor, pad_mask: torch.Tensor, prob: float = 0.15,
+                 n_bins: int = 6, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose ``prob`` of each cell's expressed gene tokens (never CLS or padding; at least one when the cell
+    has a gene) and hide their bins.
+
+    Returns ``(masked_bins, targets)``: ``masked_bins`` = bins with chosen positions set to ``mask_bin``;
+    ``targets`` = the true bin at chosen positions, ``IGNORE`` elsewhere.
+    """
+    real = pad_mask.bool() & (gene_ids != CLS_ID) & (gene_ids != PAD_ID)
+    u = torch.rand(gene_ids.shape, generator=generator, device="cpu").to(gene_ids.device)
+    chosen = real & (u < prob)
+    # cells where chance picked nothing: take their highest-u gene, so every cell contributes
+    none = real.any(1) & ~chosen.any(1)
+    if bool(none.any()):
+        best = torch.where(real, u, torch.full_like(u, -1.0)).argmax(1)
+        add = torch.zeros_like(chosen)
+        add[torch.arange(len(best), device=add.device), best] = True
+        chosen = chosen | (add & none[:, None])
+    masked = torch.where(chosen, torch.full_like(bins, mask_bin(n_bins)), bins)
+    targets = torch.where(chosen, bins.clamp(0, n_bins - 1), torch.full_like(bins, IGNORE))
+    return masked, targets
+
+
+def mlm_loss(logits: torch.Tensor, targets: torch.Tensor, denom: float | int | None = None) -> torch.Tensor:
+    """Cross-entropy of bin predictions at masked positions, summed and divided by ``denom`` (default: the
+    number of masked positions here, i.e. the mean). Computed in fp32."""
+    flat_t = targets.reshape(-1)
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat_t, ignore_index=IGNORE,
+                            reduction="sum")
+    d = float(denom) if denom is not None else float((flat_t != IGNORE).sum().clamp_min(1))
+    return total / max(d, 1.0)
+
+
+def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, denom: float | int | None = None) -> torch.Tensor:
+    """Cross-entropy of CLS class logits (labels ``IGNORE`` skipped), summed / ``denom`` (default: mean)."""
+    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE, reduction="sum")
+    d = float(denom) if denom is not None else float((labels != IGNORE).sum().clamp_min(1))
+    return total / max(d, 1.0)
