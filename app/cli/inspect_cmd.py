@@ -28,6 +28,10 @@ def register(subparsers: Any) -> None:
                                 ".vcf(.gz), .hmp.txt, ...)")
     p.add_argument("--labels", metavar="FILE", help="single-cell: a cell labels table joined by cell ID")
     p.add_argument("--label-key", metavar="COLUMN", help="single-cell: the label column")
+    p.add_argument("--vocab", metavar="PATH",
+                   help="single-cell: a model folder or vocab.txt; report how many of the data's genes it knows")
+    p.add_argument("--gene-map", metavar="FILE",
+                   help="single-cell: two-column ID table (e.g. Ensembl ID -> symbol) used with --vocab")
     p.add_argument("--pheno", metavar="FILE", help="genotypes: a phenotype table joined by sample ID")
     p.add_argument("--trait", metavar="NAME", help="genotypes: the trait to report on (default: all)")
     p.add_argument("--orientation", choices=ORIENTATIONS, default="auto",
@@ -84,7 +88,40 @@ def inspect_singlecell(args: argparse.Namespace) -> dict[str, Any]:
     j = {"kind": "single-cell", "path": str(args.path), "n_obs": s.n_cells, "n_vars": s.n_genes,
          "value_type": s.value_kind, "id_type": s.id_type, "columns": s.label_columns,
          "problems": list(s.problems), "notes": list(s.notes), "summary": d}
-    return {"json": j, "text": s.to_text()}
+    text = s.to_text()
+    if args.vocab:
+        gm = gene_match(list(map(str, adata.var_names)), args.vocab, args.gene_map)
+        j["gene_match"] = gm.to_dict()
+        text += "\n  Model gene list (" + str(args.vocab) + "):\n" + "\n".join(
+            f"    {ln}" for ln in gm.to_text().splitlines())
+        if gm.match_rate < 0.5 and gm.vocab_coverage < 0.5:
+            j["problems"].append(f"Only {gm.match_rate:.1%} of the genes are in the model's gene list; see "
+                                 "gene_match for the advice.")
+    return {"json": j, "text": text}
+
+
+def read_vocab(path: str | Path) -> list[str]:
+    """A model's gene list: ``vocab.txt`` (one gene per line) or a model folder holding one."""
+    from app.data.errors import DataError
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "vocab.txt"
+    if not p.is_file():
+        raise DataError("no gene list (vocab.txt) found", p,
+                        "Give a model folder (with vocab.txt) or a text file with one gene name per line.")
+    genes = [ln.strip() for ln in p.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    if not genes:
+        raise DataError("the gene list is empty", p, "Give a vocab.txt with one gene name per line.")
+    return genes
+
+
+def gene_match(data_genes: list[str], vocab_path: str | Path, gene_map: str | Path | None = None) -> Any:
+    """Harmonise the data's genes with a model's vocab.txt (and an optional ID table)."""
+    from app.data.singlecell import harmonise_genes, read_gene_map
+
+    idmap = read_gene_map(gene_map) if gene_map else None
+    return harmonise_genes(data_genes, read_vocab(vocab_path), id_map=idmap)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -160,7 +160,10 @@ class GeneMatch:
             ex = ", ".join(f"{k} (kept {v})" for k, v in list(self.collisions.items())[:5])
             lines.append(f"{len(self.collisions)} genes are duplicates of an earlier gene and were skipped: {ex}.")
         ens = ("ensembl", "ensembl_versioned")
-        if self.match_rate < 0.5 and (self.id_type_data in ens) != (self.id_type_vocab in ens):
+        if self.match_rate < 0.5 and self.vocab_coverage >= 0.5:
+            lines.append("The model's gene list is small and well covered: the data's other genes are simply not "
+                         "used by this model (nothing to fix).")
+        elif self.match_rate < 0.5 and (self.id_type_data in ens) != (self.id_type_vocab in ens):
             lines.append(f"What to do: the data uses {_ID_WORDS[self.id_type_data]} but the model uses "
                          f"{_ID_WORDS[self.id_type_vocab]}; supply a two-column ID table (Ensembl ID, symbol) "
                          "or use the gene-symbol column of your data as the gene names.")

@@ -137,3 +137,15 @@ def test_shared_singlecell_and_genotype(shared_data: Path, capsys: pytest.Captur
     d = _json(capsys, ["inspect", str(g / "mdp_genotype.hmp.txt"), "--pheno", str(g / "mdp_traits.txt"), "--json"])
     assert d["kind"] == "genotype" and d["n_obs"] == 281 and d["n_vars"] == 3093
     assert {"EarHT", "dpoll", "EarDia"} <= set(d["columns"])
+
+
+def test_vocab_match_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    p = _h5ad(tmp_path / "d.h5ad")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "vocab.txt").write_text("\n".join(["cd3e0", "LYZ0", "NOT_IN_DATA", ""]))
+    d = _json(capsys, ["inspect", str(p), "--vocab", str(tmp_path / "model"), "--json"])
+    gm = d["gene_match"]
+    assert gm["n_matched"] == 2 and gm["how"]["case"] == 1 and gm["how"]["exact"] == 1
+    assert gm["n_unmatched"] == 58 and gm["vocab_coverage"] == pytest.approx(2 / 3)
+    assert main(["inspect", str(p), "--vocab", str(tmp_path / "nowhere")]) == 2
+    assert "vocab.txt" in capsys.readouterr().err

@@ -122,3 +122,10 @@ def test_subset_of_vocab_matches_fully_and_exactly(vocab: list[str], data: st.Da
     m = harmonise_genes(picked, vocab)
     assert m.match_rate == (1.0 if picked else 0.0) and m.how["exact"] == len(picked)
     assert [vocab[i] for i in m.data_to_vocab] == picked
+
+
+def test_small_vocab_well_covered_needs_no_fix() -> None:
+    data = [f"GENE{i}" for i in range(1000)]
+    m = harmonise_genes(data, [*data[:20], "OTHER"])
+    assert m.match_rate == pytest.approx(0.02) and m.vocab_coverage == pytest.approx(20 / 21)
+    assert "nothing to fix" in m.to_text() and "same species" not in m.to_text()
