@@ -33,6 +33,10 @@ ORIENTATIONS = ("auto", "genes_x_cells", "cells_x_genes")
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".tab", ".matrix", ".dge")
 FORMATS_HINT = ("OmicsLab reads single-cell data from .h5ad, .h5 (10x), .loom, a 10x folder (matrix.mtx + "
                 "barcodes.tsv + genes.tsv/features.tsv) and dense .csv/.tsv tables (optionally .gz).")
+_ID_HEADERS = {"", "cell", "cells", "barcode", "barcodes", "cell_id", "cellid", "cell_name", "id", "ids", "gene",
+               "genes", "gene_id", "gene_ids", "gene_name", "gene_names", "symbol", "symbols", "index", "name",
+               "names", "feature", "features", "unnamed: 0", "entrez", "entrezid", "entrez_id", "geneid",
+               "ensembl", "ensembl_id", "row", "rownames", "x"}  # header of a row-name column (never data)
 _MTX = re.compile(r"^(?P<prefix>.*?)matrix\.mtx(\.gz)?$")
 
 
@@ -373,8 +377,16 @@ def _read_text(path: Path, orientation: str) -> tuple[Any, str, str]:
                         "Check that the file is complete (a cut-off .gz cannot be read) and is plain text.") from exc
     if df.shape[0] == 0 or df.shape[1] == 0:
         raise DataError(f"the table has no data ({df.shape[0]} rows x {df.shape[1]} columns)", path, hint_shape)
-    # pandas renames duplicate header fields ("A" -> "A.1"); put the names back so duplicates get reported.
     header = _header_fields(path, sep)
+    # No row-name column (e.g. pandas' to_csv(index=False)): the first column holds numbers and the header
+    # names it like a gene. Then it is data; the rows get names from their position.
+    unnamed_rows = False
+    corner = header[0].strip() if len(header) == df.shape[1] + 1 else ""
+    if corner and corner.lower() not in _ID_HEADERS and \
+            pd.to_numeric(pd.Series(df.index), errors="coerce").notna().all():
+        df = df.reset_index()
+        unnamed_rows = True
+    # pandas renames duplicate header fields ("A" -> "A.1"); put the names back so duplicates get reported.
     if len(header) >= df.shape[1]:
         raw = [h.strip() for h in header[len(header) - df.shape[1]:]]
         if len(set(raw)) < len(raw):
@@ -397,7 +409,15 @@ def _read_text(path: Path, orientation: str) -> tuple[Any, str, str]:
                         "Fill missing values with 0 or remove those rows/columns, then save again.")
     rows = pd.Index([str(x).strip() for x in df.index])
     cols = pd.Index([str(x).strip() for x in df.columns])
-    if orientation == "auto":
+    if unnamed_rows:
+        if orientation == "genes_x_cells":
+            raise DataError("the table has no gene names (its first column holds numbers)", path,
+                            "Put the gene names in the first column, or pass orientation='cells_x_genes' if the "
+                            "rows are cells and the header holds the genes.")
+        orientation, reason = "cells_x_genes", ("the table has no row names, so the header must hold the genes; "
+                                                "the cells were named cell1, cell2, ... in file order")
+        rows = pd.Index([f"cell{i + 1}" for i in range(len(rows))])
+    elif orientation == "auto":
         orientation, reason = decide_orientation(rows, cols)
     else:
         reason = "set by the user"
@@ -463,6 +483,10 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
     info: dict[str, Any] = {"path": str(path), "by_position": False}
     if t.shape[0] == 0:
         raise DataError("the labels table has a header but no rows", path, hint)
+    if best == 0 and not headerless and t.shape[1] == 1 and isinstance(t.index, pd.RangeIndex) \
+            and len(t) + 1 == len(cell_ids):
+        t = read(None)  # a one-column list of labels without a header: its first line is a label too
+        t.columns = pd.Index(["label"])
     if best == 0:
         if len(t) == len(cell_ids):
             table = t.reset_index(drop=True) if isinstance(t.index, pd.RangeIndex) else t.reset_index()

@@ -260,3 +260,23 @@ def test_shared_crc_tsv(shared_data: Path) -> None:
     assert sum(v for k, v in lab.items() if k.endswith("_Normal")) == 323
     assert s.value_max == 3521 and s.median_counts_per_cell == 4781
     assert abs(s.median_genes_per_cell - 1334) <= 0.5  # the README rounds 1333.5
+
+
+def test_table_without_row_names(tmp_path: Path) -> None:
+    X = counts()
+    pd.DataFrame(X, columns=GENES).to_csv(tmp_path / "noidx.csv", index=False)
+    a = read_singlecell(tmp_path / "noidx.csv")
+    assert list(a.var_names) == GENES and list(a.obs_names) == [f"cell{i}" for i in range(1, 7)]
+    np.testing.assert_array_equal(a.X.toarray(), X)
+    assert "no row names" in a.uns["omicslab"]["source"]["orientation_reason"]
+    with pytest.raises(DataError, match="no gene names"):
+        read_singlecell(tmp_path / "noidx.csv", orientation="genes_x_cells")
+
+
+def test_headerless_label_list_by_position(tmp_path: Path) -> None:
+    X, cells = counts(), cell_ids(6)
+    p = write_dense(tmp_path / "c.csv", X, GENES, cells, genes_x_cells=False)
+    (tmp_path / "labels.txt").write_text("T\nB\nT\nNK\nB\nT\n")
+    a = read_singlecell(p, labels=tmp_path / "labels.txt")
+    assert list(a.obs["label"].astype(str)) == ["T", "B", "T", "NK", "B", "T"]
+    assert a.uns["omicslab"]["labels"]["by_position"]
