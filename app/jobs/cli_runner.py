@@ -1,0 +1,141 @@
+"""Run a job from the command line: the same spawned child as the GUI, shown as a tqdm bar on stderr.
+
+Ctrl-C asks the job to stop gracefully (it saves a checkpoint and returns a result with
+``"cancelled": True``); a second Ctrl-C stops it at once. A failed job raises ``JobFailed`` (an
+``OmicsLabError``), which the CLI prints as one message.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from app.engine.events import Artifact, DeviceInfo, Event, Failed, Log, Metrics, Progress, Result
+from app.jobs.process import JobFailed, JobHandle, start_job
+
+# Metric names shown in the bar's postfix, in order of preference.
+_SHOWN = ("loss", "train_loss", "val_loss", "val_macro_f1", "accuracy", "val_accuracy", "r", "pearson", "lr")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+class _Bar:
+    """A tqdm bar fed with events (or silent when ``quiet``)."""
+
+    def __init__(self, quiet: bool, desc: str) -> None:
+        self.quiet = quiet
+        self.bar = None
+        self.desc = desc
+        self.postfix: dict[str, str] = {}
+
+    def _ensure(self, total: int | None) -> Any:
+        if self.quiet:
+            return None
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total or None, desc=self.desc, unit="step", file=sys.stderr, dynamic_ncols=True,
+                            mininterval=0.2, leave=True)
+        return self.bar
+
+    def write(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def handle(self, ev: Event) -> None:
+        if isinstance(ev, Progress):
+            bar = self._ensure(ev.total)
+            if bar is None:
+                return
+            if ev.total and bar.total != ev.total:
+                bar.total = ev.total
+            if ev.epoch is not None:
+                self.postfix["epoch"] = str(ev.epoch)
+            bar.n = ev.step
+            bar.set_postfix(self.postfix, refresh=False)
+            bar.refresh()
+        elif isinstance(ev, Metrics):
+            for key in _SHOWN:
+                if key in ev.values:
+                    shown = key if ev.split == "train" or key.startswith(ev.split) else f"{ev.split}_{key}"
+                    self.postfix[shown] = _fmt(ev.values[key])
+                    break
+            if ev.epoch is not None:
+                self.postfix["epoch"] = str(ev.epoch)
+            if self.bar is not None:
+                self.bar.set_postfix(self.postfix, refresh=False)
+        elif isinstance(ev, Log):
+            self.write(ev.line if ev.level == "info" else f"{ev.level}: {ev.line}")
+        elif isinstance(ev, DeviceInfo):
+            mem = f", {ev.memory_allocated / 2**20:.0f} MiB in use" if ev.memory_allocated else ""
+            self.write(f"device: {ev.device}{' (' + ev.name + ')' if ev.name else ''}{mem}")
+        elif isinstance(ev, Artifact) and ev.kind != "checkpoint":
+            self.write(f"wrote {ev.kind}: {ev.path}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def drive(handle: JobHandle, *, quiet: bool = False, desc: str = "", grace_s: float = 10.0) -> Result | Failed:
+    """Show a running job's events until it ends; Ctrl-C cancels (twice: at once). Returns the final event."""
+    bar = _Bar(quiet, desc)
+    interrupts = 0
+    try:
+        while not handle.done:
+            try:
+                for ev in handle.poll(timeout=0.1):
+                    bar.handle(ev)
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts == 1:
+                    bar.write(f"cancelling: the job saves a checkpoint and stops (Ctrl-C again to stop it now; "
+                              f"forced after {grace_s:g} s)")
+                    handle.cancel(grace_s)
+                else:
+                    bar.write("stopping the job now")
+                    handle.cancel(0.0)
+    finally:
+        bar.close()
+    try:
+        handle.join(10.0)
+    except KeyboardInterrupt:
+        handle.cancel(0.0)
+    final = handle.final
+    assert final is not None
+    return final
+
+
+def run_with_progress(target: str, config: dict[str, Any], run_dir: str | Path | None = None, *,
+                      quiet: bool = False, resume: bool = False, device: str = "cpu",
+                      grace_s: float = 10.0) -> dict[str, Any]:
+    """Run ``target`` in a spawned child with a progress bar on stderr; returns the job's result dict.
+
+    A cancelled run returns its result with ``"cancelled": True``; a failed one raises ``JobFailed``.
+    """
+    t0 = time.monotonic()
+    handle = start_job(target, config, run_dir, device=device, resume=resume)
+    if not quiet:
+        print(f"run folder: {handle.run_dir}", file=sys.stderr)
+    final = drive(handle, quiet=quiet, desc=target.rpartition(":")[2], grace_s=grace_s)
+    if isinstance(final, Failed):
+        raise JobFailed(final, handle.run_dir)
+    value = dict(final.value)
+    if final.cancelled:
+        value["cancelled"] = True
+    if not quiet:
+        state = "cancelled" if final.cancelled else "done"
+        print(f"{state} in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    return value
+
+
+__all__ = ["drive", "run_with_progress"]
