@@ -1,0 +1,172 @@
+"""``python -m app bench jobs [--json]``: how fast events get from a job to the parent, and whether the GUI
+event loop stays smooth while a CPU-heavy job runs in a child process.
+
+Three phases, each with the demo job (``app.engine.demo_job:demo``) doing torch matmuls on one thread:
+
+1. transport: the parent waits on ``JobHandle.poll(timeout)``; latency = receive time - event time stamp
+   (``Event.t``, taken in the child), for every Progress/Metrics event;
+2. idle GUI: a 10 ms ``QTimer`` in a ``QCoreApplication`` (offscreen) with no job, to show the machine's
+   own timer noise;
+3. busy GUI: the same 10 ms timer while a ``QtJob`` relays the heavy job's events on the same thread;
+   stall = actual interval - 10 ms. Also the latency as seen by the GUI (includes the 20 ms poll tick).
+
+Goal (issue 3): p99 stall < 20 ms, worst < 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEMO = "app.engine.demo_job:demo"
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
+def _heavy_config(work: int, work_s: float) -> dict[str, Any]:
+    return {"steps": 10_000_000, "work": work, "work_s": work_s, "ckpt_every": 0, "threads": 1}
+
+
+def transport_latency(root: Path, seconds: float, work: int, work_s: float) -> dict[str, Any]:
+    """Phase 1: latency child -> parent with a parent that waits on the queue."""
+    from app.engine.events import Metrics, Progress
+    from app.jobs import start_job
+
+    h = start_job(DEMO, _heavy_config(work, work_s), root / "transport")
+    lat: list[float] = []
+    t_first = None
+    end = None
+    while not h.done:
+        for ev in h.poll(timeout=0.05):
+            now = time.time()
+            if isinstance(ev, Progress | Metrics):
+                lat.append((now - ev.t) * 1000.0)
+                if t_first is None:
+                    t_first = time.monotonic()
+                    end = t_first + seconds
+        if end is not None and time.monotonic() >= end and not h.cancel_requested:
+            h.cancel(grace_s=5.0)
+    h.join(10)
+    return {"event_latency_ms_p50": _pct(lat, 50), "event_latency_ms_p99": _pct(lat, 99),
+            "event_latency_ms_max": round(max(lat), 2) if lat else None, "events": len(lat)}
+
+
+def _timer_stalls(app: Any, seconds: float, on_start: Any = None, until: Any = None) -> list[float]:
+    """Run the event loop with a precise 10 ms timer for ``seconds``; returns the stalls (ms)."""
+    from PySide6.QtCore import Qt, QTimer
+
+    stamps: list[float] = []
+    timer = QTimer()
+    timer.setTimerType(Qt.TimerType.PreciseTimer)
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
+    t_end: list[float] = []
+
+    def check() -> None:
+        if t_end and time.perf_counter() >= t_end[0]:
+            timer.stop()
+            app.quit()
+
+    timer.timeout.connect(check)
+
+    def begin() -> None:
+        t_end.append(time.perf_counter() + seconds)
+        timer.start()
+
+    if on_start is not None:
+        on_start(begin)
+    else:
+        begin()
+    app.exec()
+    iv = np.diff(np.array(stamps)) * 1000.0
+    return [float(max(0.0, x - 10.0)) for x in iv]
+
+
+def gui_phases(root: Path, seconds: float, idle_s: float, work: int, work_s: float) -> dict[str, Any]:
+    """Phases 2 and 3: GUI timer stalls without and with a heavy job relayed by QtJob."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QCoreApplication
+
+    from app.engine.events import Metrics, Progress
+    from app.ui.qt_jobs import QtJob
+
+    app = QCoreApplication.instance() or QCoreApplication([])
+    idle = _timer_stalls(app, idle_s)
+
+    job = QtJob(interval_ms=20)
+    job.receive_times = []
+
+    def start_when_events_flow(begin: Any) -> None:
+        # measure only once the child has imported torch and events flow
+        started = []
+
+        def on_progress(_ev: Any) -> None:
+            if not started:
+                started.append(True)
+                begin()
+
+        job.progress.connect(on_progress)
+        job.start(DEMO, _heavy_config(work, work_s), root / "gui")
+
+    busy = _timer_stalls(app, seconds, on_start=start_when_events_flow)
+    job.cancel(grace_s=5.0)
+    deadline = time.monotonic() + 30
+    while job.running and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.005)
+    if job.handle is not None:
+        job.handle.join(10)
+    glat = [(t - ev.t) * 1000.0 for t, ev in job.receive_times or [] if isinstance(ev, Progress | Metrics)]
+    return {
+        "stall_ms_p50": _pct(busy, 50), "stall_ms_p99": _pct(busy, 99),
+        "stall_ms_max": round(max(busy), 2) if busy else None, "timer_ticks": len(busy),
+        "idle_stall_ms_p99": _pct(idle, 99), "idle_stall_ms_max": round(max(idle), 2) if idle else None,
+        "gui_event_latency_ms_p50": _pct(glat, 50), "gui_event_latency_ms_p99": _pct(glat, 99),
+        "gui_events": len(glat),
+    }
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark; prints a summary or (``--json``) one JSON object."""
+    ap = argparse.ArgumentParser(prog="python -m app bench jobs", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--seconds", type=float, default=5.0, help="length of each busy phase (default 5)")
+    ap.add_argument("--idle-seconds", type=float, default=2.0, help="length of the idle phase (default 2)")
+    ap.add_argument("--work", type=int, default=256, help="matmul size in the child (default 256)")
+    ap.add_argument("--work-s", type=float, default=0.02, help="compute seconds per job step (default 0.02)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    out: dict[str, Any] = {"bench": "jobs", "cpu_count": os.cpu_count(),
+                           "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+                           "work": args.work, "work_s_per_step": args.work_s, "seconds": args.seconds}
+    with tempfile.TemporaryDirectory(prefix="omicslab-bench-jobs-") as tmp:
+        root = Path(tmp)
+        out.update(transport_latency(root, args.seconds, args.work, args.work_s))
+        out.update(gui_phases(root, args.seconds, args.idle_seconds, args.work, args.work_s))
+    out["goal_met"] = bool(out["stall_ms_p99"] is not None and out["stall_ms_p99"] < 20
+                           and out["stall_ms_max"] is not None and out["stall_ms_max"] < 100)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"event latency child->parent: p50 {out['event_latency_ms_p50']} ms, "
+              f"p99 {out['event_latency_ms_p99']} ms ({out['events']} events)")
+        print(f"GUI 10 ms timer stall with a heavy job: p50 {out['stall_ms_p50']} ms, p99 {out['stall_ms_p99']} ms, "
+              f"worst {out['stall_ms_max']} ms ({out['timer_ticks']} ticks)")
+        print(f"  idle (no job): p99 {out['idle_stall_ms_p99']} ms, worst {out['idle_stall_ms_max']} ms")
+        print(f"  event latency as seen by the GUI: p50 {out['gui_event_latency_ms_p50']} ms, "
+              f"p99 {out['gui_event_latency_ms_p99']} ms")
+        print(f"goal (p99 < 20 ms, worst < 100 ms): {'met' if out['goal_met'] else 'NOT met'}", file=sys.stderr)
+    return 0
