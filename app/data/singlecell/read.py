@@ -194,6 +194,9 @@ def _finish_matrix(adata: Any, path: Path) -> None:
         raise DataError("the file holds no expression matrix (X is empty)", path,
                         "Save the counts as the main matrix (adata.X) or in layers['counts'].")
     data = X.data if sp.issparse(X) else np.asarray(X)
+    if data.dtype.kind == "f" and np.isinf(data).any():
+        raise DataError(f"the matrix holds {int(np.isinf(data).sum()):,} infinite values", path,
+                        "Expression values must be finite numbers; fix the values that overflowed.")
     if data.dtype.kind == "f" and np.isnan(data).any():
         if sp.issparse(X):
             coo = sp.coo_matrix(X)
@@ -401,7 +404,13 @@ def _read_text(path: Path, orientation: str) -> tuple[Any, str, str]:
                         f"'{df.columns[bad[0]]}', row '{df.index[r]}' ({len(bad):,} columns affected)", path,
                         "Only the first column (names) and the header row may hold text; remove annotation "
                         "rows/columns (put them in a separate labels table) and save again.")
-    values = df.to_numpy(dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = df.to_numpy(dtype=np.float32)
+    if np.isinf(values).any():
+        r, c = (int(v) for v in np.argwhere(np.isinf(values))[0])
+        raise DataError(f"the matrix holds an infinite or too large value at row '{df.index[r]}', column "
+                        f"'{df.columns[c]}' ({df.iloc[r, c]!r})", path,
+                        "Expression values must be finite numbers; fix or remove that entry.")
     if np.isnan(values).any():
         r, c = (int(v) for v in np.argwhere(np.isnan(values))[0])
         raise DataError(f"the matrix has {int(np.isnan(values).sum()):,} empty or NA entries, the first at row "
@@ -467,6 +476,9 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
             raise DataError(f"could not read the labels table ({str(exc)[:200]})", path, hint) from exc
 
     t = read(0)
+    if isinstance(t.index, pd.MultiIndex):
+        raise DataError("the header row has fewer fields than the rows below it", path,
+                        hint + " Every line needs the same number of fields.")
     headerless = any(str(c).strip() in cells for c in t.columns) or \
         (not isinstance(t.index, pd.RangeIndex) and str(t.index.name or "").strip() in cells)
     if headerless:
@@ -529,7 +541,7 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
 
 def _typed(col: pd.Series) -> pd.Series:
     """Numbers stay numbers; text becomes categorical (labels); "" and NA become missing."""
-    col = col.replace({"": np.nan, "NA": np.nan, "NaN": np.nan, "nan": np.nan})
+    col = col.mask(col.isin(["", "NA", "NaN", "nan"]))
     num = pd.to_numeric(col, errors="coerce")
     if col.notna().sum() and num.notna().sum() == col.notna().sum():
         return num
@@ -572,6 +584,23 @@ def join_labels(adata: Any, labels: str | Path, label_key: str | None = None) ->
 # --------------------------------------------------------------------------------------------------
 def read_singlecell(path: str | Path, *, orientation: str = "auto", labels: str | Path | None = None,
                     label_key: str | None = None, backed: bool = False) -> Any:
+    """Read single-cell expression data into an AnnData of cells x genes (see ``_read_singlecell``).
+
+    Any failure is a ``DataError``: an unexpected library error on odd input is wrapped, naming the file.
+    """
+    try:
+        return _read_singlecell(path, orientation=orientation, labels=labels, label_key=label_key, backed=backed)
+    except (DataError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # a parser corner case we did not foresee: still one clear message
+        raise DataError(f"could not make sense of this file ({type(exc).__name__}: {str(exc)[:200]})",
+                        labels if labels is not None and "label" in str(exc).lower() else path,
+                        "Check the file's layout: one header row, names in the first column, the same number "
+                        "of fields on every line. Please report this message if the file looks right.") from exc
+
+
+def _read_singlecell(path: str | Path, *, orientation: str = "auto", labels: str | Path | None = None,
+                     label_key: str | None = None, backed: bool = False) -> Any:
     """Read single-cell expression data into an AnnData of cells x genes.
 
     Args:

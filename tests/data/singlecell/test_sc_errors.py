@@ -172,3 +172,32 @@ def test_format_not_matching_extension(tmp_path: Path) -> None:
     # the reverse: gzip content under a plain .csv name is read by content
     (tmp_path / "plain_name.csv").write_bytes(gzip.compress(p.read_bytes()))
     assert read_singlecell(tmp_path / "plain_name.csv").shape == (6, len(GENES))
+
+
+FIELD = st.one_of(st.integers(-3, 50).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
+                  st.sampled_from(["", "NA", "CD3E", "Cd3e", "ENSG00000111640.2", '"q,uoted"', "x y", "#"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.lists(FIELD, min_size=1, max_size=6), min_size=1, max_size=8),
+       sep=st.sampled_from([",", "\t", " "]), name=st.sampled_from(["t.csv", "t.tsv", "t.txt"]),
+       labels=st.booleans())
+def test_random_tables_raise_only_dataerror(tmp_path: Path, rows: list[list[str]], sep: str, name: str,
+                                            labels: bool) -> None:
+    p = tmp_path / name
+    p.write_text("\n".join(sep.join(r) for r in rows) + "\n")
+    good = write_dense(tmp_path / "good.csv", counts(), GENES, cell_ids(6), genes_x_cells=False)
+    try:
+        a = read_singlecell(good, labels=p) if labels else read_singlecell(p)
+    except DataError as err:
+        assert err.path and err.hint
+    else:
+        assert a.n_obs > 0 and a.n_vars > 0
+    with contextlib.suppress(DataError):
+        detect_kind(p)
+
+
+def test_infinite_value(tmp_path: Path) -> None:
+    (tmp_path / "inf.csv").write_text(",c1,c2\nCD3E,1,1e300\nLYZ,1,2\n")
+    err = _err(tmp_path / "inf.csv", "infinite or too large")
+    assert "CD3E" in str(err) and "c2" in str(err)
