@@ -86,7 +86,7 @@ def test_dc_gradients_equal_full_batch(chunk: int) -> None:
 
 def test_dc_equals_true_full_batch_in_eval_mode() -> None:
     """Without dropout, chunking (and the chunks' own padding) gives the single full-batch forward's gradients."""
-    model, head, batch = _setup(supervised=False)
+    model, _head, batch = _setup(supervised=False)
     model.eval()
     tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
     weights = {"mlm": 1.0, "contrastive": 1.0, "supervised": 1.0}

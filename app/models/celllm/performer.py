@@ -4,9 +4,10 @@ Differences from performer_pytorch as used by the published CellLM, on purpose:
 
 * Padded keys are removed from both the numerator and the normaliser (the original only zeroes their values,
   so padding still shifts every softmax denominator).
-* The key feature map's stabiliser is a max over the *same cell's* real keys (per cell and head), not over
-  the whole batch tensor: the stabiliser is a constant per attention problem, so it cancels between numerator
-  and normaliser and a cell's output does not depend on its batch-mates or its padding. (A per-token key
+* The key feature map's stabiliser is a max over the *same cell's* real keys (all heads), not over the whole
+  batch tensor: it is a constant per cell, so it cancels between numerator and normaliser (up to the small
+  eps of FAVOR+) and a cell's output depends neither on its batch-mates nor on its padding. For one unpadded
+  cell it equals the published max, so imported weights give the published outputs. (A per-token key
   stabiliser would not cancel: it would re-weight the keys.) Queries use a per-token stabiliser, as published.
 * Random projections are drawn from a seeded ``torch.Generator``, kept as persistent buffers (saved in
   checkpoints) and only replaced by an explicit ``redraw`` call, never inside a forward pass.
@@ -53,7 +54,9 @@ def favor_features(x: torch.Tensor, proj: torch.Tensor, is_query: bool, key_mask
         stab = dash.amax(dim=-1, keepdim=True)  # per token: cancels in the row normalisation
     else:
         masked = dash if key_mask is None else dash.masked_fill(~key_mask[:, None, :, None], float("-inf"))
-        stab = masked.amax(dim=(-1, -2), keepdim=True)  # per cell and head, over its real keys only
+        # per cell, over all its heads and real keys: as the published max over the whole tensor for a batch
+        # of one unpadded cell (so imported weights behave as published), but blind to batch-mates and padding
+        stab = masked.amax(dim=(1, 2, 3), keepdim=True)
     feats = (torch.exp(dash - diag - stab) + eps) * (proj.shape[0] ** -0.5)
     if key_mask is not None and not is_query:
         feats = feats * key_mask[:, None, :, None].to(feats.dtype)

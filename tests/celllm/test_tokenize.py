@@ -1,0 +1,67 @@
+"""Tokeniser: expressed, matched genes only; normalise 1e4 -> log1p -> floor -> cap 5; CLS first; padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from app.data.errors import DataError
+from app.engine.celllm.tokenize import collate, tokenize_counts, vocab_counts
+from app.models.celllm.model import CLS_ID, PAD_ID, cls_bin, gene_token, pad_bin
+
+
+def test_bins_follow_normalise_log1p_floor_cap() -> None:
+    # one cell, 4 matched genes with total 10000: bins = floor(log1p(count)) capped at 5
+    counts = np.array([[1.0, 3.0, 50.0, 9946.0, 0.0, 7.0]])
+    d2v = np.array([0, 1, 2, 3, 4, -1])  # last gene unmatched: excluded from tokens AND from the total
+    (ids, bins), = tokenize_counts(sp.csr_matrix(counts), d2v)
+    assert ids.tolist() == [CLS_ID, gene_token(0), gene_token(1), gene_token(2), gene_token(3)]
+    expected = np.minimum(np.floor(np.log1p(np.array([1.0, 3.0, 50.0, 9946.0]))), 5).astype(int)
+    assert bins.tolist() == [cls_bin(6), *expected.tolist()]
+    assert expected.tolist() == [0, 1, 3, 5]
+
+
+def test_normalisation_scales_to_1e4() -> None:
+    counts = sp.csr_matrix(np.array([[1.0, 99.0, 9900.0], [10.0, 990.0, 99000.0]]))
+    a, b = tokenize_counts(counts, np.array([0, 1, 2]))
+    assert a[1].tolist() == b[1].tolist()  # same proportions -> same bins whatever the depth
+    assert a[1][1:].tolist() == [0, 4, 5]  # 1, 99, 9900 per 1e4 -> floor(log1p) 0, 4, 9 capped at 5
+
+
+def test_max_len_keeps_top_expressed_in_vocab_order() -> None:
+    counts = sp.csr_matrix(np.array([[5.0, 1.0, 9.0, 0.0, 7.0, 1.0]]))
+    (ids, _), = tokenize_counts(counts, np.arange(6), max_len=3)
+    assert ids.tolist() == [CLS_ID, gene_token(0), gene_token(2), gene_token(4)]
+    # ties at the cut broken by a seed are reproducible
+    counts = sp.csr_matrix(np.ones((1, 10)))
+    first = tokenize_counts(counts, np.arange(10), max_len=4, seed=1)[0][0]
+    again = tokenize_counts(counts, np.arange(10), max_len=4, seed=1)[0][0]
+    assert len(first) == 5 and first.tolist() == again.tolist()
+
+
+def test_duplicates_summed_and_empty_cells() -> None:
+    counts = sp.csr_matrix(np.array([[2.0, 3.0, 0.0], [0.0, 0.0, 4.0]]))
+    vc = vocab_counts(counts, np.array([0, 0, -1]), 2)
+    assert vc.toarray().tolist() == [[5.0, 0.0], [0.0, 0.0]]
+    cells = tokenize_counts(counts, np.array([0, 0, -1]))
+    assert cells[0][0].tolist() == [CLS_ID, gene_token(0)]
+    assert cells[1][0].tolist() == [CLS_ID]  # nothing matched: CLS alone
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(DataError):
+        tokenize_counts(sp.csr_matrix(np.ones((2, 3))), np.array([0, 1]))
+    with pytest.raises(DataError):
+        tokenize_counts(sp.csr_matrix(np.array([[-1.0, 2.0]])), np.array([0, 1]))
+    with pytest.raises(DataError):
+        tokenize_counts(sp.csr_matrix(np.ones((1, 2))), np.array([0, 1]), max_len=0)
+
+
+def test_collate_pads_to_longest() -> None:
+    cells = tokenize_counts(sp.csr_matrix(np.array([[1.0, 0, 0], [1.0, 1.0, 1.0]])), np.arange(3))
+    g, b, m = collate(cells)
+    assert g.shape == (2, 4) and g.dtype == torch.long and m.dtype == torch.bool
+    assert m.tolist() == [[True, True, False, False], [True] * 4]
+    assert g[0, 2:].tolist() == [PAD_ID, PAD_ID] and b[0, 2:].tolist() == [pad_bin(6)] * 2
