@@ -117,7 +117,7 @@ def _content_kind(path: Path) -> str:
     if head.startswith(b"PK\x03\x04"):
         return "zip"
     try:
-        head.decode("utf-8")
+        (head[:-3] if len(head) == 2048 else head).decode("utf-8")  # a multi-byte char may be cut at the end
         return "text"
     except UnicodeDecodeError:
         return "binary"
@@ -128,9 +128,9 @@ def _check_hdf5(path: Path, what: str) -> None:
     kind = _content_kind(path)
     if kind == "hdf5":
         return
-    words = {"gzip": "a gzip-compressed file", "zip": "a zip archive (e.g. an Excel file)",
-             "text": "a text file", "binary": "not an HDF5 file (or a damaged one)"}[kind]
-    raise DataError(f"this {what} is {words}, but {what} files are HDF5", path,
+    words = {"gzip": "it is a gzip-compressed file", "zip": "it is a zip archive (e.g. an Excel file)",
+             "text": "it is a text file", "binary": "its first bytes are not an HDF5 signature"}[kind]
+    raise DataError(f"this is not a valid {what} file (those are HDF5): {words}", path,
                     "Give the file its real extension (.csv, .tsv, .gz, ...) or, if it should be HDF5, copy it "
                     "again: the start of the file is missing or damaged.")
 

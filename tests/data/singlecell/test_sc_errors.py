@@ -165,7 +165,7 @@ def test_truncated_real_files(shared_data: Path, tmp_path: Path, rel: str, frac:
 def test_format_not_matching_extension(tmp_path: Path) -> None:
     p = write_dense(tmp_path / "c.csv", counts(), GENES, cell_ids(6), genes_x_cells=False)
     (tmp_path / "really_csv.h5ad").write_bytes(p.read_bytes())
-    err = _err(tmp_path / "really_csv.h5ad", "is a text file, but .h5ad files are HDF5")
+    err = _err(tmp_path / "really_csv.h5ad", r"not a valid \.h5ad file \(those are HDF5\): it is a text file")
     assert "real extension" in err.hint
     (tmp_path / "gz.loom").write_bytes(gzip.compress(p.read_bytes()))
     _err(tmp_path / "gz.loom", "gzip-compressed")
