@@ -1,0 +1,76 @@
+"""Prepare the pretraining inputs of the shipped ``celllm-tiny`` model (see README.md in this folder).
+
+For each source dataset: read it with OmicsLab's own reader, take the raw counts, drop ERCC spike-ins, keep
+genes detected in at least ``--min-cells`` cells of that dataset (genes never seen cannot be learned and
+would only bloat the vocabulary), write gene symbols in upper case (mouse ``Cd3e`` and human ``CD3E`` share
+one token: the vocabulary is the union of symbols, so mouse and human data both match it; Ensembl IDs,
+for which no offline ID table exists here, stay Ensembl IDs), subsample to at most ``--max-cells`` cells
+(seeded), and write ``OUT/NAME.h5ad``. scanpy's ``pbmc68k_reduced`` is added with its counts recovered
+exactly (``make_pbmc68k_counts.py``). ``pretrain`` then builds its vocabulary as the union of these files.
+
+Usage: ``python resources/models/prepare_pretrain_data.py SHARED_SINGLECELL_DIR OUT_DIR``
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+SOURCES = {  # name -> path under shared/data/singlecell
+    "cellbench_celseq2": "cellbench_lung_3cl/sc_celseq2.count.csv.gz",
+    "cellbench_dropseq": "cellbench_lung_3cl/sc_dropseq.count.csv.gz",
+    "mouse_immune_actinn": "mouse_immune_actinn/train_set.csv.gz",
+    "crc_tumor_normal": "crc_tumor_normal_10x/counts.small.matrix.gz",
+    "pbmc8k_hvg200": "pbmc8k_hvg200_h5ad/pbmc.h5ad",
+}
+
+
+def prepare(adata: ad.AnnData, min_cells: int, max_cells: int, seed: int) -> ad.AnnData:
+    """Counts-only AnnData with upper-case symbols, no spike-ins, genes seen in >= ``min_cells`` cells."""
+    from app.data.singlecell import counts_matrix
+
+    counts = counts_matrix(adata)
+    names = np.array([str(g).strip() for g in adata.var_names])
+    detected = np.asarray((counts > 0).sum(axis=0)).ravel()
+    keep = (detected >= min_cells) & ~np.char.startswith(names.astype(str), "ERCC-")
+    rows = np.arange(adata.n_obs)
+    if adata.n_obs > max_cells:
+        rows = np.sort(np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False))
+    upper = np.char.upper(names[keep].astype(str))
+    out = ad.AnnData(counts[rows][:, np.flatnonzero(keep)])
+    out.obs_names = np.asarray(adata.obs_names)[rows].astype(str)
+    out.var_names = upper
+    out.var_names_make_unique()
+    return out
+
+
+def main() -> None:
+    from app.data.singlecell import read_singlecell
+
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("shared_singlecell", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--min-cells", type=int, default=5)
+    p.add_argument("--max-cells", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    for name, rel in SOURCES.items():
+        out = prepare(read_singlecell(a.shared_singlecell / rel), a.min_cells, a.max_cells, a.seed)
+        out.write_h5ad(a.out / f"{name}.h5ad")
+        print(f"{name}: {out.n_obs} cells x {out.n_vars} genes")
+    from make_pbmc68k_counts import main as pbmc68k  # a sibling script, run from this folder
+
+    tmp = a.out / "pbmc68k_reduced_raw.h5ad"
+    pbmc68k(str(tmp))
+    out = prepare(ad.read_h5ad(tmp), a.min_cells, a.max_cells, a.seed)
+    tmp.unlink()
+    out.write_h5ad(a.out / "pbmc68k_reduced.h5ad")
+    print(f"pbmc68k_reduced: {out.n_obs} cells x {out.n_vars} genes")
+
+
+if __name__ == "__main__":
+    main()
