@@ -7,7 +7,8 @@ Three phases, each with the demo job (``app.engine.demo_job:demo``) doing torch 
    (``Event.t``, taken in the child), for every Progress/Metrics event;
 2. idle GUI: a 10 ms ``QTimer`` in a ``QCoreApplication`` (offscreen) with no job, to show the machine's
    own timer noise;
-3. busy GUI: the same 10 ms timer while a ``QtJob`` relays the heavy job's events on the same thread;
+3. busy GUI: the same 10 ms timer while a 20 ms ``QTimer`` drives an ``EventPump`` (the polling core of
+   ``app.ui.qt_jobs.QtJob``, which the bench layer may not import) on the same thread;
    stall = actual interval - 10 ms. Also the latency as seen by the GUI (includes the 20 ms poll tick).
 
 Goal (issue 3): p99 stall < 20 ms, worst < 100 ms.
@@ -93,40 +94,50 @@ def _timer_stalls(app: Any, seconds: float, on_start: Any = None, until: Any = N
 
 
 def gui_phases(root: Path, seconds: float, idle_s: float, work: int, work_s: float) -> dict[str, Any]:
-    """Phases 2 and 3: GUI timer stalls without and with a heavy job relayed by QtJob."""
+    """Phases 2 and 3: GUI timer stalls without and with a heavy job relayed on the GUI thread."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtCore import QCoreApplication, QTimer
 
     from app.engine.events import Metrics, Progress
-    from app.ui.qt_jobs import QtJob
+    from app.jobs import start_job
+    from app.jobs.pump import EventPump
 
     app = QCoreApplication.instance() or QCoreApplication([])
     idle = _timer_stalls(app, idle_s)
 
-    job = QtJob(interval_ms=20)
-    job.receive_times = []
+    state: dict[str, Any] = {"pump": None, "final": None}
+    poller = QTimer()
+    poller.setInterval(20)
 
     def start_when_events_flow(begin: Any) -> None:
         # measure only once the child has imported torch and events flow
-        started = []
+        started: list[bool] = []
 
-        def on_progress(_ev: Any) -> None:
-            if not started:
+        def deliver(ev: Any) -> None:  # what QtJob does: emit a signal per event
+            if isinstance(ev, Progress) and not started:
                 started.append(True)
                 begin()
 
-        job.progress.connect(on_progress)
-        job.start(DEMO, _heavy_config(work, work_s), root / "gui")
+        handle = start_job(DEMO, _heavy_config(work, work_s), root / "gui")
+        pump = EventPump(handle, deliver, max_events=200)
+        pump.receive_times = []
+        state["pump"] = pump
+
+        def tick() -> None:
+            final = pump.tick()
+            if final is not None:
+                state["final"] = final
+                poller.stop()
+
+        poller.timeout.connect(tick)
+        poller.start()
 
     busy = _timer_stalls(app, seconds, on_start=start_when_events_flow)
-    job.cancel(grace_s=5.0)
-    deadline = time.monotonic() + 30
-    while job.running and time.monotonic() < deadline:
-        app.processEvents()
-        time.sleep(0.005)
-    if job.handle is not None:
-        job.handle.join(10)
-    glat = [(t - ev.t) * 1000.0 for t, ev in job.receive_times or [] if isinstance(ev, Progress | Metrics)]
+    poller.stop()
+    pump = state["pump"]
+    pump.handle.cancel(grace_s=5.0)
+    pump.handle.join(30)
+    glat = [(t - ev.t) * 1000.0 for t, ev in pump.receive_times or [] if isinstance(ev, Progress | Metrics)]
     return {
         "stall_ms_p50": _pct(busy, 50), "stall_ms_p99": _pct(busy, 99),
         "stall_ms_max": round(max(busy), 2) if busy else None, "timer_ticks": len(busy),

@@ -10,7 +10,6 @@ before it when the job failed.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.engine.events import Artifact, DeviceInfo, Event, Failed, Log, Metrics, Progress, Result
 from app.jobs.process import JobHandle, start_job
+from app.jobs.pump import EventPump
 
 
 class QtJob(QObject):
@@ -43,7 +43,7 @@ class QtJob(QObject):
         self.grace_s = grace_s
         self.max_events_per_tick = max_events_per_tick
         self.final: Result | Failed | None = None
-        self.receive_times: list[tuple[float, Event]] | None = None  # set to [] to record (benchmarks)
+        self._pump: EventPump | None = None
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._tick)
@@ -57,8 +57,7 @@ class QtJob(QObject):
             raise RuntimeError("this QtJob is already running a job; make another QtJob")
         self.final = None
         self._finishing = False
-        self.handle = start_job(target, config, run_dir, device=device, resume=resume)
-        self._timer.start()
+        self.attach(start_job(target, config, run_dir, device=device, resume=resume))
         return self.handle
 
     def attach(self, handle: JobHandle) -> None:
@@ -66,6 +65,7 @@ class QtJob(QObject):
         self.final = None
         self._finishing = False
         self.handle = handle
+        self._pump = EventPump(handle, self._emit, max_events=self.max_events_per_tick)
         self._timer.start()
 
     def cancel(self, grace_s: float | None = None) -> None:
@@ -84,31 +84,13 @@ class QtJob(QObject):
 
     # -- relaying ----------------------------------------------------------------------------------
     def _tick(self) -> None:
-        handle = self.handle
-        if handle is None or self._finishing:
+        handle, pump = self.handle, self._pump
+        if handle is None or pump is None or self._finishing:
             self._timer.stop()
             return
         final: Result | Failed | None = None
         try:
-            events = handle.poll(0.0, self.max_events_per_tick)
-            if self.receive_times is not None:
-                now = time.time()
-                self.receive_times.extend((now, ev) for ev in events)
-            last_progress: Progress | None = None
-            for ev in events:
-                if isinstance(ev, Progress):
-                    last_progress = ev
-                    continue
-                if isinstance(ev, Result | Failed):
-                    final = ev
-                    continue
-                if last_progress is not None and isinstance(ev, Metrics):
-                    # keep progress before the metrics of a later step in order
-                    self.progress.emit(last_progress)
-                    last_progress = None
-                self._emit(ev)
-            if last_progress is not None:
-                self.progress.emit(last_progress)
+            final = pump.tick()
         except Exception as exc:  # a slot that raised must not leave the job without a finished signal
             if handle.done or not handle.is_alive():
                 final = handle.final or Failed(f"the job's events could not be shown: {exc}")
@@ -117,7 +99,9 @@ class QtJob(QObject):
                 self._finish(final or handle.final or Failed("the job ended without a result"))
 
     def _emit(self, ev: Event) -> None:
-        if isinstance(ev, Metrics):
+        if isinstance(ev, Progress):
+            self.progress.emit(ev)
+        elif isinstance(ev, Metrics):
             self.metrics.emit(ev)
         elif isinstance(ev, Log):
             self.log.emit(ev)
