@@ -190,6 +190,8 @@ def _note(adata: Any, text: str) -> None:
 def _finish_matrix(adata: Any, path: Path) -> None:
     """In-memory data: refuse NaN; store integer counts as CSR float32 in ``.X`` (the contract)."""
     X = adata.X
+    if X is None and "counts" in adata.layers:
+        return  # counts only in the layer: counts_matrix and the summary read them there
     if X is None:
         raise DataError("the file holds no expression matrix (X is empty)", path,
                         "Save the counts as the main matrix (adata.X) or in layers['counts'].")

@@ -175,7 +175,15 @@ def summarise_singlecell(adata: Any, path: str | Path | None = None) -> SingleCe
     lab = dict(om.get("labels", {}) or {})
     path = str(path) if path is not None else src.get("path")
     backed = bool(getattr(adata, "isbacked", False))
-    st: MatrixStats = matrix_stats(adata.X)
+    X = adata.X
+    if X is None and "counts" in adata.layers:
+        X = adata.layers["counts"]
+        src.setdefault("notes", [])
+        src["notes"] = [*src["notes"], "The main matrix (X) is empty; figures come from layers['counts']."]
+    if X is None:
+        raise DataError("the dataset holds no expression matrix (X is empty)", path,
+                        "Save the counts as the main matrix (adata.X) or in layers['counts'].")
+    st: MatrixStats = matrix_stats(X)
     kind = st.value_kind
     genes = pd.Index(map(str, adata.var_names))
     cells = pd.Index(map(str, adata.obs_names))
@@ -293,7 +301,8 @@ def counts_matrix(adata: Any) -> sp.csr_matrix:
     candidates: list[tuple[str, Any]] = []
     if "counts" in adata.layers:
         candidates.append(("layers['counts']", lambda: adata.layers["counts"]))
-    candidates.append(("X", lambda: adata.X))
+    if adata.X is not None:
+        candidates.append(("X", lambda: adata.X))
     if adata.raw is not None:
         def raw_x() -> Any:
             raw_names = pd.Index(map(str, adata.raw.var_names))
@@ -313,6 +322,7 @@ def counts_matrix(adata: Any) -> sp.csr_matrix:
             return sp.csr_matrix(M, dtype=np.float32)
         tried.append(f"{name} ({VALUE_WORDS[matrix_stats(M, max_cells=2000).value_kind]})")
     raise DataError(
-        "this dataset holds normalised values, CellLM needs raw counts: " + "; ".join(tried), None,
+        "this dataset holds normalised values, CellLM needs raw counts: " + ("; ".join(tried) or "no matrix"),
+        None,
         "Load the raw count matrix instead (Cell Ranger output, or an .h5ad that keeps counts in "
         "layers['counts'] or adata.raw).")

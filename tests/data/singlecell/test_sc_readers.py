@@ -92,6 +92,7 @@ def test_names_are_stripped(tmp_path: Path) -> None:
     assert list(a.var_names) == ["CD3E", "LYZ", "NKG7"] and list(a.obs_names) == ["c1", "c2", "c3"]
 
 
+@pytest.mark.filterwarnings("ignore:(Variable|Observation) names are not unique")
 def test_duplicate_names_survive_reading(tmp_path: Path) -> None:
     (tmp_path / "dup.csv").write_text(",c1,c2,c1\nCD3E,1,2,3\nLYZ,0,1,0\nCD3E,4,0,0\n")
     a = read_singlecell(tmp_path / "dup.csv", orientation="genes_x_cells")

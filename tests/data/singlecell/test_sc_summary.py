@@ -54,6 +54,7 @@ def test_block_stats_match_whole_matrix_dense_and_sparse() -> None:
     assert st.sampled and st.n_scanned == 20
 
 
+@pytest.mark.filterwarnings("ignore:(Variable|Observation) names are not unique")
 def test_problems_are_stated_with_where_and_what_to_do() -> None:
     X = counts(10, 6)
     X[2] = 0  # an empty cell
@@ -184,3 +185,19 @@ def test_export_roundtrip_and_atomicity(tmp_path: Path, monkeypatch: pytest.Monk
     df = pd.DataFrame({"x": [1, 2]}, index=["a", "b"])
     write_csv_atomic(df, tmp_path / "t.tsv.gz")
     assert pd.read_csv(tmp_path / "t.tsv.gz", sep="\t", index_col=0)["x"].tolist() == [1, 2]
+
+
+def test_counts_only_in_layer(tmp_path: Path) -> None:
+    X = counts()
+    a = ad.AnnData(X=None, obs=pd.DataFrame(index=cell_ids(6)), var=pd.DataFrame(index=GENES))
+    a.layers["counts"] = sp.csr_matrix(X)
+    a.write_h5ad(tmp_path / "layer.h5ad")
+    b = read_singlecell(tmp_path / "layer.h5ad")
+    s = summarise_singlecell(b)
+    assert s.value_kind == "counts" and s.counts_source == "layers['counts']"
+    assert any("X) is empty" in n for n in s.notes)
+    np.testing.assert_array_equal(counts_matrix(b).toarray(), X)
+    ad.AnnData(X=None, obs=pd.DataFrame(index=cell_ids(6)),
+               var=pd.DataFrame(index=GENES)).write_h5ad(tmp_path / "nothing.h5ad")
+    with pytest.raises(DataError, match="no expression matrix"):
+        read_singlecell(tmp_path / "nothing.h5ad")
