@@ -139,3 +139,21 @@ def test_dc_with_grad_scaler_matches_unscaled() -> None:
     dc_step(fn, tensors, lambda a, b: losses.info_nce(a, b), 16, scaler=FixedScaler())
     g2 = _grads(model, head) / 1024.0
     assert float((g1 - g2).norm() / g1.norm()) < 1e-5
+
+
+@pytest.mark.parametrize("n", [3, 40])
+def test_blocked_info_nce_equals_plain(n: int) -> None:
+    """The blocked InfoNCE (no 2N x 2N matrix) has the plain one's value and gradients."""
+    g = torch.Generator().manual_seed(n)
+    a = torch.randn(n, 8, generator=g, requires_grad=True)
+    b = torch.randn(n, 8, generator=g, requires_grad=True)
+    plain = losses.info_nce(a, b, 0.05, block=10**9)
+    ga = torch.autograd.grad(plain, [a, b])
+    blocked = losses.info_nce(a, b, 0.05, block=7)
+    gb = torch.autograd.grad(blocked, [a, b])
+    assert abs(float(plain) - float(blocked)) < 1e-5 * float(plain)
+    for x, y in zip(ga, gb):
+        assert float((x - y).norm() / x.norm()) < 1e-5
+    # a perfect pairing scores accuracy 1, a shuffled one does not
+    assert losses.contrastive_accuracy(a, a + 1e-3) == 1.0
+    assert losses.contrastive_accuracy(a, b) < 1.0

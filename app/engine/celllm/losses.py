@@ -14,19 +14,80 @@ from app.models.celllm.model import CLS_ID, PAD_ID, mask_bin
 IGNORE = -100
 
 
-def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+BLOCK = 1024
+"""Rows of the 2N x 2N similarity matrix held at once by the blocked InfoNCE (memory O(BLOCK * 2N))."""
+
+
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.05, block: int | None = None
+             ) -> torch.Tensor:
     """Symmetric InfoNCE over 2N views on cosine similarity (fp32, autocast off).
 
     Row i of ``z1`` and row i of ``z2`` are two views of cell i; every view's negatives are the other 2N - 2
-    views of the batch. Mean cross-entropy over all 2N anchors.
+    views of the batch. Mean cross-entropy over all 2N anchors. Batches of more than ``block`` views
+    (default ``BLOCK``) never materialise the 2N x 2N matrix: rows are processed in blocks in the forward and
+    recomputed in the backward, so divide-and-conquer memory stays flat in N.
     """
     with torch.autocast(device_type=z1.device.type, enabled=False):
-        z = F.normalize(torch.cat([z1, z2]).float(), dim=-1)
+        z1, z2 = z1.float(), z2.float()
+        blk = int(block or BLOCK)
+        if 2 * z1.shape[0] > blk:
+            return _BlockedInfoNCE.apply(z1, z2, float(temperature), blk)
+        z = F.normalize(torch.cat([z1, z2]), dim=-1)
         n = z1.shape[0]
         sim = (z @ z.t()) / float(temperature)
         sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-        target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-        return F.cross_entropy(sim, target)
+        return F.cross_entropy(sim, _partners(n, z.device))
+
+
+def _partners(n: int, device: torch.device) -> torch.Tensor:
+    return torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(device)
+
+
+class _BlockedInfoNCE(torch.autograd.Function):
+    """``info_nce`` computed block-row by block-row (same value and gradient, O(block * 2N) memory)."""
+
+    @staticmethod
+    def _block_logits(zn: torch.Tensor, s: int, e: int, tau: float) -> torch.Tensor:
+        logits = (zn[s:e] @ zn.t()) / tau
+        rows = torch.arange(e - s, device=zn.device)
+        logits[rows, rows + s] = float("-inf")
+        return logits
+
+    @staticmethod
+    def forward(ctx, z1: torch.Tensor, z2: torch.Tensor, tau: float, block: int) -> torch.Tensor:
+        z = torch.cat([z1, z2])
+        norms = z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        zn = z / norms
+        m, n = z.shape[0], z1.shape[0]
+        pos = _partners(n, z.device)
+        lse = torch.empty(m, device=z.device)
+        total = torch.zeros((), device=z.device)
+        for s in range(0, m, block):
+            e = min(s + block, m)
+            logits = _BlockedInfoNCE._block_logits(zn, s, e, tau)
+            lse[s:e] = torch.logsumexp(logits, dim=1)
+            total = total + (lse[s:e] - logits[torch.arange(e - s, device=z.device), pos[s:e]]).sum()
+        ctx.save_for_backward(zn, norms, lse)
+        ctx.tau, ctx.block, ctx.n = tau, block, n
+        return total / m
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        zn, norms, lse = ctx.saved_tensors
+        tau, block, n = ctx.tau, ctx.block, ctx.n
+        m = zn.shape[0]
+        pos = _partners(n, zn.device)
+        dzn = torch.zeros_like(zn)
+        scale = grad / m
+        for s in range(0, m, block):
+            e = min(s + block, m)
+            p = torch.exp(_BlockedInfoNCE._block_logits(zn, s, e, tau) - lse[s:e, None])
+            p[torch.arange(e - s, device=zn.device), pos[s:e]] -= 1.0
+            p = p * (scale / tau)
+            dzn[s:e] += p @ zn
+            dzn += p.t() @ zn[s:e]
+        dz = (dzn - zn * (dzn * zn).sum(-1, keepdim=True)) / norms
+        return dz[:n], dz[n:], None, None
 
 
 def contrastive_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
@@ -34,9 +95,14 @@ def contrastive_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
     with torch.no_grad():
         z = F.normalize(torch.cat([z1, z2]).float(), dim=-1)
         n = z1.shape[0]
-        sim = (z @ z.t()).fill_diagonal_(float("-inf"))
-        target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-        return float((sim.argmax(1) == target).float().mean())
+        hits = 0
+        for s in range(0, 2 * n, BLOCK):  # blockwise: no 2N x 2N matrix
+            e = min(s + BLOCK, 2 * n)
+            sim = z[s:e] @ z.t()
+            rows = torch.arange(e - s, device=z.device)
+            sim[rows, rows + s] = float("-inf")
+            hits += int((sim.argmax(1) == _partners(n, z.device)[s:e]).sum())
+        return hits / (2 * n)
 
 
 def mask_for_mlm(gene_ids: torch.Tensor, bins: torch.Tensor, pad_mask: torch.Tensor, prob: float = 0.15,
