@@ -90,7 +90,10 @@ def inspect_singlecell(args: argparse.Namespace) -> dict[str, Any]:
          "problems": list(s.problems), "notes": list(s.notes), "summary": d}
     text = s.to_text()
     if args.vocab:
-        gm = gene_match(list(map(str, adata.var_names)), args.vocab, args.gene_map)
+        from app.data.singlecell import gene_id_map
+
+        own_ids = gene_id_map(adata)  # e.g. 10x var['gene_ids']: Ensembl beside the symbols
+        gm = gene_match(list(map(str, adata.var_names)), args.vocab, args.gene_map, own_ids)
         j["gene_match"] = gm.to_dict()
         text += "\n  Model gene list (" + str(args.vocab) + "):\n" + "\n".join(
             f"    {ln}" for ln in gm.to_text().splitlines())
@@ -116,12 +119,16 @@ def read_vocab(path: str | Path) -> list[str]:
     return genes
 
 
-def gene_match(data_genes: list[str], vocab_path: str | Path, gene_map: str | Path | None = None) -> Any:
-    """Harmonise the data's genes with a model's vocab.txt (and an optional ID table)."""
+def gene_match(data_genes: list[str], vocab_path: str | Path, gene_map: str | Path | None = None,
+               own_ids: dict[str, str] | None = None) -> Any:
+    """Harmonise the data's genes with a model's vocab.txt, via the data's own second ID column and/or an ID
+    table when direct matching misses (the table wins where both name a gene)."""
     from app.data.singlecell import harmonise_genes, read_gene_map
 
-    idmap = read_gene_map(gene_map) if gene_map else None
-    return harmonise_genes(data_genes, read_vocab(vocab_path), id_map=idmap)
+    idmap = dict(own_ids or {})
+    if gene_map:
+        idmap.update(read_gene_map(gene_map))
+    return harmonise_genes(data_genes, read_vocab(vocab_path), id_map=idmap or None)
 
 
 # --------------------------------------------------------------------------------------------------

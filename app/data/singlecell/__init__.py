@@ -2,7 +2,13 @@
 
 from app.data.genes import GeneMatch, detect_id_type, harmonise_genes, read_gene_map
 from app.data.singlecell.read import decide_orientation, join_labels, read_labels_table, read_singlecell
-from app.data.singlecell.summary import SingleCellSummary, counts_matrix, label_columns, summarise_singlecell
+from app.data.singlecell.summary import (
+    SingleCellSummary,
+    counts_matrix,
+    gene_id_map,
+    label_columns,
+    summarise_singlecell,
+)
 
 __all__ = [
     "GeneMatch",
@@ -10,6 +16,7 @@ __all__ = [
     "counts_matrix",
     "decide_orientation",
     "detect_id_type",
+    "gene_id_map",
     "harmonise_genes",
     "join_labels",
     "label_columns",

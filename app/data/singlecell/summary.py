@@ -282,6 +282,27 @@ def summarise_singlecell(adata: Any, path: str | Path | None = None) -> SingleCe
     )
 
 
+ALT_ID_COLUMNS = ("gene_ids", "gene_id", "ensembl_id", "ensembl", "gene_symbols", "gene_symbol", "feature_name",
+                  "gene_name", "gene_names", "symbol", "symbols")
+
+
+def gene_id_map(adata: Any) -> dict[str, str] | None:
+    """The dataset's own second gene ID, as ``{var_name: other ID}`` for ``harmonise_genes(id_map=...)``.
+
+    10x data carry Ensembl IDs in ``var['gene_ids']`` beside symbol var_names; CELLxGENE files carry symbols in
+    ``var['feature_name']`` beside Ensembl var_names. With this map a symbol-keyed model matches Ensembl-keyed
+    data (and the reverse) without an external table. None when ``var`` has no such column.
+    """
+    for col in ALT_ID_COLUMNS:
+        if col in adata.var.columns:
+            vals = adata.var[col].astype(str).str.strip()
+            names = [str(v).strip() for v in adata.var_names]
+            pairs = {n: v for n, v in zip(names, vals, strict=False) if v and v.lower() not in ("nan", "none")}
+            if pairs and any(k != v for k, v in pairs.items()):
+                return pairs
+    return None
+
+
 def _materialise(X: Any) -> Any:
     """A backed matrix (anndata sparse dataset or h5py dataset) read into memory; anything else as is."""
     if hasattr(X, "to_memory"):

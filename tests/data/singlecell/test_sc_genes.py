@@ -129,3 +129,19 @@ def test_small_vocab_well_covered_needs_no_fix() -> None:
     m = harmonise_genes(data, [*data[:20], "OTHER"])
     assert m.match_rate == pytest.approx(0.02) and m.vocab_coverage == pytest.approx(20 / 21)
     assert "nothing to fix" in m.to_text() and "same species" not in m.to_text()
+
+
+def test_gene_id_map_uses_the_datasets_second_id_column() -> None:
+    import anndata as ad
+    import pandas as pd
+
+    from app.data.singlecell import gene_id_map
+
+    var = pd.DataFrame({"gene_ids": ["ENSG00000198851", "ENSG00000090382", "ENSG00000000003"]},
+                       index=["CD3E", "LYZ", "TSPAN6"])
+    a = ad.AnnData(X=np.zeros((2, 3), np.float32), var=var)
+    idmap = gene_id_map(a)
+    assert idmap == {"CD3E": "ENSG00000198851", "LYZ": "ENSG00000090382", "TSPAN6": "ENSG00000000003"}
+    m = harmonise_genes(list(a.var_names), ["ENSG00000090382.3", "ENSG00000198851.9"], id_map=idmap)
+    assert m.data_to_vocab.tolist() == [1, 0, -1] and m.how["map"] == 2
+    assert gene_id_map(ad.AnnData(X=np.zeros((2, 3), np.float32))) is None
