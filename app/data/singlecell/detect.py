@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 BLOCK_ROWS = 4096
 MAX_SCAN_CELLS = 100_000  # beyond this, statistics come from evenly spread blocks of cells
+DENSE_BLOCK_VALUES = 1 << 23  # ~32 MB of float32 per dense block, however many genes
 LOG_MAX = 50.0  # log1p of any realistic normalised value stays far below this
 
 
@@ -32,7 +33,6 @@ class MatrixStats:
     gene_sums: np.ndarray  # per gene, over scanned cells
     gene_nnz: np.ndarray
     first_nan: tuple[int, int] | None = None  # (row, column) of a NaN, for messages
-    notes: list[str] = field(default_factory=list)
 
     @property
     def value_kind(self) -> str:
@@ -68,6 +68,8 @@ def matrix_stats(X: Any, *, max_cells: int | None = MAX_SCAN_CELLS, block: int =
     ``sampled`` is True (per-cell figures then cover the scanned cells only).
     """
     n, m = (int(X.shape[0]), int(X.shape[1]))
+    if isinstance(X, np.ndarray) or type(X).__module__.startswith("h5py"):  # dense: bound the block's memory
+        block = max(1, min(block, DENSE_BLOCK_VALUES // max(m, 1)))
     gene_sums = np.zeros(m, dtype=np.float64)
     gene_nnz = np.zeros(m, dtype=np.int64)
     cell_sums: list[np.ndarray] = []

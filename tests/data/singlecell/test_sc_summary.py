@@ -201,3 +201,21 @@ def test_counts_only_in_layer(tmp_path: Path) -> None:
                var=pd.DataFrame(index=GENES)).write_h5ad(tmp_path / "nothing.h5ad")
     with pytest.raises(DataError, match="no expression matrix"):
         read_singlecell(tmp_path / "nothing.h5ad")
+
+
+def test_dense_blocks_are_bounded_by_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.data.singlecell.detect as det
+
+    seen = []
+
+    class Spy(np.ndarray):
+        def __getitem__(self, key):
+            if isinstance(key, slice):
+                seen.append(key.stop - key.start)
+            return np.asarray(self).__getitem__(key)
+
+    monkeypatch.setattr(det, "DENSE_BLOCK_VALUES", 100)
+    X = counts(50, 8).view(Spy)
+    st = matrix_stats(X)
+    assert max(seen) == 12 and sum(seen) == 50  # 100 values / 8 genes -> 12 rows per block
+    np.testing.assert_allclose(st.cell_sums, np.asarray(X).sum(1))
