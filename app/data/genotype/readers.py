@@ -16,8 +16,10 @@ Which allele is counted (``calls`` = number of copies of ``markers.alt``):
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -436,20 +438,7 @@ def read_vcf(path: str | Path) -> GenotypeMatrix:
 # HapMap
 # --------------------------------------------------------------------------------------------------
 
-_HMP_FIXED = [
-    "rs#",
-    "alleles",
-    "chrom",
-    "pos",
-    "strand",
-    "assembly#",
-    "center",
-    "protLSID",
-    "assayLSID",
-    "panel",
-    "QCcode",
-]
-# IUPAC one-letter call -> the two alleles it stands for.
+# IUPAC one-letter call -> the two alleles it stands for ("N" = missing).
 _IUPAC = {
     "A": "AA",
     "C": "CC",
@@ -461,104 +450,150 @@ _IUPAC = {
     "W": "AT",
     "K": "GT",
     "M": "AC",
-    "N": "NN",
     "+": "++",
     "-": "--",
-    "0": "++",
+    "N": "NN",
+    "?": "NN",
+    "0": "NN",
+    ".": "NN",
 }
-_HMP_MISSING = {"N", "NN", "?", "??", "00", "NA", "", "."}
+_IUPAC_LUT = np.full((256, 2), 255, dtype=np.uint8)  # 255 = not a genotype code
+for _k, _v in _IUPAC.items():
+    _IUPAC_LUT[ord(_k)] = [ord(_v[0]), ord(_v[1])]
+_MISSING_BYTES = np.array([ord(c) for c in "N?0."], dtype=np.uint8)
+_TAB = 9
+
+
+def _read_bytes(p: Path) -> bytes:
+    """Whole file as bytes (gunzipped when gzip); DataError when unreadable or binary."""
+    try:
+        raw = p.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile, ValueError) as exc:
+        raise DataError(f"cannot read the file ({exc})", p, "check that it is complete and not corrupted") from None
+    if b"\x00" in raw:
+        raise DataError("the file is binary, not text", p, "give a text file or pick the right format")
+    return raw
+
+
+def _hapmap_calls(rest: bytes, n: int, row: int, p: Path) -> np.ndarray:
+    """Calls of one HapMap row (the part after the 11 fixed columns) as (n, 2) allele bytes."""
+    buf = np.frombuffer(rest, dtype=np.uint8)
+    if len(rest) == 3 * n - 1 and (n == 1 or (buf[2::3] == _TAB).all()):  # two-letter calls, the usual case
+        return np.stack([buf[0::3], buf[1::3]], axis=1)
+    if len(rest) == 2 * n - 1 and (n == 1 or (buf[1::2] == _TAB).all()):  # IUPAC one-letter calls
+        out = _IUPAC_LUT[buf[0::2]]
+    else:
+        toks = rest.split(b"\t")
+        if len(toks) != n:
+            raise DataError(
+                f"marker row {row} has {len(toks)} calls but the header names {n} taxa",
+                p,
+                "every row needs one call per taxon column (check for missing or extra tabs)",
+            )
+        out = np.empty((n, 2), dtype=np.uint8)
+        for j, t in enumerate(toks):
+            t = t.strip()
+            if len(t) == 2:
+                out[j] = (t[0], t[1])
+            elif len(t) == 1:
+                out[j] = _IUPAC_LUT[t[0]]
+            elif len(t) == 0:
+                out[j] = (ord("N"), ord("N"))
+            else:
+                raise DataError(
+                    f"call {t.decode('latin-1')!r} (marker row {row}, taxon column {j + 1}) is not a one- or "
+                    "two-letter genotype",
+                    p,
+                    "HapMap calls must be like AA, AG, NN or IUPAC letters (A, R, Y, N, ...)",
+                )
+    if (out == 255).any():
+        j = int(np.flatnonzero((out == 255).any(axis=1))[0])
+        code = rest.split(b"\t")[j].decode("latin-1") if b"\t" in rest else chr(buf[0])
+        raise DataError(
+            f"unknown one-letter genotype code {code!r} (marker row {row}, taxon column {j + 1})",
+            p,
+            "use IUPAC codes A C G T R Y S W K M N (N = missing) or two-letter calls",
+        )
+    return out
 
 
 def read_hapmap(path: str | Path) -> GenotypeMatrix:
-    """Read a TASSEL HapMap (.hmp.txt): 11 fixed columns then one column per taxon.
+    """Read a TASSEL HapMap (.hmp.txt, gzip allowed): 11 fixed columns then one column per taxon.
 
     Calls may be two letters (``AA``, ``AG``, ``NN`` = missing) or IUPAC one letter (``A``, ``R`` = A/G,
     ``Y`` = C/T, ``S``, ``W``, ``K``, ``M``; ``N`` = missing). The counted allele is the second allele of
     the ``alleles`` column ("A/G" -> G); when that column is not of the form X/Y the alleles are taken from
-    the calls (the most frequent one is the reference). Calls with an allele outside the two are missing.
+    the calls (the most frequent one is the reference). Calls with an allele outside the two are set to
+    missing (counted in ``notes``). CRLF line endings are fine.
     """
     p = Path(path)
-    text = _read_text(p)
-    try:
-        df = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False, engine="c")
-    except Exception as exc:
-        raise DataError(
-            f"cannot parse as a tab-separated HapMap table ({exc})",
-            p,
-            "HapMap files are tab-separated: rs#, alleles, chrom, pos, ... then one column per taxon",
-        ) from None
-    cols = [str(c).strip() for c in df.columns]
+    raw = _read_bytes(p).replace(b"\r", b"")
+    lines = [ln for ln in raw.split(b"\n") if ln.strip()]
+    if not lines:
+        raise DataError("the HapMap file has no lines", p, "re-export it")
+    cols = [c.strip() for c in lines[0].decode("utf-8", errors="replace").lstrip("\ufeff").split("\t")]
     if len(cols) < 12 or cols[0].lower() not in ("rs#", "rs", "snp", "marker") or cols[1].lower() != "alleles":
         raise DataError(
-            "not a HapMap table: the header must start with 'rs#  alleles  chrom  pos' and have 11 fixed "
-            "columns before the taxa",
+            "not a HapMap table: the header must start with 'rs#  alleles  chrom  pos' (tab-separated) and "
+            "have 11 fixed columns before the taxa",
             p,
             "check the file (TASSEL: Export -> Hapmap) or pick the right format",
         )
-    if df.shape[0] == 0:
+    if len(lines) < 2:
         raise DataError("the HapMap file has a header but no marker rows", p, "re-export it")
     samples = _unique_ids(cols[11:], "sample (taxon)", p)
-    calls_s = df.iloc[:, 11:].to_numpy(dtype=str)
-    calls_s = np.char.upper(np.char.strip(calls_s))
-    m, n = calls_s.shape
-    lens = np.char.str_len(calls_s)
-    if lens.max(initial=0) > 2:
-        i, j = np.argwhere(lens > 2)[0]
-        raise DataError(
-            f"call {str(calls_s[i, j])!r} (marker row {i + 2}, taxon {samples[j]}) is not a one- or two-letter "
-            "genotype",
-            p,
-            "HapMap calls must be like AA, AG, NN or IUPAC letters (A, R, Y, N, ...)",
-        )
-    is_missing = np.isin(calls_s, list(_HMP_MISSING))
-    # Expand one-letter IUPAC codes to two letters.
-    one = lens == 1
-    if one.any():
-        letters = calls_s[one]
-        known = np.isin(letters, list(_IUPAC))
-        if not known.all():
-            bad = letters[~known][0]
+    n, m = len(samples), len(lines) - 1
+    pairs = np.empty((m, n, 2), dtype=np.uint8)
+    fixed: list[list[bytes]] = []
+    for i, ln in enumerate(lines[1:]):
+        parts = ln.rstrip(b" \t").split(b"\t", 11) if n > 0 else []
+        if len(parts) < 12:
             raise DataError(
-                f"unknown one-letter genotype code {str(bad)!r}",
+                f"marker row {i + 2} has {len(parts)} fields, fewer than the 11 fixed columns plus calls",
                 p,
-                "use IUPAC codes A C G T R Y S W K M N (N = missing) or two-letter calls",
+                "every row needs rs#, alleles, chrom, pos, ... and one call per taxon",
             )
-        calls_s = calls_s.astype("<U2")
-        calls_s[one] = np.vectorize(_IUPAC.__getitem__, otypes=["<U2"])(letters)
-    b = np.ascontiguousarray(calls_s.astype("S2")).view(np.uint8).reshape(m, n, 2)
-    a1, a2 = b[..., 0], b[..., 1]
-    n_letter = ord("N")
-    is_missing |= (a1 == n_letter) | (a2 == n_letter) | (a1 == 0) | (a2 == 0)
-
-    ref_c, alt_c, notes = _hapmap_alleles(df.iloc[:, 1].to_numpy(dtype=str), a1, a2, is_missing)
-    ok1 = (a1 == ref_c[:, None]) | (a1 == alt_c[:, None])
-    ok2 = (a2 == ref_c[:, None]) | (a2 == alt_c[:, None])
-    foreign = ~is_missing & ~(ok1 & ok2)
-    dos = (a1 == alt_c[:, None]).astype(np.int8) + (a2 == alt_c[:, None]).astype(np.int8)
+        fixed.append(parts[:4])
+        pairs[i] = _hapmap_calls(parts[11].upper(), n, i + 2, p)
+    a1, a2 = pairs[..., 0], pairs[..., 1]
+    is_missing = np.isin(a1, _MISSING_BYTES) | np.isin(a2, _MISSING_BYTES)
+    alleles = np.array([f[1].decode("latin-1") for f in fixed], dtype=object)
+    ref_c, alt_c, notes = _hapmap_alleles(alleles, a1, a2, is_missing)
+    r, a = ref_c[:, None], alt_c[:, None]
+    ok = ((a1 == r) | (a1 == a)) & ((a2 == r) | (a2 == a))
+    foreign = ~is_missing & ~ok
+    dos = (a1 == a).astype(np.int8) + (a2 == a).astype(np.int8)
     dos[is_missing | foreign] = MISSING
     if foreign.any():
         notes.append(f"{int(foreign.sum())} calls with an allele outside the marker's two alleles set to missing")
-    pos = pd.to_numeric(df.iloc[:, 3].str.strip(), errors="coerce")
+    pos = pd.to_numeric(pd.Series([f[3].decode("latin-1").strip() for f in fixed]), errors="coerce")
     if pos.isna().any():
         i = int(np.flatnonzero(pos.isna().to_numpy())[0])
         raise DataError(
-            f"position (column 4) is not a number on marker row {i + 2}: {df.iloc[i, 3]!r}",
+            f"position (column 4) is not a number on marker row {i + 2}: {fixed[i][3].decode('latin-1')!r}",
             p,
             "column 4 of a HapMap file must be the base-pair position",
         )
-    ids, renamed = _dedupe_marker_ids([s.strip() for s in df.iloc[:, 0].astype(str)])
+    ids, renamed = _dedupe_marker_ids([f[0].decode("utf-8", errors="replace").strip() for f in fixed])
     if renamed:
         notes.append(f"{renamed} repeated marker IDs were suffixed _1, _2, ... to make them unique")
     markers = _markers_frame(
         ids,
-        df.iloc[:, 2].str.strip(),
+        [f[2].decode("utf-8", errors="replace").strip() for f in fixed],
         pos.astype(np.int64),
         [chr(c) if c else "" for c in ref_c],
         [chr(c) if c else "" for c in alt_c],
     )
     notes.insert(0, "HapMap: counted allele = second allele of the 'alleles' column (e.g. G of A/G)")
     return GenotypeMatrix(
-        calls=np.ascontiguousarray(dos.T), samples=samples, markers=markers, coding="dosage", source=str(p), notes=notes
+        calls=np.ascontiguousarray(dos.T),
+        samples=samples,
+        markers=markers,
+        coding="dosage",
+        source=str(p),
+        notes=notes,
     )
 
 
@@ -782,40 +817,62 @@ def read_numeric(
 def _parse_values(
     body: list[str], sep: str | None, lead: int, width: int, p: Path, linenos: np.ndarray
 ) -> tuple[np.ndarray, list[list[str]]]:
-    """Parse the value block to float32 (NaN = missing) and return the leading columns as strings."""
-    sep_arg = sep if sep else r"\s+"
+    """Parse the value block to float32 (NaN = missing) and return the leading columns as strings.
+
+    The values are parsed as ONE column (one token per line) by pandas' C parser: a wide genotype matrix
+    (e.g. 374 x 36,901) would otherwise cost pandas a Series per column.
+    """
+    n_val = width - lead
+    if lead:
+        parts = [ln.split(sep, lead) if sep else ln.split(None, lead) for ln in body]
+        lead_vals = [[x[j].strip().strip('"') for x in parts] for j in range(lead)]
+        rests = [x[lead].strip() if len(x) > lead else "" for x in parts]
+    else:
+        lead_vals = []
+        rests = [ln.strip() for ln in body]
+    block = "\n".join(rests)
+    block = block.replace(sep, "\n") if sep else re.sub(r"[ \t]+", "\n", block)
+    kw = {
+        "header": None,
+        "names": ["v"],
+        "na_values": _NA_STRINGS,
+        "keep_default_na": False,
+        "skip_blank_lines": False,
+        "engine": "c",
+        "skipinitialspace": True,
+        "sep": "\x1f",
+        "quoting": csv.QUOTE_NONE,
+    }
     try:
-        df = pd.read_csv(
-            io.StringIO("\n".join(body)),
-            sep=sep_arg,
-            header=None,
-            dtype={j: str for j in range(lead)} if lead else None,
-            na_values=_NA_STRINGS,
-            keep_default_na=False,
-            engine="c",
-            low_memory=False,
-        )
-    except Exception as exc:
+        col = pd.read_csv(io.StringIO(block + "\n"), dtype=np.float32, **kw)["v"]
+    except ValueError:
+        try:
+            col = pd.read_csv(io.StringIO(block + "\n"), dtype=str, **kw)["v"]
+        except Exception as exc:
+            raise DataError(
+                f"cannot parse the matrix ({exc})", p, "check the delimiter and that all values are numbers"
+            ) from None
+    if len(col) != len(body) * n_val:
         raise DataError(
-            f"cannot parse the matrix ({exc})", p, "check the delimiter and that all values are numbers"
-        ) from None
-    if df.shape[1] != width:
-        raise DataError(
-            f"parsed {df.shape[1]} columns but lines have {width} fields", p, "check quoting and the delimiter"
-        )
-    lead_vals = [df.iloc[:, j].astype(str).str.strip().str.strip('"').tolist() for j in range(lead)]
-    block = df.iloc[:, lead:]
-    bad_cols = [j for j, dt in enumerate(block.dtypes) if not np.issubdtype(dt, np.number)]
-    if bad_cols:
-        col = block.iloc[:, bad_cols[0]]
-        num = pd.to_numeric(col, errors="coerce")
-        i = int(np.flatnonzero(num.isna().to_numpy() & col.notna().to_numpy())[0])
-        raise DataError(
-            f"non-numeric value {col.iloc[i]!r} at line {linenos[i]}, column {bad_cols[0] + lead + 1}",
+            f"found {len(col)} values, expected {len(body)} rows x {n_val} columns",
             p,
-            "genotype matrices must hold numbers 0/1/2 (or -1/0/1); write missing calls as NA or -9",
+            "check quoting and the delimiter (one value per field)",
         )
-    return block.to_numpy(dtype=np.float32), lead_vals
+    if not np.issubdtype(col.dtype, np.number):
+        stripped = col.str.strip().str.strip('"').str.strip("'")
+        is_na = stripped.isin(_NA_STRINGS) | col.isna()
+        num = pd.to_numeric(stripped.where(~is_na), errors="coerce")
+        bad = num.isna().to_numpy() & ~is_na.to_numpy()
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            i, j = divmod(k, n_val)
+            raise DataError(
+                f"non-numeric value {col.iloc[k]!r} at line {linenos[i]}, column {j + lead + 1}",
+                p,
+                "genotype matrices must hold numbers 0/1/2 (or -1/0/1); write missing calls as NA or -9",
+            )
+        col = num
+    return col.to_numpy(dtype=np.float32).reshape(len(body), n_val), lead_vals
 
 
 def _recode(
