@@ -7,8 +7,11 @@ Ctrl-C asks the job to stop gracefully (it saves a checkpoint and returns a resu
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,30 +89,46 @@ class _Bar:
             self.bar = None
 
 
+@contextlib.contextmanager
+def _sigint_as_flag() -> Iterator[list[int]]:
+    """While driving a job, Ctrl-C only counts (no KeyboardInterrupt in the middle of reading an event
+    from the pipe, which could leave half a message behind). Off the main thread: nothing changes."""
+    hits: list[int] = []
+    try:
+        old = signal.signal(signal.SIGINT, lambda *_: hits.append(1))
+    except ValueError:  # not the main thread
+        yield hits
+        return
+    try:
+        yield hits
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def drive(handle: JobHandle, *, quiet: bool = False, desc: str = "", grace_s: float = 10.0) -> Result | Failed:
     """Show a running job's events until it ends; Ctrl-C cancels (twice: at once). Returns the final event."""
     bar = _Bar(quiet, desc)
-    interrupts = 0
+    seen = 0
     try:
-        while not handle.done:
-            try:
-                for ev in handle.poll(timeout=0.1):
-                    bar.handle(ev)
-            except KeyboardInterrupt:
-                interrupts += 1
-                if interrupts == 1:
-                    bar.write(f"cancelling: the job saves a checkpoint and stops (Ctrl-C again to stop it now; "
-                              f"forced after {grace_s:g} s)")
-                    handle.cancel(grace_s)
-                else:
-                    bar.write("stopping the job now")
-                    handle.cancel(0.0)
+        with _sigint_as_flag() as hits:
+            while not handle.done:
+                try:
+                    for ev in handle.poll(timeout=0.1):
+                        bar.handle(ev)
+                except KeyboardInterrupt:  # when the flag handler could not be installed
+                    hits.append(1)
+                if len(hits) > seen:
+                    seen = len(hits)
+                    if seen == 1:
+                        bar.write(f"cancelling: the job saves a checkpoint and stops (Ctrl-C again to stop it "
+                                  f"now; forced after {grace_s:g} s)")
+                        handle.cancel(grace_s)
+                    else:
+                        bar.write("stopping the job now")
+                        handle.cancel(0.0)
+            handle.join(10.0)
     finally:
         bar.close()
-    try:
-        handle.join(10.0)
-    except KeyboardInterrupt:
-        handle.cancel(0.0)
     final = handle.final
     assert final is not None
     return final

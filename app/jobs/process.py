@@ -14,11 +14,14 @@ import atexit
 import contextlib
 import datetime as _dt
 import multiprocessing as mp
+import os
 import queue as _queue
 import shutil
 import signal
+import sys
 import threading
 import time
+import types
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +33,7 @@ from app.engine.rundir import RunDir
 
 _CTX = mp.get_context("spawn")
 _KILL_AFTER_TERM_S = 3.0
+_EXIT_AFTER_FINAL_S = 15.0  # a child still alive this long after its final event is terminated
 _LIVE: weakref.WeakSet[JobHandle] = weakref.WeakSet()
 
 _SIGNAL_WORDS = {"SIGSEGV": "a segmentation fault", "SIGKILL": "killed (out of memory or by the system)",
@@ -321,6 +325,8 @@ class JobHandle:
                 self.rundir.log(f"stopped forcefully: the process {describe_exit(code)}")
             return Result(value, cancelled=True)
         hint = " Resume it from its last checkpoint once the cause is fixed." if self.rundir.last_checkpoint() else ""
+        if not any("started (pid" in line for line in self.rundir.tail_log(400)):
+            hint += " It ended before the job started; the reason is in the terminal's error output."
         msg = f"the job process {describe_exit(code)} without reporting a result.{hint}"
         last_line = _telling_line(tail)
         if last_line:
@@ -332,8 +338,20 @@ class JobHandle:
 
     def _finish(self, ev: Result | Failed) -> None:
         self._final = ev
-        if self._timer is not None and self._process.exitcode is not None:
-            self._timer.cancel()
+        if self._process.exitcode is not None:
+            if self._timer is not None:
+                self._timer.cancel()
+            return
+        # The job is over but its process lingers (e.g. a stuck worker process of its own): end it later,
+        # so that it cannot hold the GPU slot of a JobQueue forever.
+        now = time.monotonic()
+        if self._term_at is None or self._term_at > now + _EXIT_AFTER_FINAL_S:
+            self._term_at = now + _EXIT_AFTER_FINAL_S
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(_EXIT_AFTER_FINAL_S + 0.01, self._escalate)
+            self._timer.daemon = True
+            self._timer.start()
 
     def _cleanup(self) -> None:
         if self._timer is not None:
@@ -347,6 +365,24 @@ class JobHandle:
         return f"JobHandle({self.target!r}, run_dir={str(self.run_dir)!r}, pid={self.pid}, {state})"
 
 
+@contextlib.contextmanager
+def _importable_main() -> Iterator[None]:
+    """``spawn`` re-runs the parent's main script in the child; when that is no file (code piped on stdin,
+    some embedders) the child would die before the job starts. Job targets are importable modules, so
+    the child does not need it: hide such a main module while the child is launched."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or getattr(main, "__spec__", None) is not None or path is None or os.path.isfile(path):
+        yield
+        return
+    stand_in = types.ModuleType("__main__")
+    sys.modules["__main__"] = stand_in
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def spawn(target: str, rd: RunDir, child_cfg: dict[str, Any]) -> JobHandle:
     """Start the child for an already prepared run folder."""
     from app.jobs._child import child_main
@@ -356,7 +392,8 @@ def spawn(target: str, rd: RunDir, child_cfg: dict[str, Any]) -> JobHandle:
     proc = _CTX.Process(target=child_main, args=(target, child_cfg, str(rd.path), events_q, stop_event),
                         name=f"omicslab-job-{target_kind(target)}", daemon=False)
     rd.update_run_info(status="starting")
-    proc.start()
+    with _importable_main():
+        proc.start()
     return JobHandle(target, rd, child_cfg, proc, events_q, stop_event)
 
 

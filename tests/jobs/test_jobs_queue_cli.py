@@ -118,3 +118,18 @@ def test_runs_list_show_and_resume(tmp_path: Path, capsys) -> None:
 
     assert cli_main(["runs", "show", "nope", "--root", str(root)]) == 2
     assert "no such run" in capsys.readouterr().err
+
+
+def test_second_ctrl_c_stops_a_stuck_job_at_once(tmp_path: Path) -> None:
+    timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGINT)) for t in (2.0, 2.5)]
+    for t in timers:
+        t.start()
+    t0 = time.monotonic()
+    try:
+        res = run_with_progress(DEMO, {"steps": 100000, "step_sleep": 0.01, "ignore_stop": True}, tmp_path / "run",
+                                quiet=True, grace_s=60.0)
+    finally:
+        for t in timers:
+            t.cancel()
+    assert res["cancelled"] is True and res["forced"] is True
+    assert time.monotonic() - t0 < 30  # far less than the 60 s grace
