@@ -184,21 +184,25 @@ def _check_codes(calls: np.ndarray) -> None:
         )
 
 
-def additive(geno_or_calls: GenotypeMatrix | np.ndarray) -> np.ndarray:
+def additive(geno_or_calls: GenotypeMatrix | np.ndarray, *, signed: bool = False) -> np.ndarray:
     """Additive coding (n, m) float32: 0/1/2 (0/1 for binary markers), missing calls mean-imputed per marker.
 
-    A marker with no call at all gets 0.
+    A marker with no call at all gets its mid value (1, or 0.5 for binary markers). ``signed=True`` gives
+    -1/0/1 instead (x - 1; binary markers 2x - 1, i.e. -1/1), as rrBLUP's convention.
     """
-    calls, _ = _calls_of(geno_or_calls)
+    calls, coding = _calls_of(geno_or_calls)
     _check_codes(calls)
     x = calls.astype(np.float32)
     miss = calls == MISSING
     if miss.any():
         x[miss] = 0.0
         n_called = (~miss).sum(axis=0)
-        means = (x.sum(axis=0) / np.maximum(n_called, 1)).astype(np.float32)
+        mid = 0.5 if coding == "binary" else 1.0
+        means = np.where(n_called > 0, x.sum(axis=0) / np.maximum(n_called, 1), mid).astype(np.float32)
         rows, cols = np.nonzero(miss)
         x[rows, cols] = means[cols]
+    if signed:
+        x = x * 2 - 1 if coding == "binary" else x - 1
     return x
 
 

@@ -84,8 +84,9 @@ def read_genotypes(
         fmt: "auto" (from the name and content), "plink", "vcf", "hapmap" or "numeric".
         numeric_orientation: for numeric matrices, "auto" (detected, see :func:`read_numeric`),
             "samples_x_markers" or "markers_x_samples".
-        samples_in_first_column: numeric matrices: True if the first column holds row IDs, False if
-            not, None to detect (a non-numeric first column is taken as IDs).
+        samples_in_first_column: numeric matrices: True if the first column holds the sample IDs (so
+            samples are rows), False if it does not (a text first column then holds marker IDs, so markers
+            are rows), None to detect (a non-numeric first column is taken as row IDs).
         marker_map: numeric matrices: optional CSV/TSV with columns ``id``, ``chrom``, ``pos`` (and
             optionally ``ref``, ``alt``); when None a ``<stem>_map.csv``, ``<stem>.map.csv`` or
             ``marker_map.csv`` beside the file is used if its IDs match.
@@ -96,6 +97,12 @@ def read_genotypes(
     p = Path(path)
     if fmt not in ("auto", *FORMATS):
         raise DataError(f"unknown genotype format {fmt!r}", p, f"use one of: auto, {', '.join(FORMATS)}")
+    if p.suffix.lower() in (".ped", ".map", ".pgen", ".pvar", ".psam", ".bgen"):
+        raise DataError(
+            f"{p.suffix} files are not read directly",
+            p,
+            "convert to PLINK binary: `plink --file PREFIX --make-bed --out NEW` (or plink2 --make-bed)",
+        )
     if fmt == "auto":
         fmt = detect_genotype_format(p) or ""
         if not fmt:
@@ -639,6 +646,25 @@ def _hapmap_alleles(
 # --------------------------------------------------------------------------------------------------
 
 _MAP_COLS = {"chrom": ("chrom", "chr", "chromosome", "#chrom"), "pos": ("pos", "position", "bp", "bp_position")}
+_SAMPLE_WORDS = (
+    "sample",
+    "samples",
+    "sample_id",
+    "taxa",
+    "taxon",
+    "line",
+    "lines",
+    "genotype",
+    "accession",
+    "iid",
+    "individual",
+    "variety",
+    "entry",
+    "gid",
+    "strain",
+    "<marker>",
+)
+_MARKER_WORDS = ("marker", "markers", "marker_id", "snp", "snp_id", "rs", "rs#", "locus", "variant", "variant_id")
 _ID_COLS = ("id", "marker", "marker_id", "snp", "rs", "rs#", "snp_id", "name")
 
 
@@ -678,10 +704,11 @@ def read_numeric(
     """Read a numeric genotype matrix (CSV, TSV or whitespace-separated; gzip allowed).
 
     - Header row: detected (a first row with non-numeric cells); without one, IDs are made up.
-    - Row IDs: a non-numeric first column (or ``samples_in_first_column=True``).
-    - Orientation "auto": markers x samples when the first data columns are a marker map
-      (chrom/pos) or when there are more rows than columns (marker panels are wider than the sample
-      count); else samples x markers. Say so explicitly when unsure.
+    - Row IDs: a non-numeric first column (or ``samples_in_first_column`` given).
+    - Orientation "auto", in this order: ``samples_in_first_column`` when given; markers x samples when
+      the leading columns are a marker map (chrom/pos); the first header cell (sample/taxa/line/... ->
+      samples are rows, marker/snp/rs#/... -> markers are rows); else markers x samples when there are
+      more rows than columns (marker panels usually outnumber lines). The choice is written to ``notes``.
     - Values: 0/1/2 dosages; -1/0/1 is recoded to 0/1/2; 0/1 only is kept as binary. Missing: NA, empty,
       ".", "?", -9.
     - Synthesised IDs: samples "S1".., markers "M1"...
@@ -745,13 +772,24 @@ def read_numeric(
             if "alleles" in low[:8]:
                 map_cols["alleles"] = low.index("alleles")
             lead = max(map_cols.values()) + 1
+    why = ""
     if lead == 0:
-        if samples_in_first_column is None:
-            lead = 0 if _is_number(sample_row[0]) else 1
-        else:
-            lead = 1 if samples_in_first_column else 0
+        first_is_text = not _is_number(sample_row[0])
+        lead = 1 if (samples_in_first_column or first_is_text) else 0
+        if orientation == "auto" and samples_in_first_column is not None and lead:
+            # The caller says what the first column is: sample IDs -> samples are rows; not samples but
+            # text -> marker IDs -> markers are rows.
+            orientation = "samples_x_markers" if samples_in_first_column else "markers_x_samples"
+            why = "samples_in_first_column=" + str(samples_in_first_column)
     if lead and orientation == "auto" and map_cols:
         orientation = "markers_x_samples"
+        why = "marker map columns"
+    if orientation == "auto" and header is not None and lead:
+        corner = header[0].strip().lower()
+        if corner in _SAMPLE_WORDS:
+            orientation, why = "samples_x_markers", f"first header cell {header[0]!r}"
+        elif corner in _MARKER_WORDS:
+            orientation, why = "markers_x_samples", f"first header cell {header[0]!r}"
     if width - lead < 1:
         raise DataError("no value columns after the ID column(s)", p, "check the delimiter and the layout")
     vals, lead_vals = _parse_values(body, sep, lead, width, p, linenos)
@@ -759,6 +797,9 @@ def read_numeric(
     col_ids = [h for h in header[lead:]] if header is not None else None
     n_rows, n_cols = vals.shape
     notes: list[str] = []
+    if why:
+        pretty = orientation.replace("_x_", " x ")
+        notes.append(f"orientation: {pretty} (from {why})")
     if orientation == "auto":
         if n_rows > n_cols:
             orientation = "markers_x_samples"
@@ -891,7 +932,12 @@ def _recode(
             f"value {bad[0]:g} at line {linenos[i]}, column {j + lead + 1} is not a "
             f"genotype code (found values: {', '.join(f'{v:g}' for v in uniq[:10])})",
             p,
-            "use 0/1/2 allele counts or -1/0/1 (missing as NA or -9); round imputed dosages first",
+            "use 0/1/2 allele counts or -1/0/1 (missing as NA or -9); round imputed dosages first"
+            + (
+                "; if the first column holds numeric sample IDs, pass samples_in_first_column=True"
+                if lead == 0 and j == 0
+                else ""
+            ),
         )
     s = {float(v) for v in uniq}
     calls = np.where(miss, 0, vals).astype(np.int8)

@@ -209,3 +209,9 @@ def test_truncated_real_files_raise_only_data_error(tmp_path: Path, shared_data:
     except DataError:
         return
     assert g.calls.dtype == np.int8  # a truncated text file may still be a valid (smaller) matrix
+
+
+def test_plink_text_formats_point_to_conversion(tmp_path: Path) -> None:
+    (tmp_path / "x.ped").write_text("f1 i1 0 0 0 -9 A A\n")
+    with pytest.raises(DataError, match="make-bed"):
+        read_genotypes(tmp_path / "x.ped")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.data.errors import DataError
 from app.data.genotype import (
     MISSING,
     GenotypeMatrix,
@@ -177,3 +178,26 @@ def test_phenotype_formats(tmp_path: Path) -> None:
     # explicit ID column
     (tmp_path / "q.csv").write_text("line,code,h\nL1,s1,1\nL2,s2,2\n")
     assert list(read_phenotypes(tmp_path / "q.csv", id_column="code").index) == ["s1", "s2"]
+
+
+def test_numeric_orientation_hints(tmp_path: Path) -> None:
+    # 3 samples x 2 markers: the shape rule alone would say markers x samples; the corner cell says otherwise
+    p = tmp_path / "a.csv"
+    p.write_text("sample,m1,m2\na,0,1\nb,1,2\nc,2,2\n")
+    g = read_genotypes(p)
+    assert g.samples == ["a", "b", "c"] and any("first header cell" in n for n in g.notes)
+    p.write_text("marker,a,b\nm1,0,1\nm2,1,2\nm3,2,2\nm4,0,0\n")
+    g = read_genotypes(p)
+    assert g.samples == ["a", "b"] and g.n_markers == 4
+    # numeric sample IDs in the first column need the flag
+    p2 = tmp_path / "b.txt"
+    p2.write_text("17 0 1 2\n18 2 1 0\n")
+    g2 = read_genotypes(p2, samples_in_first_column=True)
+    assert g2.samples == ["17", "18"] and g2.n_markers == 3
+    with pytest.raises(DataError, match="samples_in_first_column=True"):
+        read_genotypes(p2)
+    # text first column declared NOT to be samples -> marker IDs, markers are rows
+    p3 = tmp_path / "c.txt"
+    p3.write_text("mA 0 1\nmB 2 1\n")
+    g3 = read_genotypes(p3, samples_in_first_column=False)
+    assert list(g3.markers["id"]) == ["mA", "mB"] and g3.samples == ["S1", "S2"]

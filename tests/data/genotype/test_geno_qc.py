@@ -26,7 +26,8 @@ def test_additive_mean_imputes_per_marker() -> None:
     assert x.dtype == np.float32 and x.shape == (4, 3)
     assert x[3, 0] == pytest.approx(1.0)  # mean of 0, 2, 1
     assert x[1, 1] == pytest.approx(4 / 3)  # mean of 2, 2, 0
-    assert (x[:, 2] == 0).all()  # no call at all -> 0
+    assert (x[:, 2] == 1).all()  # no call at all -> mid value
+    np.testing.assert_array_equal(additive(g, signed=True), x - 1)
     np.testing.assert_array_equal(x[:3, 0], [0, 2, 1])
     np.testing.assert_array_equal(additive(g.calls), x)  # raw arrays accepted too
 
