@@ -481,8 +481,11 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
     if isinstance(t.index, pd.MultiIndex):
         raise DataError("the header row has fewer fields than the rows below it", path,
                         hint + " Every line needs the same number of fields.")
-    headerless = any(str(c).strip() in cells for c in t.columns) or \
-        (not isinstance(t.index, pd.RangeIndex) and str(t.index.name or "").strip() in cells)
+    cells_norm = {_norm_cell_id(c) for c in cells}
+    header_fields = [str(c) for c in t.columns]
+    if not isinstance(t.index, pd.RangeIndex):
+        header_fields.append(str(t.index.name or ""))
+    headerless = any(f.strip() in cells or _norm_cell_id(f) in cells_norm for f in header_fields if f.strip())
     if headerless:
         t = read(None)
         names = ["label" if k == 0 else f"label_{k + 1}" for k in range(t.shape[1])]
@@ -494,7 +497,20 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
     candidates += [(str(c), t[c].astype(str)) for c in t.columns]
     overlaps = [(int(s.str.strip().isin(cells).sum()), k) for k, (_, s) in enumerate(candidates)]
     best, k = max(overlaps, key=lambda x: (x[0], -x[1])) if overlaps else (0, -1)
-    info: dict[str, Any] = {"path": str(path), "by_position": False}
+    info: dict[str, Any] = {"path": str(path), "by_position": False, "suffix_stripped": False}
+    translate: dict[str, str] = {}
+    if best == 0 and candidates:
+        # 10x barcodes often differ only by a '-1' suffix (or a sample prefix 'S1_' is absent on one side)
+        norm_data: dict[str, str] = {}
+        for c in map(str, cell_ids):
+            norm_data.setdefault(_norm_cell_id(c), c)
+        if len(norm_data) == len(cell_ids):
+            n_overlaps = [(int(sr.str.strip().map(_norm_cell_id).isin(norm_data).sum()), j)
+                          for j, (_, sr) in enumerate(candidates)]
+            nbest, nk = max(n_overlaps, key=lambda x: (x[0], -x[1]))
+            if nbest > 0:
+                best, k, translate = nbest, nk, norm_data
+                info["suffix_stripped"] = True
     if t.shape[0] == 0:
         raise DataError("the labels table has a header but no rows", path, hint)
     if best == 0 and not headerless and t.shape[1] == 1 and isinstance(t.index, pd.RangeIndex) \
@@ -517,6 +533,8 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
     else:
         col, ids = candidates[k]
         ids = ids.str.strip()
+        if translate:
+            ids = ids.map(lambda x: translate.get(_norm_cell_id(x), x))
         table = t.drop(columns=[col]) if col is not None else t.copy()
         if col is not None and headerless:
             table.columns = pd.Index(["label" if j == 0 else f"label_{j + 1}" for j in range(table.shape[1])])
@@ -539,6 +557,14 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
         columns=list(table.columns),
     )
     return table, info
+
+
+_BARCODE_SUFFIX = re.compile(r"-\d+$")
+
+
+def _norm_cell_id(x: str) -> str:
+    """A cell ID without a 10x GEM-well suffix ('AAAC...-1' -> 'AAAC...')."""
+    return _BARCODE_SUFFIX.sub("", x.strip())
 
 
 def _typed(col: pd.Series) -> pd.Series:

@@ -239,6 +239,9 @@ def summarise_singlecell(adata: Any, path: str | Path | None = None) -> SingleCe
         n_no = int(lab.get("n_cells_without_label", 0) or 0)
         n_extra = int(lab.get("n_labels_without_cell", 0) or 0)
         lab_name = Path(str(lab.get("path", "the labels table"))).name
+        if lab.get("suffix_stripped"):
+            notes.append(f"The cell IDs of {lab_name} and of the data differ by a barcode suffix such as '-1'; "
+                         "they were matched without it.")
         if lab.get("by_position"):
             problems.append(f"{lab_name} has no cell-ID column; its {lab.get('n_rows', 0):,} rows were matched to "
                             "the cells by position. Check that its order is the matrix's cell order (or add a "

@@ -281,3 +281,18 @@ def test_headerless_label_list_by_position(tmp_path: Path) -> None:
     a = read_singlecell(p, labels=tmp_path / "labels.txt")
     assert list(a.obs["label"].astype(str)) == ["T", "B", "T", "NK", "B", "T"]
     assert a.uns["omicslab"]["labels"]["by_position"]
+
+
+def test_labels_match_despite_barcode_suffix(tmp_path: Path) -> None:
+    X, cells = counts(), cell_ids(6)  # data IDs end in '-1'
+    p = write_dense(tmp_path / "c.csv", X, GENES, cells, genes_x_cells=False)
+    pd.DataFrame({"barcode": [c[:-2] for c in cells[:5]], "type": list("TBTBT")}).to_csv(tmp_path / "l.csv",
+                                                                                         index=False)
+    a = read_singlecell(p, labels=tmp_path / "l.csv")
+    assert list(a.obs["type"].astype(object)[:5]) == list("TBTBT") and a.obs["type"].isna().sum() == 1
+    info = a.uns["omicslab"]["labels"]
+    assert info["suffix_stripped"] and info["n_cells_without_label"] == 1 and info["n_labels_without_cell"] == 0
+    assert any("barcode suffix" in n for n in summarise_singlecell(a).notes)
+    (tmp_path / "l.tsv").write_text("".join(f"{c[:-2]}\t{t}\n" for c, t in zip(cells, "TBTBTB")))  # no header
+    a = read_singlecell(p, labels=tmp_path / "l.tsv")
+    assert list(a.obs["label"].astype(str)) == list("TBTBTB")
