@@ -189,6 +189,11 @@ def _readme_names(p: Path, k: int) -> list[str] | None:
 def _read_table(p: Path, text: str, id_column: str | None) -> pd.DataFrame:
     lines = [ln for ln in text.split("\n") if ln.strip()]
     sep = _sniff_sep(lines[0])
+    if len(lines) > 1:
+        n0 = len(lines[0].split(sep) if sep else lines[0].split())
+        n1 = len(lines[1].split(sep) if sep else lines[1].split())
+        if n1 == n0 + 1:  # R write.table: the header has no cell above the row names
+            lines[0] = ("__id__" + sep if sep else "__id__ ") + lines[0]
     try:
         df = pd.read_csv(
             io.StringIO("\n".join(lines)),

@@ -175,6 +175,10 @@ def test_phenotype_formats(tmp_path: Path) -> None:
     (tmp_path / "y.txt").write_text("0.5 1\n0.2 3\n")
     ph3 = read_phenotypes(tmp_path / "y.txt")
     assert list(ph3.columns) == ["trait1", "trait2"] and list(ph3.index) == ["S1", "S2"]
+    # R write.table: no header cell above the row names
+    (tmp_path / "r.txt").write_text("h w\ns1 1 2\ns2 3 NA\n")
+    ph4 = read_phenotypes(tmp_path / "r.txt")
+    assert list(ph4.columns) == ["h", "w"] and np.isnan(ph4.loc["s2", "w"])
     # explicit ID column
     (tmp_path / "q.csv").write_text("line,code,h\nL1,s1,1\nL2,s2,2\n")
     assert list(read_phenotypes(tmp_path / "q.csv", id_column="code").index) == ["s1", "s2"]

@@ -143,6 +143,7 @@ def test_maize_tassel_traits(maize, geno_dir: Path) -> None:
     d = geno_dir / "maize282_hapmap"
     tr = read_phenotypes(d / "mdp_traits.txt")
     assert list(tr.columns) == ["EarHT", "dpoll", "EarDia"]
+    assert tr.shape[0] == 301  # the file has 301 taxon rows (its README says 300)
     for trait, n in {"EarHT": 279, "dpoll": 276, "EarDia": 249}.items():  # README counts
         rep = join_phenotypes(maize, tr, trait)
         assert len(rep.samples) == 279
