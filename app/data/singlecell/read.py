@@ -547,7 +547,8 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
         info["id_column"] = col if col is not None else "(row names)"
     table.columns = pd.Index([str(c).strip() or f"column_{j + 1}" for j, c in enumerate(table.columns)])
     in_data = table.index.isin(list(cells))
-    missing = [c for c in map(str, cell_ids) if c not in set(table.index)]
+    in_table = set(map(str, table.index))
+    missing = [c for c in map(str, cell_ids) if c not in in_table]
     info.update(
         n_rows=len(table),
         n_cells_without_label=len(missing),
