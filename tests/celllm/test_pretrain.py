@@ -108,3 +108,9 @@ def test_vocab_union_supervised_dataset_label_and_init(tmp_path: Path) -> None:
         pretrain(_cfg([d3], tmp_path / "r4", dropout=0.0), Reporter())
     with pytest.raises(DataError, match="no run folder"):
         pretrain({"data": [str(d3)]}, Reporter())
+
+
+def test_fractional_epochs(tmp_path: Path) -> None:
+    data = _h5ad(tmp_path / "d.h5ad", n_cells=64)
+    res = pretrain(_cfg([data], tmp_path / "half", batch_size=16, epochs=0.5), Reporter())
+    assert res["steps"] == 2

@@ -254,9 +254,9 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
     rep.device(device_info(device))
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
-    epochs, batch_size = int(cfg["epochs"]), int(cfg["batch_size"])
-    if epochs < 1 or batch_size < 2:
-        raise DataError(f"epochs must be >= 1 and batch_size >= 2 (got {epochs}, {batch_size})", None,
+    epochs, batch_size = float(cfg["epochs"]), int(cfg["batch_size"])  # fractional epochs allowed (0.5)
+    if not epochs > 0 or batch_size < 2:
+        raise DataError(f"epochs must be > 0 and batch_size >= 2 (got {epochs:g}, {batch_size})", None,
                         "Contrastive learning needs at least two cells per batch.")
 
     # -- resume / init / new vocabulary -----------------------------------------------------------
@@ -373,7 +373,8 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
 
     bsz = min(batch_size, n_cells)
     n_batches = n_cells // bsz  # drop_last: an incomplete batch would change the contrastive difficulty
-    total_steps = epochs * n_batches
+    total_steps = max(1, round(epochs * n_batches))
+    n_epochs = math.ceil(total_steps / n_batches)
     lengths = np.array([len(c[0]) for c in cells])
     if cfg.get("chunk_size"):
         chunk = int(cfg["chunk_size"])
@@ -386,7 +387,8 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
                "supervised": float(cfg["w_supervised"])}
     temperature = float(cfg["temperature"])
     rep.log(f"pretraining {model_cfg.preset} CellLM ({model.n_params()['trainable']:,} trainable parameters) on "
-            f"{device}: {epochs} epoch(s) x {n_batches} batch(es) of {bsz}, chunk {chunk}, {threads} thread(s)")
+            f"{device}: {epochs:g} epoch(s) of {n_batches} batch(es) of {bsz} = {total_steps} step(s), chunk {chunk}, "
+            f"{threads} thread(s)")
 
     # dropout draws on the model's device: replay that device's RNG in divide-and-conquer
     rng_devices = ([device.index if device.index is not None else torch.cuda.current_device()]
@@ -407,9 +409,11 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
 
     last: dict[str, float] = {}
     cancelled = False
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, n_epochs):
         perm = np.random.default_rng(seed + 7919 * epoch).permutation(n_cells)
         for b in range(step - epoch * n_batches, n_batches):
+            if step >= total_steps:
+                break
             if rep.should_stop():
                 cancelled = True
                 break
@@ -453,7 +457,7 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
         if cancelled:
             break
         checkpoint(epoch + 1)
-        rep.log(f"epoch {epoch + 1}/{epochs} done: loss {last.get('loss', float('nan')):.4f}")
+        rep.log(f"epoch {epoch + 1}/{n_epochs} done: loss {last.get('loss', float('nan')):.4f}")
 
     if cancelled:
         path = checkpoint(step // max(n_batches, 1))
