@@ -5,6 +5,7 @@ Public API: ``start_job`` -> ``JobHandle`` (poll / events / cancel / join / resu
 """
 
 from app.jobs.process import JobFailed, JobHandle, start_job
+from app.jobs.pump import EventPump
 from app.jobs.queue import JobQueue, QueuedJob, is_gpu_device
 
-__all__ = ["JobFailed", "JobHandle", "JobQueue", "QueuedJob", "is_gpu_device", "start_job"]
+__all__ = ["EventPump", "JobFailed", "JobHandle", "JobQueue", "QueuedJob", "is_gpu_device", "start_job"]

@@ -34,6 +34,7 @@ class _Bar:
         self.bar = None
         self.desc = desc
         self.postfix: dict[str, str] = {}
+        self.last_device: tuple[str, str] | None = None
 
     def _ensure(self, total: int | None) -> Any:
         if self.quiet:
@@ -78,6 +79,10 @@ class _Bar:
         elif isinstance(ev, Log):
             self.write(ev.line if ev.level == "info" else f"{ev.level}: {ev.line}")
         elif isinstance(ev, DeviceInfo):
+            key = (ev.device, ev.name)
+            if key == self.last_device:  # the runner and the job may both report it
+                return
+            self.last_device = key
             mem = f", {ev.memory_allocated / 2**20:.0f} MiB in use" if ev.memory_allocated else ""
             self.write(f"device: {ev.device}{' (' + ev.name + ')' if ev.name else ''}{mem}")
         elif isinstance(ev, Artifact) and ev.kind != "checkpoint":

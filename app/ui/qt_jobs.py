@@ -10,6 +10,7 @@ before it when the job failed.
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,7 @@ class QtJob(QObject):
         try:
             final = pump.tick()
         except Exception as exc:  # a slot that raised must not leave the job without a finished signal
+            traceback.print_exc()
             if handle.done or not handle.is_alive():
                 final = handle.final or Failed(f"the job's events could not be shown: {exc}")
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
 from pathlib import Path
 
@@ -13,6 +14,19 @@ from app.engine.rundir import RunDir
 from app.jobs import start_job
 
 DEMO = "app.engine.demo_job:demo"
+
+
+@pytest.fixture(autouse=True)
+def _no_child_left_behind():
+    """Every test must leave no job process running."""
+    yield
+    end = time.monotonic() + 10
+    while mp.active_children() and time.monotonic() < end:
+        time.sleep(0.05)
+    left = mp.active_children()
+    for p in left:
+        p.kill()
+    assert not left, f"job processes left running: {left}"
 
 
 def _collect(handle, timeout: float = 60.0) -> list:
@@ -50,21 +64,29 @@ def test_events_arrive_in_order_and_end_in_result(tmp_path: Path) -> None:
     assert not h.is_alive()
 
 
-def test_cancel_stops_soon_and_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
-    h = start_job(DEMO, {"steps": 100000, "step_sleep": 0.01, "ckpt_every": 1000}, tmp_path / "run")
-    seen = 0
-    end = time.monotonic() + 60
-    while seen < 3:
-        assert time.monotonic() < end and not h.done
-        seen = max([seen] + [e.step for e in h.poll(0.1) if isinstance(e, Progress)])
+def _wait_for_step(handle, step: int, timeout: float = 60.0) -> list:
+    out: list = []
+    end = time.monotonic() + timeout
+    while not any(isinstance(e, Progress) and e.step >= step for e in out):
+        assert time.monotonic() < end and not handle.done, out[-1:] if out else handle
+        out.extend(handle.poll(0.05))
+    return out
+
+
+def test_cancel_graceful_leaves_a_checkpoint_and_forceful_ends_a_stuck_job(tmp_path: Path) -> None:
+    # both children at once: also shows the parent juggling several jobs
+    good = start_job(DEMO, {"steps": 100000, "step_sleep": 0.01, "ckpt_every": 1000}, tmp_path / "good")
+    stuck = start_job(DEMO, {"steps": 100000, "step_sleep": 0.01, "ignore_stop": True}, tmp_path / "stuck")
+    _wait_for_step(good, 3)
+    _wait_for_step(stuck, 1)
     t0 = time.monotonic()
-    h.cancel(grace_s=10.0)
-    events = _collect(h, timeout=30)
-    stopped_in = time.monotonic() - t0
-    assert stopped_in < 10.0, stopped_in  # graceful: well inside the grace period
+    good.cancel(grace_s=10.0)
+    stuck.cancel(grace_s=0.5)
+    events = _collect(good, timeout=30)
+    assert time.monotonic() - t0 < 10.0  # graceful: well inside the grace period
     final = events[-1]
     assert isinstance(final, Result) and final.cancelled and not final.value.get("forced")
-    rd = RunDir.open(h.run_dir)
+    rd = RunDir.open(good.run_dir)
     assert rd.status == "cancelled"
     ckpt = rd.last_checkpoint()
     assert ckpt is not None
@@ -73,58 +95,60 @@ def test_cancel_stops_soon_and_leaves_a_loadable_checkpoint(tmp_path: Path) -> N
     assert tensors["w"].shape == (8, 1)
     assert len(rd.read_metrics()) == meta["step"]
 
-
-def test_cancel_of_a_job_that_ignores_it_is_forceful(tmp_path: Path) -> None:
-    h = start_job(DEMO, {"steps": 100000, "step_sleep": 0.01, "ignore_stop": True}, tmp_path / "run")
-    while not any(isinstance(e, Progress) for e in h.poll(0.1)):
-        assert not h.done
-    t0 = time.monotonic()
-    h.cancel(grace_s=0.5)
-    events = _collect(h, timeout=30)
-    assert time.monotonic() - t0 < 6.0
-    assert isinstance(events[-1], Result) and events[-1].cancelled and events[-1].value["forced"]
-    assert h.exitcode is not None and h.exitcode < 0
-    assert RunDir.open(h.run_dir).status == "cancelled"
+    sevents = _collect(stuck, timeout=30)
+    assert time.monotonic() - t0 < 8.0  # 0.5 s grace, then SIGTERM
+    assert isinstance(sevents[-1], Result) and sevents[-1].cancelled and sevents[-1].value["forced"]
+    assert stuck.exitcode is not None and stuck.exitcode < 0
+    assert RunDir.open(stuck.run_dir).status == "cancelled"
 
 
-@pytest.mark.parametrize(
-    ("how", "words"),
-    [("raise", "RuntimeError: demo job failed on purpose at step 3"),
-     ("data_error", "demo.csv: demo job found bad input at step 3"),
-     ("exit", "exited with code 3"),
-     ("segfault", "SIGSEGV")],
-)
-def test_a_crashing_child_yields_one_clean_failed(tmp_path: Path, how: str, words: str) -> None:
-    h = start_job(DEMO, {"steps": 10, "fail_at": 3, "fail_how": how}, tmp_path / "run")
-    events = _collect(h)
-    final = events[-1]
-    assert isinstance(final, Failed), final
-    assert sum(isinstance(e, Result | Failed) for e in events) == 1
-    assert words in final.message
-    assert h.error is final and h.result is None
-    if how in ("raise", "data_error"):
-        # the events of the steps before the crash did arrive, in order
-        assert [e.step for e in events if isinstance(e, Progress)] == [1, 2]
-        assert "Traceback" in final.details
-        assert how != "data_error" or "unexpected" not in final.message
-    else:
-        assert "Last log lines" in final.details and "started" in final.details
-    if how == "segfault":
-        assert "Segmentation fault" in final.details  # faulthandler's report made it into the log
-    rd = RunDir.open(h.run_dir)
-    assert rd.status == "failed" and words in (rd.read_run_info().get("message") or "")
-    if how in ("raise", "data_error"):
-        return
-    # the parent goes on after a hard crash: another job runs fine afterwards
-    h2 = start_job(DEMO, {"steps": 3}, tmp_path / "run2")
+CRASHES = {
+    "raise": "RuntimeError: demo job failed on purpose at step 3",
+    "data_error": "demo.csv: demo job found bad input at step 3",
+    "exit": "exited with code 3",
+    "segfault": "SIGSEGV",
+}
+
+
+def test_crashing_children_yield_one_clean_failed_each_and_the_parent_goes_on(tmp_path: Path) -> None:
+    handles = {how: start_job(DEMO, {"steps": 10, "fail_at": 3, "fail_how": how}, tmp_path / how)
+               for how in CRASHES}
+    handles["bad_target"] = start_job("app.engine.no_such_module:fn", {}, tmp_path / "bad_target")
+    collected = {how: _collect(h) for how, h in handles.items()}
+    for how, words in CRASHES.items():
+        events, h = collected[how], handles[how]
+        final = events[-1]
+        assert isinstance(final, Failed), (how, final)
+        assert sum(isinstance(e, Result | Failed) for e in events) == 1
+        assert words in final.message, (how, final.message)
+        assert h.error is final and h.result is None
+        if how in ("raise", "data_error"):
+            # the events of the steps before the crash did arrive, in order
+            assert [e.step for e in events if isinstance(e, Progress)] == [1, 2]
+            assert "Traceback" in final.details
+        else:
+            assert "Last log lines" in final.details and "started" in final.details
+        rd = RunDir.open(h.run_dir)
+        assert rd.status == "failed" and words in (rd.read_run_info().get("message") or "")
+    assert "unexpected" not in collected["data_error"][-1].message  # OmicsLabError: its own message
+    assert "unexpected error: RuntimeError" in collected["raise"][-1].message
+    assert "Segmentation fault" in collected["segfault"][-1].details  # faulthandler's report reached the log
+    assert handles["exit"].exitcode == 3 and handles["segfault"].exitcode == -11
+    bad = collected["bad_target"][-1]
+    assert isinstance(bad, Failed) and "cannot import the job module" in bad.message
+    # the parent goes on: another job runs fine afterwards
+    h2 = start_job(DEMO, {"steps": 3}, tmp_path / "after")
     assert isinstance(_collect(h2)[-1], Result)
 
 
 def test_resume_continues_with_the_same_history(tmp_path: Path) -> None:
+    from app.engine.demo_job import demo
+
     cfg = {"steps": 12, "ckpt_every": 4}
-    ref = start_job(DEMO, cfg, tmp_path / "ref")
-    _collect(ref)
-    ref_rows = RunDir.open(ref.run_dir).read_metrics()
+    # the uninterrupted reference, run in-process (same function, no child needed)
+    ref = demo({**cfg, "run_dir": str(tmp_path / "ref")})
+    ref_rows = RunDir.open(tmp_path / "ref").read_metrics()
+    assert [r["step"] for r in ref_rows] == list(range(1, 13))
 
     # interrupted run: dies at step 7, after the checkpoint of step 4 and the metrics of steps 5 and 6
     h = start_job(DEMO, {**cfg, "fail_at": 7, "fail_how": "exit"}, tmp_path / "run")
@@ -138,26 +162,29 @@ def test_resume_continues_with_the_same_history(tmp_path: Path) -> None:
     assert [e.step for e in events if isinstance(e, Progress)] == list(range(5, 13))
     assert any(isinstance(e, Log) and "resumed from step 4" in e.line for e in events)
     assert rd.read_metrics() == ref_rows
-    assert events[-1].value["loss"] == pytest.approx(ref.result["loss"], rel=1e-6)
-    assert rd.read_config().get("resume") is None
+    assert events[-1].value["loss"] == pytest.approx(ref["loss"], rel=1e-6)
+    assert rd.read_config().get("resume") is None and rd.status == "done"
 
 
 def test_fresh_start_in_an_old_run_folder_archives_the_old_run(tmp_path: Path) -> None:
-    h = start_job(DEMO, {"steps": 4, "ckpt_every": 2}, tmp_path / "run")
-    _collect(h)
-    h2 = start_job(DEMO, {"steps": 2, "ckpt_every": 0}, tmp_path / "run")
-    _collect(h2)
-    rd = RunDir.open(tmp_path / "run")
-    assert [r["step"] for r in rd.read_metrics()] == [1, 2]
-    prev = list(tmp_path.joinpath("run").glob("previous-*"))
-    assert len(prev) == 1 and (prev[0] / "checkpoints" / "step-4.safetensors").is_file()
+    from app.jobs.process import prepare_run
+
+    old = RunDir.create(tmp_path / "run", "demo", {"steps": 4})
+    old.append_metrics({"step": 1})
+    old.save_checkpoint({"w": __import__("torch").zeros(2)}, {}, step=1)
+    rd, cfg, resume = prepare_run(DEMO, {"steps": 2}, tmp_path / "run")
+    assert not resume and cfg["run_dir"] == str(rd.path) and cfg["device"] == "cpu"
+    assert rd.read_metrics() == [] and rd.last_checkpoint() is None
+    (prev,) = rd.path.glob("previous-*")
+    assert (prev / "checkpoints" / "step-1.safetensors").is_file() and (prev / "metrics.jsonl").is_file()
+    # resume=True keeps everything and asks the job to continue
+    rd2, cfg2, resume2 = prepare_run(DEMO, {"steps": 2, "device": "auto"}, tmp_path / "run", resume=True)
+    assert resume2 and cfg2["resume"] is True and cfg2["device"] == "auto"
+    assert "resume" not in rd2.read_config()
 
 
-def test_bad_target_and_bad_device_fail_cleanly(tmp_path: Path) -> None:
-    h = start_job("app.engine.no_such_module:fn", {}, tmp_path / "a")
-    final = _collect(h)[-1]
-    assert isinstance(final, Failed) and "cannot import the job module" in final.message
-    h = start_job(DEMO, {"steps": 2, "device": "cuda:7"}, tmp_path / "b")
-    final = _collect(h)[-1]
-    assert isinstance(final, Failed)
-    assert "cuda" in final.message.lower()
+def test_resume_needs_a_run_folder(tmp_path: Path) -> None:
+    from app.data.errors import DataError
+
+    with pytest.raises(DataError, match="cannot resume"):
+        start_job(DEMO, {}, tmp_path / "nothing", resume=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import signal
 import threading
@@ -20,14 +21,33 @@ from app.jobs.cli_runner import run_with_progress
 DEMO = "app.engine.demo_job:demo"
 
 
+@pytest.fixture(autouse=True)
+def _no_child_left_behind():
+    """Every test must leave no job process running."""
+    yield
+    end = time.monotonic() + 10
+    while mp.active_children() and time.monotonic() < end:
+        time.sleep(0.05)
+    left = mp.active_children()
+    for p in left:
+        p.kill()
+    assert not left, f"job processes left running: {left}"
+
+
 def test_queue_runs_one_gpu_job_at_a_time_and_cpu_jobs_at_once(tmp_path: Path) -> None:
     q = JobQueue()
     g1 = q.submit(DEMO, {"steps": 6, "step_sleep": 0.02}, tmp_path / "g1", gpu=True)
     g2 = q.submit(DEMO, {"steps": 3}, tmp_path / "g2", gpu=True)
+    g3 = q.submit(DEMO, {"steps": 3}, tmp_path / "g3", gpu=True)
     c1 = q.submit(DEMO, {"steps": 3}, tmp_path / "c1", device="cpu")
-    assert g1.state == "running" and g2.state == "queued" and c1.state == "running"
-    assert not c1.gpu and g2 in q.waiting()
+    assert g1.state == "running" and g2.state == "queued" and g3.state == "queued" and c1.state == "running"
+    assert not c1.gpu and q.waiting() == [g2, g3]
     assert RunDir.open(g2.run_dir).status == "queued"
+    # a waiting job can be dropped before it starts
+    g3.cancel()
+    assert g3.done and g3.result["cancelled"] and g3.handle is None and q.waiting() == [g2]
+    assert [type(e) for e in g3.poll()] == [Result]
+    assert RunDir.open(g3.run_dir).status == "cancelled"
     end = time.monotonic() + 60
     g2_started_while_g1_alive = False
     while not (g1.done and g2.done and c1.done):
@@ -41,20 +61,9 @@ def test_queue_runs_one_gpu_job_at_a_time_and_cpu_jobs_at_once(tmp_path: Path) -
     for job in (g1, g2, c1):
         assert job.join(10)
         assert job.result is not None and not job.result["cancelled"]
-    assert is_gpu_device("cuda:0") and is_gpu_device("mps") and not is_gpu_device("cpu")
-
-
-def test_a_waiting_job_can_be_cancelled_before_it_starts(tmp_path: Path) -> None:
-    q = JobQueue()
-    g1 = q.submit(DEMO, {"steps": 3}, tmp_path / "g1", gpu=True)
-    g2 = q.submit(DEMO, {"steps": 3}, tmp_path / "g2", gpu=True)
-    g2.cancel()
-    assert g2.done and g2.result["cancelled"] and g2.handle is None
-    assert [type(e) for e in g2.poll()] == [Result]
-    assert RunDir.open(g2.run_dir).status == "cancelled"
-    assert g1.join(60) and g1.result["steps_done"] == 3
     q.update()
-    assert g2.handle is None  # never started
+    assert g3.handle is None  # never started
+    assert is_gpu_device("cuda:0") and is_gpu_device("mps") and not is_gpu_device("cpu")
 
 
 def test_run_with_progress_returns_the_result_and_shows_a_bar(tmp_path: Path, capsys) -> None:
