@@ -151,9 +151,22 @@ def test_blocked_info_nce_equals_plain(n: int) -> None:
     ga = torch.autograd.grad(plain, [a, b])
     blocked = losses.info_nce(a, b, 0.05, block=7)
     gb = torch.autograd.grad(blocked, [a, b])
-    assert abs(float(plain) - float(blocked)) < 1e-5 * float(plain)
+    assert abs(plain.item() - blocked.item()) < 1e-5 * plain.item()
     for x, y in zip(ga, gb):
         assert float((x - y).norm() / x.norm()) < 1e-5
     # a perfect pairing scores accuracy 1, a shuffled one does not
     assert losses.contrastive_accuracy(a, a + 1e-3) == 1.0
     assert losses.contrastive_accuracy(a, b) < 1.0
+
+
+def test_auto_chunk_size_follows_free_memory() -> None:
+    from app.engine.celllm.memory import activation_bytes_per_cell, auto_chunk_size
+
+    cfg = preset("small", 1000)
+    per_cell = activation_bytes_per_cell(cfg, 500)
+    small = auto_chunk_size(cfg, 500, 4096, free_bytes=2 * 64 * per_cell + (1 << 30))
+    large = auto_chunk_size(cfg, 500, 4096, free_bytes=2 * 1024 * per_cell + (1 << 30))
+    assert 1 <= small < large <= 4096
+    assert small & (small - 1) == 0  # a power of two below the batch size
+    assert auto_chunk_size(cfg, 500, 256, free_bytes=1 << 40) == 256  # everything fits: the whole batch
+    assert auto_chunk_size(cfg, 500, 256, free_bytes=1) == 1
