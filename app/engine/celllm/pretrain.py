@@ -288,7 +288,10 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
         overrides: dict[str, Any] = {}
         if cfg.get("max_len") is not None:
             overrides["max_len"] = int(cfg["max_len"])
-        model_cfg = preset(str(cfg["preset"]), len(vocab), proj_seed=seed, **overrides)
+        try:
+            model_cfg = preset(str(cfg["preset"]), len(vocab), proj_seed=seed, **overrides)
+        except ValueError as exc:
+            raise DataError(str(exc), None, "Use preset tiny, small or full.") from exc
         vocab_source = "data"
     if cfg.get("dropout") is not None:
         model_cfg.dropout = float(cfg["dropout"])
