@@ -4,8 +4,9 @@ from app.data.genotype.pca import GenotypePCA, fit_pca
 from app.data.genotype.pheno import JoinReport, join_phenotypes, read_phenotypes
 from app.data.genotype.population import simulate_population, write_demo
 from app.data.genotype.qc import QCReport, additive, allele_freq, one_hot, run_qc
-from app.data.genotype.readers import detect_genotype_format, read_genotypes, write_plink
+from app.data.genotype.readers import detect_genotype_format, read_genotypes
 from app.data.genotype.types import MISSING, GenotypeMatrix
+from app.data.genotype.writers import write_genotypes, write_hapmap, write_numeric, write_plink, write_vcf
 
 __all__ = [
     "MISSING",
@@ -24,5 +25,9 @@ __all__ = [
     "run_qc",
     "simulate_population",
     "write_demo",
+    "write_genotypes",
+    "write_hapmap",
+    "write_numeric",
     "write_plink",
+    "write_vcf",
 ]

@@ -331,27 +331,6 @@ def _read_plink_table(f: Path, ncol: int, kind: str, names: list[str]) -> pd.Dat
     return df
 
 
-def write_plink(geno: GenotypeMatrix, prefix: str | Path) -> Path:
-    """Write ``geno`` as PLINK .bed/.bim/.fam (A1 = ``alt``, counted); returns the .bed path."""
-    from bed_reader import to_bed
-
-    bed = Path(str(prefix) + ".bed") if not str(prefix).endswith(".bed") else Path(prefix)
-    val = geno.calls.astype(np.float32)
-    val[geno.calls == MISSING] = np.nan
-    m = geno.markers
-    props = {
-        "fid": ["0"] * geno.n_samples,
-        "iid": list(geno.samples),
-        "sid": list(m["id"]),
-        "chromosome": [str(c) or "0" for c in m["chrom"]],
-        "bp_position": [int(x) for x in m["pos"]],
-        "allele_1": [str(a) or "0" for a in m["alt"]],
-        "allele_2": [str(a) or "0" for a in m["ref"]],
-    }
-    to_bed(bed, val, properties=props, count_A1=True)
-    return bed
-
-
 # --------------------------------------------------------------------------------------------------
 # VCF
 # --------------------------------------------------------------------------------------------------

@@ -205,3 +205,19 @@ def test_numeric_orientation_hints(tmp_path: Path) -> None:
     p3.write_text("mA 0 1\nmB 2 1\n")
     g3 = read_genotypes(p3, samples_in_first_column=False)
     assert list(g3.markers["id"]) == ["mA", "mB"] and g3.samples == ["S1", "S2"]
+
+
+@pytest.mark.parametrize("name", ["g.csv", "g.vcf", "g.vcf.gz", "g.hmp.txt", "g.bed"])
+def test_writers_round_trip_every_format(tmp_path: Path, name: str) -> None:
+    from app.data.genotype import simulate_population, write_genotypes
+
+    geno, _, _ = simulate_population(n_lines=24, n_markers=60, n_causal=3, n_families=4, seed=11)
+    assert (geno.calls == MISSING).any() and (geno.calls == 1).any()
+    out = write_genotypes(geno, tmp_path / name)
+    back = read_genotypes(out)
+    np.testing.assert_array_equal(back.calls, geno.calls)
+    assert back.samples == geno.samples
+    assert list(back.markers["id"]) == list(geno.markers["id"])
+    assert list(back.markers["chrom"]) == list(geno.markers["chrom"])
+    assert list(back.markers["pos"]) == list(geno.markers["pos"])
+    assert list(back.markers["alt"]) == list(geno.markers["alt"])
