@@ -460,7 +460,8 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
     first = _first_line(path)
     sep = _sep_for(path, first)
     hint = "Give a CSV/TSV with one row per cell: a cell ID column and one or more label columns."
-    cells = set(map(str, cell_ids))
+    cell_index = pd.Index(list(map(str, cell_ids)))  # hashed once; isin() against it is fast
+    cells = set(cell_index)
 
     def read(header: int | None) -> pd.DataFrame:
         try:
@@ -481,11 +482,11 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
     if isinstance(t.index, pd.MultiIndex):
         raise DataError("the header row has fewer fields than the rows below it", path,
                         hint + " Every line needs the same number of fields.")
-    cells_norm = {_norm_cell_id(c) for c in cells}
-    header_fields = [str(c) for c in t.columns]
+    header_fields = [str(c).strip() for c in t.columns]
     if not isinstance(t.index, pd.RangeIndex):
-        header_fields.append(str(t.index.name or ""))
-    headerless = any(f.strip() in cells or _norm_cell_id(f) in cells_norm for f in header_fields if f.strip())
+        header_fields.append(str(t.index.name or "").strip())
+    # a header field that is a cell ID (also with/without a 10x '-1' suffix) means there is no header
+    headerless = any(f in cells or f"{f}-1" in cells or _norm_cell_id(f) in cells for f in header_fields if f)
     if headerless:
         t = read(None)
         names = ["label" if k == 0 else f"label_{k + 1}" for k in range(t.shape[1])]
@@ -495,8 +496,12 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
     if not isinstance(t.index, pd.RangeIndex):
         candidates.append((None, pd.Series(t.index.astype(str), index=t.index)))
     candidates += [(str(c), t[c].astype(str)) for c in t.columns]
-    overlaps = [(int(s.str.strip().isin(cells).sum()), k) for k, (_, s) in enumerate(candidates)]
+    overlaps = [(_overlap(sr, cell_index), j) for j, (_, sr) in enumerate(candidates)]
     best, k = max(overlaps, key=lambda x: (x[0], -x[1])) if overlaps else (0, -1)
+    if best == 0 and candidates:  # IDs with stray whitespace: strip (slow on big tables, so only now)
+        candidates = [(c, sr.str.strip()) for c, sr in candidates]
+        overlaps = [(_overlap(sr, cell_index), j) for j, (_, sr) in enumerate(candidates)]
+        best, k = max(overlaps, key=lambda x: (x[0], -x[1]))
     info: dict[str, Any] = {"path": str(path), "by_position": False, "suffix_stripped": False}
     translate: dict[str, str] = {}
     if best == 0 and candidates:
@@ -505,8 +510,8 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
         for c in map(str, cell_ids):
             norm_data.setdefault(_norm_cell_id(c), c)
         if len(norm_data) == len(cell_ids):
-            n_overlaps = [(int(sr.str.strip().map(_norm_cell_id).isin(norm_data).sum()), j)
-                          for j, (_, sr) in enumerate(candidates)]
+            norm_index = pd.Index(list(norm_data))
+            n_overlaps = [(_overlap(sr, norm_index, _norm_cell_id), j) for j, (_, sr) in enumerate(candidates)]
             nbest, nk = max(n_overlaps, key=lambda x: (x[0], -x[1]))
             if nbest > 0:
                 best, k, translate = nbest, nk, norm_data
@@ -546,9 +551,8 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
                             "Keep one row per cell.")
         info["id_column"] = col if col is not None else "(row names)"
     table.columns = pd.Index([str(c).strip() or f"column_{j + 1}" for j, c in enumerate(table.columns)])
-    in_data = table.index.isin(list(cells))
-    in_table = set(map(str, table.index))
-    missing = [c for c in map(str, cell_ids) if c not in in_table]
+    in_data = _in(table.index, cell_index)
+    missing = list(cell_index[~_in(cell_index, table.index)])
     info.update(
         n_rows=len(table),
         n_cells_without_label=len(missing),
@@ -563,6 +567,20 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
 _BARCODE_SUFFIX = re.compile(r"-\d+$")
 
 
+def _in(values: Any, ids: pd.Index) -> np.ndarray:
+    """Boolean mask: which ``values`` are in ``ids``. Uses the index's cached hash table when the IDs are
+    unique (``isin`` would re-hash a million IDs on every call)."""
+    if ids.is_unique:
+        return ids.get_indexer(pd.Index(values)) >= 0
+    return np.asarray(pd.Index(values).isin(ids))
+
+
+def _overlap(sr: pd.Series, ids: pd.Index, norm: Any = None) -> int:
+    """How many values of ``sr`` (optionally mapped by ``norm``) are in ``ids``."""
+    vals = sr.map(norm) if norm is not None else sr
+    return int(_in(vals, ids).sum())
+
+
 def _norm_cell_id(x: str) -> str:
     """A cell ID without a 10x GEM-well suffix ('AAAC...-1' -> 'AAAC...')."""
     return _BARCODE_SUFFIX.sub("", x.strip())
@@ -571,6 +589,9 @@ def _norm_cell_id(x: str) -> str:
 def _typed(col: pd.Series) -> pd.Series:
     """Numbers stay numbers; text becomes categorical (labels); "" and NA become missing."""
     col = col.mask(col.isin(["", "NA", "NaN", "nan"]))
+    sample = col.dropna().iloc[:1000]
+    if len(sample) and pd.to_numeric(sample, errors="coerce").isna().any():
+        return col.astype("category")  # text: skip the full (slow) numeric parse
     num = pd.to_numeric(col, errors="coerce")
     if col.notna().sum() and num.notna().sum() == col.notna().sum():
         return num
