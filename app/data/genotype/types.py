@@ -16,10 +16,10 @@ class GenotypeMatrix:
     """Samples x markers genotype calls.
 
     Attributes:
-        calls: int8 array (n_samples, n_markers) of additive dosages 0/1/2 (count of the *alternative*
-            allele, i.e. the second allele of ``markers.alleles``), ``MISSING`` (-9) for a missing call.
-            Binary presence/absence markers (e.g. DArT) are stored as 0/2 only when ``ploidy_coding``
-            is "binary"; see ``coding``.
+        calls: int8 array (n_samples, n_markers) of additive dosages 0/1/2 = copies of ``markers.alt``
+            (PLINK: A1; VCF: ALT; HapMap: the second allele of the ``alleles`` column), ``MISSING`` (-9)
+            for a missing call. Binary presence/absence markers (e.g. DArT) are kept 0/1 as given, with
+            ``coding == "binary"``.
         samples: sample IDs, length n_samples (unique strings).
         markers: DataFrame indexed 0..m-1 with columns ``id``, ``chrom`` (str), ``pos`` (int, -1 when
             unknown), ``ref``, ``alt`` (str, "" when unknown).
@@ -43,11 +43,25 @@ class GenotypeMatrix:
     def n_markers(self) -> int:
         return int(self.calls.shape[1])
 
+    @property
+    def missing_rate(self) -> float:
+        """Fraction of calls that are ``MISSING``."""
+        return float((self.calls == MISSING).mean()) if self.calls.size else 0.0
+
     def subset(self, samples: list[str] | None = None, markers: np.ndarray | None = None) -> GenotypeMatrix:
         """A copy restricted to the given sample IDs (in that order) and/or a boolean/int marker index."""
         rows = np.arange(self.n_samples)
         if samples is not None:
             pos = {s: i for i, s in enumerate(self.samples)}
+            unknown = [s for s in samples if s not in pos]
+            if unknown:
+                from app.data.errors import DataError
+
+                raise DataError(
+                    f"{len(unknown)} sample ID(s) are not in the genotypes, e.g. {', '.join(map(str, unknown[:3]))}",
+                    self.source or None,
+                    "use IDs from the genotype file (see join_phenotypes for the overlap)",
+                )
             rows = np.array([pos[s] for s in samples], dtype=int)
         cols = np.arange(self.n_markers) if markers is None else np.asarray(markers)
         if cols.dtype == bool:
