@@ -154,6 +154,10 @@ def test_backed_h5ad_keeps_x_on_disk(tmp_path: Path) -> None:
     assert s.median_counts_per_cell == float(np.median(X.sum(1)))
     with pytest.raises(DataError, match="backed"):
         read_singlecell(write_loom(tmp_path / "d.loom", X, GENES, cells), backed=True)
+    # a labels table joins into obs while X stays on disk
+    pd.DataFrame({"cell": cells[::-1], "batch": ["b1", "b2"] * 25}).to_csv(tmp_path / "lab.csv", index=False)
+    a = read_singlecell(tmp_path / "big.h5ad", backed=True, labels=tmp_path / "lab.csv")
+    assert a.isbacked and a.obs.loc["cell49", "batch"] == "b1" and a.obs.loc["cell48", "batch"] == "b2"
 
 
 def test_pbmc68k_reduced_is_scaled_not_counts(tmp_path: Path) -> None:
