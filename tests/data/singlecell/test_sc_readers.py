@@ -300,3 +300,18 @@ def test_labels_match_despite_barcode_suffix(tmp_path: Path) -> None:
     (tmp_path / "l.tsv").write_text("".join(f"{c[:-2]}\t{t}\n" for c, t in zip(cells, "TBTBTB")))  # no header
     a = read_singlecell(p, labels=tmp_path / "l.tsv")
     assert list(a.obs["label"].astype(str)) == list("TBTBTB")
+
+
+def test_mtx_v3_keeps_gene_expression_only(tmp_path: Path) -> None:
+    import gzip
+
+    X, cells = counts(), cell_ids(6)
+    folder = write_mtx(tmp_path / "tenx", X, GENES, cells, v3=True, gz=True)
+    feat = folder / "features.tsv.gz"
+    lines = gzip.decompress(feat.read_bytes()).decode().splitlines()
+    lines[-1] = lines[-1].replace("Gene Expression", "Antibody Capture")
+    feat.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    a = read_singlecell(folder)
+    assert list(a.var_names) == GENES[:-1] and sp.isspmatrix_csr(a.X)
+    np.testing.assert_array_equal(a.X.toarray(), X[:, :-1])
+    assert any("dropped 1 other features" in n for n in summarise_singlecell(a).notes)
