@@ -14,8 +14,10 @@ from app.models.celllm.model import CLS_ID, PAD_ID, mask_bin
 IGNORE = -100
 
 
+BLOCK_ELEMENTS = 1 << 20
+"""Similarity entries held at once by the blocked InfoNCE (4 MiB in fp32): rows per block = this / 2N."""
 BLOCK = 1024
-"""Rows of the 2N x 2N similarity matrix held at once by the blocked InfoNCE (memory O(BLOCK * 2N))."""
+"""Largest row block (and the number of views up to which the plain 2N x 2N matrix is used)."""
 
 
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.05, block: int | None = None
@@ -24,12 +26,13 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.05, bloc
 
     Row i of ``z1`` and row i of ``z2`` are two views of cell i; every view's negatives are the other 2N - 2
     views of the batch. Mean cross-entropy over all 2N anchors. Batches of more than ``block`` views
-    (default ``BLOCK``) never materialise the 2N x 2N matrix: rows are processed in blocks in the forward and
-    recomputed in the backward, so divide-and-conquer memory stays flat in N.
+    (default ``BLOCK_ELEMENTS / 2N`` rows, at most ``BLOCK``) never materialise the 2N x 2N matrix: rows are
+    processed in blocks in the forward and recomputed in the backward, so divide-and-conquer memory stays
+    flat in N.
     """
     with torch.autocast(device_type=z1.device.type, enabled=False):
         z1, z2 = z1.float(), z2.float()
-        blk = int(block or BLOCK)
+        blk = int(block or max(64, min(BLOCK, BLOCK_ELEMENTS // (2 * z1.shape[0]))))
         if 2 * z1.shape[0] > blk:
             return _BlockedInfoNCE.apply(z1, z2, float(temperature), blk)
         z = F.normalize(torch.cat([z1, z2]), dim=-1)
@@ -96,8 +99,9 @@ def contrastive_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
         z = F.normalize(torch.cat([z1, z2]).float(), dim=-1)
         n = z1.shape[0]
         hits = 0
-        for s in range(0, 2 * n, BLOCK):  # blockwise: no 2N x 2N matrix
-            e = min(s + BLOCK, 2 * n)
+        blk = max(64, min(BLOCK, BLOCK_ELEMENTS // (2 * n)))
+        for s in range(0, 2 * n, blk):  # blockwise: no 2N x 2N matrix
+            e = min(s + blk, 2 * n)
             sim = z[s:e] @ z.t()
             rows = torch.arange(e - s, device=z.device)
             sim[rows, rows + s] = float("-inf")
