@@ -173,6 +173,9 @@ def load_labelled(config: dict, rep: Reporter) -> tuple[Any, np.ndarray, list[st
     key = config.get("label_key")
     adata = read_singlecell(data, labels=config.get("labels"), label_key=key)
     rep.log(f"read {adata.n_obs} cells x {adata.n_vars} genes from {data}")
+    if not key:  # a one-column labels table names its column itself
+        key = ((adata.uns.get("omicslab") or {}).get("labels") or {}).get("label_key")
+        config["label_key"] = key
     if not key:
         raise DataError("no label column given", data,
                         "Pass --label-key COLUMN (an .obs column or a column of the --labels table); "
