@@ -1,5 +1,6 @@
 """Genotype readers (PLINK, VCF, HapMap, numeric), phenotype tables, QC and model encodings."""
 
+from app.data.genotype.align import AlignReport, align_markers
 from app.data.genotype.pca import GenotypePCA, fit_pca
 from app.data.genotype.pheno import JoinReport, join_phenotypes, read_phenotypes
 from app.data.genotype.population import simulate_population, write_demo
@@ -10,11 +11,13 @@ from app.data.genotype.writers import write_genotypes, write_hapmap, write_numer
 
 __all__ = [
     "MISSING",
+    "AlignReport",
     "GenotypeMatrix",
     "GenotypePCA",
     "JoinReport",
     "QCReport",
     "additive",
+    "align_markers",
     "allele_freq",
     "detect_genotype_format",
     "fit_pca",

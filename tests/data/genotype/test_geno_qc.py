@@ -81,3 +81,19 @@ def test_run_qc_steps() -> None:
     text = rep.to_text()
     assert "marker call rate (>= 0.6): 5 -> 4 markers (1 removed)" in text
     assert g.n_markers == 5  # input untouched
+
+
+def test_align_markers_reorders_fills_and_flips() -> None:
+    from app.data.errors import DataError
+    from app.data.genotype import align_markers
+
+    g = _geno([[0, 1, 2], [2, M, 0]])
+    g.markers["ref"] = ["A", "C", "G"]
+    g.markers["alt"] = ["G", "T", "A"]
+    # model markers: m2 (alleles swapped in the new file), m0, and one absent marker
+    out, rep = align_markers(g, ["m2", "m0", "zz"], ref=["A", "A", "C"], alt=["G", "G", "T"])
+    np.testing.assert_array_equal(out.calls, [[0, 0, M], [2, 2, M]])  # m2 flipped: 2 - x
+    assert (rep.n_matched, rep.n_absent, rep.n_flipped) == (2, 1, 1)
+    assert list(out.markers["id"]) == ["m2", "m0", "zz"] and "2 of 3" in rep.to_text()
+    with pytest.raises(DataError, match="only 0 of the 2 model markers"):
+        align_markers(g, ["x1", "x2"])
