@@ -315,3 +315,18 @@ def test_mtx_v3_keeps_gene_expression_only(tmp_path: Path) -> None:
     assert list(a.var_names) == GENES[:-1] and sp.isspmatrix_csr(a.X)
     np.testing.assert_array_equal(a.X.toarray(), X[:, :-1])
     assert any("dropped 1 other features" in n for n in summarise_singlecell(a).notes)
+
+
+def test_10x_h5_legacy_v2(tmp_path: Path) -> None:
+    import h5py
+
+    X, cells = counts(), cell_ids(6)
+    M = sp.csc_matrix(X.T.astype(np.int32))
+    with h5py.File(tmp_path / "v2.h5", "w") as f:
+        g = f.create_group("GRCh38")
+        for name, arr in (("data", M.data), ("indices", M.indices), ("indptr", M.indptr),
+                          ("shape", np.array(M.shape, dtype=np.int32)), ("barcodes", np.array(cells, dtype="S")),
+                          ("genes", np.array([f"ENSG{i:011d}" for i in range(len(GENES))], dtype="S")),
+                          ("gene_names", np.array(GENES, dtype="S"))):
+            g.create_dataset(name, data=arr)
+    _same(read_singlecell(tmp_path / "v2.h5"), X, GENES, cells)
