@@ -134,3 +134,26 @@ def test_import_refuses_what_it_does_not_know(tmp_path: Path) -> None:
         import_openbiomed(tmp_path / "nope.pth", VOCAB)
     with pytest.raises(DataError, match="pickle checkpoint"):
         load_model(_write(tmp_path, {"model_state_dict": sd}))
+
+
+def test_import_to_folder_and_load_errors(tmp_path: Path) -> None:
+    from app.engine.celllm.model_io import import_openbiomed_to
+
+    vocab_file = tmp_path / "genes.txt"
+    vocab_file.write_text("\n".join(VOCAB) + "\n")
+    out = import_openbiomed_to(_write(tmp_path, {"model_state_dict": published_state_dict()}), vocab_file,
+                               tmp_path / "imported")
+    _model, cfg, vocab, extra = load_model(out)
+    assert vocab == VOCAB and extra["source"] == "openbiomed" and cfg.preset == "openbiomed"
+    with pytest.raises(DataError, match="model not found"):
+        load_model(tmp_path / "missing")
+    with pytest.raises(DataError, match="no CellLM model"):
+        load_model(tmp_path)  # a folder without a model
+    # weights that do not fit their config are refused with the offending keys
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(out / "model.safetensors"))
+    w["encoder.norm.weight"] = torch.zeros(3)
+    save_file(w, str(out / "model.safetensors"))  # header metadata dropped: config.json / vocab.txt used
+    with pytest.raises(DataError, match="shape mismatch"):
+        load_model(out)

@@ -266,3 +266,13 @@ def import_openbiomed(pth_path: str | Path, vocab: list[str] | str | Path, *, st
         mapped["mlm_head.bias"] = model.mlm_head.bias.detach().clone()
     load_state(model, mapped, path)
     return model.eval(), config
+
+
+def import_openbiomed_to(pth_path: str | Path, vocab: list[str] | str | Path, out_dir: str | Path, *,
+                         strict: bool = True) -> Path:
+    """Import a published CellLM ``.pth`` and save it as an OmicsLab model folder (what a CLI/GUI "import"
+    action calls). Returns the folder."""
+    genes = read_vocab(vocab) if isinstance(vocab, (str, Path)) else [str(g) for g in vocab]
+    model, config = import_openbiomed(pth_path, genes, strict=strict)
+    extra = {"source": "openbiomed", "imported_from": Path(pth_path).name, "pooling": "cls"}
+    return save_model(out_dir, model, config, genes, extra)

@@ -454,7 +454,7 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
             rep.metrics(step, last, "train", epoch)
             rd.append_metrics({"step": step, "epoch": epoch, **last})
             if int(cfg["redraw_every"]) and step % int(cfg["redraw_every"]) == 0:
-                model.redraw_projections()
+                model.redraw_projections(seed=model_cfg.proj_seed + step)  # step-seeded: resume-safe
             if int(cfg["checkpoint_every"]) and step % int(cfg["checkpoint_every"]) == 0:
                 checkpoint(epoch)
         if cancelled:
