@@ -255,7 +255,8 @@ def _read_loom(path: Path) -> Any:
             kwargs["var_names"] = var_key
         if obs_key:
             kwargs["obs_names"] = obs_key
-        adata = ad.io.read_loom(path, **kwargs)
+        read_loom = getattr(getattr(ad, "io", None), "read_loom", None) or ad.read_loom  # anndata < 0.11
+        adata = read_loom(path, **kwargs)
     return adata
 
 
