@@ -339,8 +339,9 @@ def _read_plink_table(f: Path, ncol: int, kind: str, names: list[str]) -> pd.Dat
 def read_vcf(path: str | Path) -> GenotypeMatrix:
     """Read a VCF/BCF (plain or bgzipped) with cyvcf2: calls = dosage of the ALT allele from GT.
 
-    Phased and unphased GTs are treated alike; missing GT (./.) -> MISSING; haploid calls count 0 or 2.
-    Multi-allelic sites are skipped and counted in ``notes``.
+    Phased and unphased GTs are treated alike; missing GT (./.) and half-missing GT (./1) -> MISSING;
+    haploid calls (e.g. inbreds written "1") count 0 or 2. Multi-allelic sites are skipped and counted in
+    ``notes``; polyploid GTs are refused.
     """
     from cyvcf2 import VCF
 
@@ -357,7 +358,7 @@ def read_vcf(path: str | Path) -> GenotypeMatrix:
             "not a readable VCF (binary or corrupt content)", p, "check the file is a (bgzipped) VCF and not truncated"
         )
     try:
-        vcf = VCF(str(p), gts012=True)
+        vcf = VCF(str(p))
     except Exception as exc:
         raise DataError(f"cannot open as VCF ({exc})", p, "check the file is a valid (bgzipped) VCF") from None
     samples = _unique_ids(list(vcf.samples), "sample", p)
@@ -382,16 +383,25 @@ def read_vcf(path: str | Path) -> GenotypeMatrix:
             if "GT" not in v.FORMAT:
                 n_nogt += 1
                 continue
-            g = v.gt_types  # gts012: 0 hom-ref, 1 het, 2 hom-alt, 3 unknown
-            rows.append(g.astype(np.int8, copy=False))
+            arr = v.genotype.array()  # (n, ploidy + 1): allele indices (-1 missing, -2 end), phased flag
+            if arr.shape[1] != 3:
+                raise DataError(
+                    f"GT with ploidy {arr.shape[1] - 1} at {v.CHROM}:{v.POS}; only diploid (or haploid) "
+                    "calls are supported",
+                    p,
+                    "convert the calls to diploid 0/1/2 dosages first",
+                )
+            rows.append(arr[:, :2].copy())
             if not phased and len(rows) == 1:
-                phased = bool(np.any(v.gt_phases))
+                phased = bool(arr[arr[:, 1] != -2, 2].any())  # haploid calls are flagged phased
             chrom.append(v.CHROM)
             pos.append(v.POS)
             vid = v.ID
             ids.append(vid if vid else f"{v.CHROM}:{v.POS}")
             ref.append(v.REF)
             alt.append(alts[0] if alts else "")
+    except DataError:
+        raise
     except Exception as exc:  # htslib parse errors surface as Exception/OSError
         raise DataError(
             f"the VCF breaks off or is malformed after {len(rows)} records ({exc})",
@@ -404,9 +414,18 @@ def read_vcf(path: str | Path) -> GenotypeMatrix:
         raise DataError(
             "the VCF has no usable biallelic records with GT", p, "check the file holds variant lines with a GT field"
         )
-    calls = np.vstack(rows).T.copy()  # markers x samples -> samples x markers
-    calls[calls == 3] = MISSING
+    gt = np.stack(rows, axis=1)  # (samples, markers, 2)
+    a1, a2 = gt[..., 0], gt[..., 1]
+    haploid = a2 == -2
+    missing = (a1 < 0) | ((a2 < 0) & ~haploid)
+    calls = (a1 > 0).astype(np.int8) + np.where(haploid, a1 > 0, a2 > 0).astype(np.int8)
+    calls[missing] = MISSING
     notes = ["VCF: counted allele = ALT (GT dosage); ./. -> missing"]
+    n_half = int((((a1 < 0) != (a2 < 0)) & ~haploid).sum())
+    if n_half:
+        notes.append(f"{n_half} half-missing GTs (e.g. ./1) set to missing")
+    if haploid.any():
+        notes.append(f"{int(haploid.sum())} haploid GTs counted as homozygous (0 or 2)")
     if phased:
         notes.append("GTs are phased; phase is ignored")
     if n_multi:

@@ -221,3 +221,16 @@ def test_writers_round_trip_every_format(tmp_path: Path, name: str) -> None:
     assert list(back.markers["chrom"]) == list(geno.markers["chrom"])
     assert list(back.markers["pos"]) == list(geno.markers["pos"])
     assert list(back.markers["alt"]) == list(geno.markers["alt"])
+
+
+def test_vcf_haploid_and_half_missing_calls(tmp_path: Path) -> None:
+    p = tmp_path / "h.vcf"
+    p.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=1>\n"
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\ta\tb\tc\td\te\n"
+        "1\t5\tm1\tA\tG\t.\t.\t.\tGT\t1\t0\t./1\t.\t1/0\n"
+    )
+    g = read_genotypes(p)
+    np.testing.assert_array_equal(g.calls[:, 0], [2, 0, MISSING, MISSING, 1])
+    assert any("half-missing" in n for n in g.notes) and any("haploid" in n for n in g.notes)
