@@ -4,7 +4,7 @@ from app.data.genotype.align import AlignReport, align_markers
 from app.data.genotype.pca import GenotypePCA, fit_pca
 from app.data.genotype.pheno import JoinReport, join_phenotypes, read_phenotypes
 from app.data.genotype.population import simulate_population, write_demo
-from app.data.genotype.qc import QCReport, additive, allele_freq, one_hot, run_qc
+from app.data.genotype.qc import QCReport, additive, allele_freq, marker_means, one_hot, run_qc
 from app.data.genotype.readers import detect_genotype_format, read_genotypes
 from app.data.genotype.types import MISSING, GenotypeMatrix
 from app.data.genotype.writers import write_genotypes, write_hapmap, write_numeric, write_plink, write_vcf
@@ -22,6 +22,7 @@ __all__ = [
     "detect_genotype_format",
     "fit_pca",
     "join_phenotypes",
+    "marker_means",
     "one_hot",
     "read_genotypes",
     "read_phenotypes",

@@ -184,21 +184,40 @@ def _check_codes(calls: np.ndarray) -> None:
         )
 
 
-def additive(geno_or_calls: GenotypeMatrix | np.ndarray, *, signed: bool = False) -> np.ndarray:
+def marker_means(geno_or_calls: GenotypeMatrix | np.ndarray) -> np.ndarray:
+    """Per-marker mean of the called values (float32, 0/1/2 scale); the mid value (1, or 0.5 for binary
+    markers) where a marker has no call. Fit on training lines and pass to :func:`additive` for new lines."""
+    calls, coding = _calls_of(geno_or_calls)
+    _check_codes(calls)
+    miss = calls == MISSING
+    x = np.where(miss, 0, calls).astype(np.float64)
+    n_called = (~miss).sum(axis=0)
+    mid = 0.5 if coding == "binary" else 1.0
+    return np.where(n_called > 0, x.sum(axis=0) / np.maximum(n_called, 1), mid).astype(np.float32)
+
+
+def additive(
+    geno_or_calls: GenotypeMatrix | np.ndarray, *, signed: bool = False, means: np.ndarray | None = None
+) -> np.ndarray:
     """Additive coding (n, m) float32: 0/1/2 (0/1 for binary markers), missing calls mean-imputed per marker.
 
-    A marker with no call at all gets its mid value (1, or 0.5 for binary markers). ``signed=True`` gives
-    -1/0/1 instead (x - 1; binary markers 2x - 1, i.e. -1/1), as rrBLUP's convention.
+    Args:
+        geno_or_calls: a GenotypeMatrix or an int8 calls array (MISSING = -9).
+        signed: give -1/0/1 instead (x - 1; binary markers 2x - 1, i.e. -1/1), rrBLUP's convention.
+        means: per-marker values to impute with (e.g. :func:`marker_means` of the training lines, so test
+            lines do not shape the imputation); default: the means of these lines. A marker with no call
+            at all gets its mid value.
     """
     calls, coding = _calls_of(geno_or_calls)
     _check_codes(calls)
     x = calls.astype(np.float32)
     miss = calls == MISSING
     if miss.any():
-        x[miss] = 0.0
-        n_called = (~miss).sum(axis=0)
-        mid = 0.5 if coding == "binary" else 1.0
-        means = np.where(n_called > 0, x.sum(axis=0) / np.maximum(n_called, 1), mid).astype(np.float32)
+        if means is None:
+            means = marker_means(geno_or_calls)
+        means = np.asarray(means, dtype=np.float32)
+        if means.shape != (calls.shape[1],):
+            raise DataError(f"means must have one value per marker ({calls.shape[1]}), got shape {means.shape}")
         rows, cols = np.nonzero(miss)
         x[rows, cols] = means[cols]
     if signed:

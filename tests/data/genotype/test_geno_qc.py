@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.data.genotype import MISSING, GenotypeMatrix, additive, allele_freq, one_hot, run_qc
+from app.data.genotype import MISSING, GenotypeMatrix, additive, allele_freq, marker_means, one_hot, run_qc
 
 M = MISSING
 
@@ -30,6 +30,11 @@ def test_additive_mean_imputes_per_marker() -> None:
     np.testing.assert_array_equal(additive(g, signed=True), x - 1)
     np.testing.assert_array_equal(x[:3, 0], [0, 2, 1])
     np.testing.assert_array_equal(additive(g.calls), x)  # raw arrays accepted too
+    # imputation with means fitted elsewhere (training lines) instead of these lines
+    train_means = marker_means(g.calls[:2])
+    np.testing.assert_allclose(train_means, [1.0, 2.0, 1.0])
+    x2 = additive(g, means=train_means)
+    assert x2[3, 0] == 1.0 and x2[1, 1] == 2.0
 
 
 def test_one_hot_channels() -> None:
