@@ -348,6 +348,18 @@ class JoinReport:
     def n_missing_y(self) -> int:
         return 0 if self.y is None else int(np.isnan(self.y).sum())
 
+    def values(self, pheno: pd.DataFrame, column: str) -> np.ndarray:
+        """Any column of ``pheno`` (e.g. a ``family`` group for grouped CV) aligned to :attr:`samples`."""
+        if column not in pheno.columns:
+            raise DataError(
+                f"column {column!r} not found in the phenotype table",
+                pheno.attrs.get("source"),
+                f"available columns: {', '.join(map(str, pheno.columns))}",
+            )
+        col = pheno[column].copy()
+        col.index = [_as_id(s) for s in pheno.index]
+        return col.loc[self.pheno_rows].to_numpy()
+
     def to_dict(self) -> dict:
         """Plain-JSON summary (counts and the first few IDs of each group)."""
         return {

@@ -114,6 +114,8 @@ def test_demo_files_load_through_the_readers() -> None:
     pheno = read_phenotypes(DEMO / "pheno.csv")
     rep = join_phenotypes(geno, pheno, "trait")
     assert len(rep.samples) == 400 and rep.n_missing_y == 0
+    fam = rep.values(pheno, "family")
+    assert fam[0] == "F01" and len(set(fam)) == 20  # groups for grouped CV, aligned to rep.samples
     causal = pd.read_csv(DEMO / "causal_markers.csv")
     assert len(causal) == 50
     sim, _, _ = simulate_population()
