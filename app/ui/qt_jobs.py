@@ -1,7 +1,7 @@
 """Qt face of the jobs layer: ``QtJob`` re-emits a spawned job's events as signals on the GUI thread.
 
 A ``QTimer`` on the GUI thread drains the job's queue without ever blocking (``poll(timeout=0)``) and
-handles at most ``max_events_per_tick`` events per tick, so a chatty job can never stall the window.
+works at most ~4 ms (or ``max_events_per_tick`` events) per tick, so a chatty job can never stall the window.
 Progress events within one tick are coalesced (only the newest is emitted); metrics are all emitted
 (the GUI keeps the history). ``finished`` is emitted exactly once, always last, from a ``finally`` — with
 the ``Result`` or the ``Failed`` — so buttons are re-enabled whatever happened; ``failed`` is emitted just
@@ -37,12 +37,13 @@ class QtJob(QObject):
     finished = Signal(object)
     failed = Signal(object)
 
-    def __init__(self, parent: QObject | None = None, *, interval_ms: int = 20, max_events_per_tick: int = 200,
-                 grace_s: float = 10.0) -> None:
+    def __init__(self, parent: QObject | None = None, *, interval_ms: int = 20, max_events_per_tick: int = 500,
+                 budget_ms: float = 4.0, grace_s: float = 10.0) -> None:
         super().__init__(parent)
         self.handle: JobHandle | None = None
         self.grace_s = grace_s
         self.max_events_per_tick = max_events_per_tick
+        self.budget_s = budget_ms / 1000.0
         self.final: Result | Failed | None = None
         self._pump: EventPump | None = None
         self._timer = QTimer(self)
@@ -66,7 +67,7 @@ class QtJob(QObject):
         self.final = None
         self._finishing = False
         self.handle = handle
-        self._pump = EventPump(handle, self._emit, max_events=self.max_events_per_tick)
+        self._pump = EventPump(handle, self._emit, max_events=self.max_events_per_tick, budget_s=self.budget_s)
         self._timer.start()
 
     def cancel(self, grace_s: float | None = None) -> None:
