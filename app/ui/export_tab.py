@@ -1,0 +1,237 @@
+"""Step 5, Export: annotated AnnData, CSV tables, GEBV tables, plots and the trained model. All writes are
+atomic (temp file + rename); large writes run in a worker thread."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from PySide6.QtWidgets import QFileDialog, QGridLayout, QGroupBox, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from app.ui.state import AppState
+
+if TYPE_CHECKING:
+    from app.ui.main_window import MainWindow
+
+
+def copy_tree_atomic(src: str | Path, dst: str | Path) -> Path:
+    """Copy a folder so that ``dst`` appears complete or not at all (copy beside, then rename)."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst
+
+
+class ExportTab(QWidget):
+    """Buttons that save what the session produced."""
+
+    def __init__(self, state: AppState, win: MainWindow) -> None:
+        super().__init__()
+        self.state, self.win = state, win
+        self.status = QLabel("Nothing exported yet.")
+        self.status.setWordWrap(True)
+        sc = QGroupBox("Single-cell")
+        g = QGridLayout(sc)
+        self.h5ad_btn = QPushButton("Annotated AnnData (.h5ad)…")
+        self.h5ad_btn.setToolTip("obsm X_celllm and X_umap, predictions, manual labels, uns['omicslab'] (Ctrl+E)")
+        self.labels_btn = QPushButton("Labels CSV…")
+        self.emb_btn = QPushButton("Embeddings CSV…")
+        for i, (b, t) in enumerate([
+                (self.h5ad_btn, "The dataset with embeddings, map, predictions, manual labels and run parameters."),
+                (self.labels_btn, "One row per cell: true label, CellLM label and confidence, manual label."),
+                (self.emb_btn, "One row per cell: the CellLM embedding and the 2-D map.")]):
+            g.addWidget(b, i, 0)
+            lab = QLabel(t)
+            lab.setWordWrap(True)
+            g.addWidget(lab, i, 1)
+        gp = QGroupBox("Genomic prediction")
+        g2 = QGridLayout(gp)
+        self.gebv_btn = QPushButton("Predictions / GEBV CSV…")
+        self.cv_btn = QPushButton("CV table CSV…")
+        g2.addWidget(self.gebv_btn, 0, 0)
+        g2.addWidget(QLabel("Out-of-fold predictions (genomic estimated breeding values) per sample and model."),
+                     0, 1)
+        g2.addWidget(self.cv_btn, 1, 0)
+        g2.addWidget(QLabel("Pearson r per model and fold, with mean and standard deviation."), 1, 1)
+        common = QGroupBox("Plots and model")
+        g3 = QGridLayout(common)
+        self.plots_btn = QPushButton("All plots (PNG + SVG)…")
+        self.model_btn = QPushButton("Trained model…")
+        g3.addWidget(self.plots_btn, 0, 0)
+        g3.addWidget(QLabel("Every plot of the Data, Train and Results tabs into a folder."), 0, 1)
+        g3.addWidget(self.model_btn, 1, 0)
+        g3.addWidget(QLabel("The current run's model folder (safetensors + vocabulary + config)."), 1, 1)
+        lay = QVBoxLayout(self)
+        lay.addWidget(sc)
+        lay.addWidget(gp)
+        lay.addWidget(common)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+        self.h5ad_btn.clicked.connect(lambda: self.export_h5ad())
+        self.labels_btn.clicked.connect(lambda: self.export_labels())
+        self.emb_btn.clicked.connect(lambda: self.export_embedding())
+        self.gebv_btn.clicked.connect(lambda: self.export_gebv())
+        self.cv_btn.clicked.connect(lambda: self.export_cv())
+        self.plots_btn.clicked.connect(lambda: self.export_plots())
+        self.model_btn.clicked.connect(lambda: self.export_model())
+        for ev in ("dataset", "embedding", "gp_result", "runs", "metrics"):
+            state.events.connect(ev, self.update_buttons)
+        self.update_buttons()
+        self.last_written: Path | None = None
+
+    def update_buttons(self) -> None:
+        """Enable what makes sense for the data and results at hand."""
+        s = self.state
+        sc = s.kind == "singlecell"
+        self.h5ad_btn.setEnabled(sc)
+        self.labels_btn.setEnabled(sc)
+        self.emb_btn.setEnabled(sc and (s.embedding is not None or s.layout is not None))
+        has_gp = bool(s.gp_result)
+        self.gebv_btn.setEnabled(has_gp)
+        self.cv_btn.setEnabled(has_gp)
+        self.model_btn.setEnabled(self._model_dir() is not None)
+        self.plots_btn.setEnabled(s.kind is not None)
+
+    def _ask(self, title: str, default: str, filt: str) -> str | None:
+        path, _ = QFileDialog.getSaveFileName(self, title, default, filt)
+        return path or None
+
+    def _done(self, path: Any) -> None:
+        self.last_written = Path(path)
+        self.status.setText(f"Saved {path}")
+        self.win.train_tab.append_log(f"exported {path}")
+
+    def _run(self, what: str, fn: Any, *args: Any) -> None:
+        self.status.setText(f"Saving {what}…")
+        self.win.run_worker(fn, *args, on_done=self._done, what=f"saving {what}")
+
+    # -- single-cell -------------------------------------------------------------------------------
+    def export_h5ad(self, path: str | None = None) -> None:
+        """Annotated AnnData (atomic write in a worker)."""
+        from app.data.export import write_h5ad_atomic
+
+        if self.state.kind != "singlecell":
+            self.win.show_error("Nothing to export", "Open a single-cell dataset first.")
+            return
+        path = path or self._ask("Save annotated AnnData", "annotated.h5ad", "AnnData (*.h5ad)")
+        if not path:
+            return
+        if not path.endswith(".h5ad"):
+            path += ".h5ad"
+        ad = self.state.annotated_adata()
+        self._run("the annotated AnnData", write_h5ad_atomic, ad, path)
+
+    def export_labels(self, path: str | None = None) -> None:
+        """Per-cell labels CSV."""
+        from app.data.export import write_csv_atomic
+
+        path = path or self._ask("Save labels", "labels.csv", "CSV (*.csv)")
+        if path:
+            self._run("labels", write_csv_atomic, self.state.labels_table(), path)
+
+    def export_embedding(self, path: str | None = None) -> None:
+        """Per-cell embedding (+ map) CSV."""
+        from app.data.export import write_csv_atomic
+
+        s = self.state
+        path = path or self._ask("Save embeddings", "embeddings.csv", "CSV (*.csv)")
+        if not path:
+            return
+        parts = []
+        idx = pd.Index(s.adata.obs_names, name="cell")
+        if s.embedding is not None:
+            parts.append(pd.DataFrame(s.embedding, index=idx,
+                                      columns=[f"celllm_{i}" for i in range(s.embedding.shape[1])]))
+        if s.layout is not None:
+            parts.append(pd.DataFrame(s.layout, index=idx, columns=["map_1", "map_2"]))
+        self._run("embeddings", write_csv_atomic, pd.concat(parts, axis=1), path)
+
+    # -- genotype ----------------------------------------------------------------------------------
+    def export_gebv(self, path: str | None = None) -> None:
+        """Out-of-fold predictions (GEBV) CSV."""
+        from app.data.export import write_csv_atomic
+
+        tables = self.state.gp_tables()
+        df = tables.get("gebv")
+        if df is None:
+            self.win.show_error("No predictions to export",
+                                "This run did not write per-sample predictions. Run the cross-validation again.")
+            return
+        path = path or self._ask("Save predictions (GEBV)", "gebv.csv", "CSV (*.csv)")
+        if path:
+            self._run("predictions", write_csv_atomic, df, path, False)
+
+    def export_cv(self, path: str | None = None) -> None:
+        """Pearson r per model and fold CSV."""
+        from app.data.export import write_csv_atomic
+
+        df = self.state.gp_tables().get("cv_pearson_r")
+        if df is None:
+            self.win.show_error("No CV results to export", "Cross-validate on the Train tab first.")
+            return
+        path = path or self._ask("Save CV table", "cv_pearson_r.csv", "CSV (*.csv)")
+        if path:
+            self._run("CV table", write_csv_atomic, df, path, False)
+
+    # -- common ------------------------------------------------------------------------------------
+    def export_plots(self, folder: str | None = None) -> list[Path]:
+        """Every plot as PNG and SVG into ``folder`` (on the GUI thread: pyqtgraph renders there)."""
+        import pyqtgraph as pg
+
+        from app.ui.plots import export_plot
+
+        folder = folder or QFileDialog.getExistingDirectory(self, "Folder for the plots")
+        if not folder:
+            return []
+        out: list[Path] = []
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        named = {
+            "qc_counts": self.win.data_tab.qc_counts, "qc_genes": self.win.data_tab.qc_genes,
+            "qc_missingness": self.win.data_tab.qc_miss, "qc_maf": self.win.data_tab.qc_maf,
+            "loss": self.win.train_tab.curves.loss, "metric": self.win.train_tab.curves.metric,
+            "cell_map": self.win.results_tab.view.plot, "confusion_celllm": self.win.results_tab.cm_celllm,
+            "confusion_baseline": self.win.results_tab.cm_base, "gp_scatter": self.win.results_tab.scatter,
+            "marker_importance": self.win.results_tab.manh,
+        }
+        for name, w in named.items():
+            if not isinstance(w, pg.PlotWidget) or not w.plotItem.items:
+                continue
+            for ext in (".png", ".svg"):
+                try:
+                    out.append(export_plot(w, Path(folder) / f"{name}{ext}"))
+                except Exception as exc:  # one plot failing must not stop the others
+                    self.win.train_tab.append_log(f"could not save {name}{ext}: {exc}", "warning")
+        self.status.setText(f"Saved {len(out)} plot files into {folder}")
+        return out
+
+    def _model_dir(self) -> Path | None:
+        rec = self.state.current
+        if rec is None:
+            return None
+        for cand in (Path(rec.path) / "model", Path(rec.path)):
+            if (cand / "model.safetensors").is_file() or (cand / "vocab.txt").is_file():
+                return cand
+        return None
+
+    def export_model(self, folder: str | None = None) -> None:
+        """Copy the current run's model folder (atomically)."""
+        src = self._model_dir()
+        if src is None:
+            self.win.show_error("No trained model", "Finish a training run first (or reopen one).")
+            return
+        folder = folder or QFileDialog.getExistingDirectory(self, "Folder to save the model into")
+        if folder:
+            dst = Path(folder) / f"celllm-{Path(self.state.current.path).name}"
+            self._run("the model", copy_tree_atomic, src, dst)

@@ -1,0 +1,110 @@
+"""``python -m app`` (GUI): ``main(argv) -> int``.
+
+    python -m app                       the main window
+    python -m app PATH                  the window with PATH opened
+    python -m app --demo singlecell     opens on scanpy's bundled pbmc68k_reduced (no download)
+    python -m app --demo genotype       opens on the simulated breeding population
+    python -m app --smoke               builds the window, reads the single-cell demo summary, quits (0 = ok)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ICONS = Path(__file__).resolve().parents[2] / "resources" / "icons"
+
+
+def app_icon() -> object:
+    """The window icon (SVG, crisp at any DPI; PNG fallback)."""
+    from PySide6.QtGui import QIcon
+
+    icon = QIcon()
+    for name in ("omicslab.svg", "omicslab.png"):
+        p = ICONS / name
+        if p.is_file():
+            icon.addFile(str(p))
+    return icon
+
+
+def make_app() -> object:
+    """The QApplication (created once), high-DPI friendly."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+        app = QApplication(sys.argv[:1])
+        app.setApplicationName("OmicsLab")
+        app.setOrganizationName("OmicsLab")
+        app.setWindowIcon(app_icon())
+    return app
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m app", description="OmicsLab window")
+    p.add_argument("path", nargs="?", help="a dataset to open")
+    p.add_argument("--demo", choices=["singlecell", "genotype"], help="open a bundled demo dataset")
+    p.add_argument("--smoke", action="store_true", help="build the window, read the demo summary and quit")
+    p.add_argument("--smoke-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Open the window (or run the smoke check)."""
+    args = parse(list(sys.argv[1:] if argv is None else argv))
+    if args.smoke and "QT_QPA_PLATFORM" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    app = make_app()
+    from PySide6.QtCore import QTimer
+
+    from app.ui.main_window import MainWindow
+
+    win = MainWindow()
+    win.setWindowIcon(app_icon())
+    if args.smoke:
+        return _smoke(app, win, args.smoke_timeout)
+    win.show()
+    if args.demo:
+        QTimer.singleShot(0, lambda: win.open_demo(args.demo))
+    elif args.path:
+        QTimer.singleShot(0, lambda: win.open_path(args.path))
+    try:
+        return int(app.exec())
+    finally:
+        win.shutdown()
+
+
+def _smoke(app: object, win: object, timeout_s: float) -> int:
+    """Build the window, read the single-cell demo summary through the real worker path, quit."""
+    from PySide6.QtCore import QTimer
+
+    result = {"rc": 1}
+
+    def check(_kind: str = "") -> None:
+        ok = win.tabs.count() == 5 and win.state.summary is not None and win.state.n_items > 0
+        result["rc"] = 0 if ok else 1
+        print(f"smoke: window with {win.tabs.count()} tabs; demo summary: "
+              f"{win.state.n_items} cells x {getattr(win.state.summary, 'n_genes', '?')} genes -> "
+              f"{'ok' if ok else 'FAILED'}", flush=True)
+        app.quit()
+
+    def failed(msg: str) -> None:
+        print(f"smoke: FAILED: {msg}", file=sys.stderr, flush=True)
+        app.quit()
+
+    win.datasetLoaded.connect(check)
+    win.errorShown.connect(failed)
+    QTimer.singleShot(0, lambda: win.open_demo("singlecell"))
+    QTimer.singleShot(int(timeout_s * 1000), lambda: failed("timed out"))
+    app.exec()
+    win.shutdown()
+    return result["rc"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

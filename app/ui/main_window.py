@@ -1,0 +1,378 @@
+"""The OmicsLab main window: one tab per step (Data, Model, Train, Results, Export), DeepLabCut style.
+
+The window owns the ``AppState`` (plain Python), the tabs (views), the worker threads for short work and
+the coordination between steps. Long work goes through ``QtJob`` (spawned processes). Errors become a
+message box saying what to do, with details in the log pane; nothing a worker does can close the window.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
+
+from app.data.errors import OmicsLabError
+from app.ui import loaders
+from app.ui.data_tab import OPEN_FILTER, DataTab
+from app.ui.export_tab import ExportTab
+from app.ui.model_tab import ModelTab
+from app.ui.results_tab import ResultsTab
+from app.ui.state import AppState
+from app.ui.train_tab import TrainTab
+from app.ui.workers import Worker, wait_all
+
+MAX_RECENT = 10
+
+
+def settings() -> QSettings:
+    """QSettings, redirected to an .ini file when OMICSLAB_SETTINGS is set (tests isolate it so)."""
+    path = os.environ.get("OMICSLAB_SETTINGS")
+    if path:
+        return QSettings(path, QSettings.Format.IniFormat)
+    return QSettings("OmicsLab", "OmicsLab")
+
+
+class MainWindow(QMainWindow):
+    """The five-step window."""
+
+    datasetLoaded = Signal(str)
+    layoutReady = Signal(str)
+    embeddingLoaded = Signal()
+    errorShown = Signal(str)
+
+    def __init__(self, umap_refine: bool = True) -> None:
+        super().__init__()
+        self.setWindowTitle("OmicsLab")
+        self.setAcceptDrops(True)
+        self.state = AppState()
+        self.state.events.on_error = lambda msg: self.train_tab.append_log(msg, "error")
+        self.umap_refine = umap_refine
+        self.last_qc: dict[str, Any] | None = None
+        self.causal: pd.DataFrame | None = None
+        self.last_error: tuple[str, str] | None = None
+        self.workers: list[Worker] = []
+        self._layout_worker: Worker | None = None
+        self._layout_gen = 0
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.train_tab = TrainTab(self.state, self)  # made first: other tabs log into it
+        self.data_tab = DataTab(self.state, self)
+        self.model_tab = ModelTab(self.state, self)
+        self.results_tab = ResultsTab(self.state, self)
+        self.export_tab = ExportTab(self.state, self)
+        for w, name in ((self.data_tab, "1 · Data"), (self.model_tab, "2 · Model"), (self.train_tab, "3 · Train"),
+                        (self.results_tab, "4 · Results"), (self.export_tab, "5 · Export")):
+            self.tabs.addTab(w, name)
+        self.setCentralWidget(self.tabs)
+        self.status_label = QLabel("Ready")
+        self.statusBar().addWidget(self.status_label, 1)
+        self._menus()
+        self._shortcuts()
+        self.settings = settings()
+        self.restoreGeometry(self.settings.value("geometry", b""))  # type: ignore[arg-type]
+        if not self.settings.value("geometry"):
+            self.resize(1280, 820)
+        self.data_tab.set_recent(self.recent_files())
+        self.state.events.connect("dataset", self._dataset_changed)
+
+    # -- chrome ------------------------------------------------------------------------------------
+    def _menus(self) -> None:
+        m = self.menuBar().addMenu("&File")
+        for text, key, fn in (("&Open…", QKeySequence.StandardKey.Open, self.open_dialog),
+                              ("&Export annotated data…", "Ctrl+E", self.export_shortcut),
+                              ("&Quit", QKeySequence.StandardKey.Quit, self.close)):
+            a = QAction(text, self)
+            a.setShortcut(QKeySequence(key))
+            a.triggered.connect(fn)
+            m.addAction(a)
+        r = self.menuBar().addMenu("&Run")
+        for text, key, fn in (("&Train", "Ctrl+T", self.train_tab.train),
+                              ("&Stop", "Ctrl+.", self.train_tab.stop),
+                              ("&Resume", "", lambda: self.train_tab.resume())):
+            a = QAction(text, self)
+            if key:
+                a.setShortcut(QKeySequence(key))
+            a.triggered.connect(fn)
+            r.addAction(a)
+        h = self.menuBar().addMenu("&Help")
+        a = QAction("&About OmicsLab", self)
+        a.triggered.connect(lambda: QMessageBox.about(
+            self, "OmicsLab", "OmicsLab: train CellLM on single-cell data and genomic-prediction models on "
+            "genotypes. Every button has a command-line twin: python -m app --help."))
+        h.addAction(a)
+
+    def _shortcuts(self) -> None:
+        esc = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
+        esc.activated.connect(self.train_tab.stop)
+
+    def export_shortcut(self) -> None:
+        """Ctrl+E: go to Export and save the annotated data (single-cell) or the GEBV table."""
+        self.tabs.setCurrentWidget(self.export_tab)
+        if self.state.kind == "singlecell":
+            self.export_tab.export_h5ad()
+        elif self.state.gp_result:
+            self.export_tab.export_gebv()
+
+    # -- errors and workers ------------------------------------------------------------------------
+    def show_error(self, title: str, message: str, details: str = "") -> None:
+        """A clear message box (non-blocking) and the details in the log pane."""
+        self.last_error = (title, message)
+        self.train_tab.append_log(f"{title}: {message}", "error")
+        if details:
+            self.train_tab.append_log(details.strip(), "error")
+        self.status_label.setText(title)
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()  # not exec(): the event loop (and running jobs) keep going
+        self._last_box = box
+        self.errorShown.emit(message)
+
+    def run_worker(self, fn: Any, *args: Any, on_done: Any = None, what: str = "working",
+                   on_error: Any = None) -> Worker:
+        """Run short work in a thread; errors become a message box."""
+        self.status_label.setText(what + "…")
+
+        def done(out: Any) -> None:
+            self.status_label.setText("Ready")
+            if on_done is not None:
+                on_done(out)
+
+        def failed(exc: BaseException, tb: str) -> None:
+            self.status_label.setText("Ready")
+            if on_error is not None:
+                on_error(exc, tb)
+            msg = str(exc) if isinstance(exc, OmicsLabError) else f"{type(exc).__name__}: {exc}"
+            self.show_error(f"Problem while {what}", msg, "" if isinstance(exc, OmicsLabError) else tb)
+
+        w = Worker(fn, *args)
+        self.workers.append(w)
+        w.finished.connect(lambda: self.workers.remove(w) if w in self.workers else None)
+        w.start(done, failed)
+        return w
+
+    # -- opening -----------------------------------------------------------------------------------
+    def open_dialog(self) -> None:
+        """Ctrl+O."""
+        path, _ = QFileDialog.getOpenFileName(self, "Open a dataset", "", OPEN_FILTER)
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path: str) -> Worker:
+        """Read ``path`` in a worker (kind detected) and show its summary."""
+        self.tabs.setCurrentWidget(self.data_tab)
+        self.data_tab.set_busy(True, "reading…")
+        geno = self.state.geno
+        return self.run_worker(loaders.load_any, path, self.state.model_dir, geno, self.state.trait,
+                               on_done=lambda out: self._loaded(out, path),
+                               on_error=lambda *_: self.data_tab.set_busy(False), what=f"reading {Path(path).name}")
+
+    def open_demo(self, kind: str, max_cells: int | None = None) -> Worker:
+        """The bundled demos: scanpy's pbmc68k_reduced, or the simulated breeding population."""
+        self.tabs.setCurrentWidget(self.data_tab)
+        self.data_tab.set_busy(True, "reading the demo…")
+        if kind == "singlecell":
+            return self.run_worker(loaders.load_demo_singlecell, self.state.model_dir, max_cells,
+                                   on_done=lambda out: self._loaded(out, None),
+                                   on_error=lambda *_: self.data_tab.set_busy(False), what="reading the demo")
+        return self.run_worker(loaders.load_demo_genotype, on_done=lambda out: self._loaded(out, None),
+                               on_error=lambda *_: self.data_tab.set_busy(False), what="reading the demo")
+
+    def add_phenotypes(self, path: str, trait: str | None = None) -> Worker | None:
+        """Join a phenotype table to the open genotypes."""
+        if self.state.geno is None:
+            self.show_error("Open genotypes first", "Open the genotype file, then add its phenotype table.")
+            return None
+        return self.run_worker(loaders.load_phenotypes, path, self.state.geno, trait,
+                               on_done=self._pheno_loaded, what="joining phenotypes")
+
+    def _pheno_loaded(self, out: dict[str, Any]) -> None:
+        self.state.join = out["join"]
+        self.state.set_phenotypes(out["path"], out["pheno"], out["trait"])
+
+    def _loaded(self, out: dict[str, Any], path: str | None) -> None:
+        self.data_tab.set_busy(False)
+        kind = out["kind"]
+        if kind == "phenotype":
+            self._pheno_loaded(out)
+            return
+        if kind == "singlecell":
+            self.last_qc = out.get("qc")
+            self.state.set_singlecell(out["path"], out["data_path"], out["adata"], out["summary"],
+                                      out.get("gene_match"))
+        else:
+            self.causal = out.get("causal")
+            self.state.set_genotype(out["path"], out["geno"], out["qc"], out["summary"])
+            if out.get("pheno"):
+                self._pheno_loaded(out["pheno"])
+        if path:
+            self.add_recent(path)
+        self.setWindowTitle(f"OmicsLab — {Path(out['path']).name}")
+        self.status_label.setText(f"Opened {out['path']}")
+        self.datasetLoaded.emit(kind)
+
+    def _dataset_changed(self) -> None:
+        s = self.state
+        if s.kind == "singlecell" and s.layout is None:
+            self.compute_layout(refine=False)
+
+    def recompute_gene_match(self) -> None:
+        """After the model changed: how many of the data's genes does it know?"""
+        if self.state.adata is None:
+            return
+
+        def done(gm: Any) -> None:
+            self.state.gene_match = gm
+            self.state.events.emit("gene_match")
+
+        self.run_worker(loaders.gene_match, self.state.adata, self.state.model_dir, on_done=done,
+                        what="matching genes")
+
+    # -- recent files (QSettings) ------------------------------------------------------------------
+    def recent_files(self) -> list[str]:
+        v = self.settings.value("recent", [])
+        if isinstance(v, str):
+            v = [v]
+        return [str(p) for p in (v or []) if p]
+
+    def add_recent(self, path: str) -> None:
+        rec = [p for p in self.recent_files() if p != path]
+        rec.insert(0, str(path))
+        self.settings.setValue("recent", rec[:MAX_RECENT])
+        self.data_tab.set_recent(rec[:MAX_RECENT])
+
+    # -- embeddings and layouts --------------------------------------------------------------------
+    def load_embedding(self, h5ad_path: str | None) -> None:
+        """Read an embed job's output (X_celllm + predictions) and map the cells."""
+        if not h5ad_path or self.state.adata is None:
+            return
+
+        def read(path: str) -> dict[str, Any]:
+            import anndata as ad
+
+            a = ad.read_h5ad(path)
+            preds = None
+            cols = [c for c in ("celllm_label", "celllm_confidence") if c in a.obs]
+            if cols:
+                preds = a.obs[cols].copy()
+                preds["celllm_label"] = preds["celllm_label"].astype(str) if "celllm_label" in preds else None
+            return {"obs_names": np.asarray(a.obs_names), "emb": np.asarray(a.obsm["X_celllm"]), "preds": preds}
+
+        def done(out: dict[str, Any]) -> None:
+            names = pd.Index(self.state.adata.obs_names)
+            pos = pd.Index(out["obs_names"]).get_indexer(names)
+            if (pos < 0).any():
+                self.show_error("The embedding does not match the dataset",
+                                "Some cells of the open dataset are missing from the embedded file; reopen the "
+                                "dataset the model was run on.")
+                return
+            preds = out["preds"].iloc[pos].set_axis(names) if out["preds"] is not None else None
+            self.state.set_embedding(out["emb"][pos], preds)
+            self.embeddingLoaded.emit()
+            self.compute_layout(refine=self.umap_refine)
+            self.tabs.setCurrentWidget(self.results_tab)
+
+        self.run_worker(read, h5ad_path, on_done=done, what="reading embeddings")
+
+    def compute_layout(self, refine: bool = True) -> None:
+        """PCA preview at once, then (optionally) a refined UMAP, both in workers; a newer request wins."""
+        from app.ui import layout_compute as lc
+
+        s = self.state
+        if s.kind != "singlecell":
+            return
+        if s.embedding is not None:
+            src = s.embedding
+        elif s.adata is not None and "X_pca" in s.adata.obsm:
+            src = np.asarray(s.adata.obsm["X_pca"])
+        elif s.adata is not None and not getattr(s.adata, "isbacked", False):
+            src = None  # computed in the worker: PCA of log-normalised counts
+        else:
+            return
+        self._layout_gen += 1
+        gen = self._layout_gen
+        adata = s.adata
+
+        def features() -> np.ndarray:
+            if src is not None:
+                return np.asarray(src, dtype=np.float32)
+            from sklearn.decomposition import TruncatedSVD
+
+            from app.ui.loaders import counts_or_x
+
+            X = counts_or_x(adata)
+            k = max(2, min(30, X.shape[1] - 1, X.shape[0] - 1))
+            return TruncatedSVD(k, random_state=0).fit_transform(X).astype(np.float32)
+
+        def preview() -> tuple[np.ndarray, np.ndarray]:
+            f = features()
+            return f, lc.pca_preview(f)
+
+        def got_preview(out: tuple[np.ndarray, np.ndarray]) -> None:
+            if gen != self._layout_gen:
+                return
+            feats, xy = out
+            s.set_layout(xy, "PCA preview")
+            self.layoutReady.emit("PCA preview")
+            if refine:
+                self.run_worker(lc.umap_refine, feats, xy, on_done=got_umap, what="computing UMAP")
+
+        def got_umap(xy: np.ndarray) -> None:
+            if gen != self._layout_gen:
+                return
+            s.set_layout(xy, "UMAP")
+            self.layoutReady.emit("UMAP")
+
+        self.run_worker(preview, on_done=got_preview, what="computing a preview map")
+
+    def job_finished(self, purpose: str | None, final: Any) -> None:
+        """Hook after any job (the Results/Export tabs refresh via state events)."""
+        self.export_tab.update_buttons()
+
+    # -- drag and drop -----------------------------------------------------------------------------
+    def dragEnterEvent(self, ev: Any) -> None:
+        if ev.mimeData().hasUrls():
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev: Any) -> None:
+        urls = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            ev.acceptProposedAction()
+            self.open_path(urls[0])
+
+    # -- closing -----------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop jobs, wait for worker threads, remember the layout. Safe to call twice."""
+        try:
+            self.settings.setValue("geometry", self.saveGeometry())
+            self.settings.sync()
+        except Exception:
+            traceback.print_exc()
+        job = self.train_tab.job
+        if job is not None and job.handle is not None and not job.handle.done:
+            job.cancel(grace_s=2.0)
+            try:
+                job.handle.join(timeout=8.0)
+            except Exception:
+                traceback.print_exc()
+        wait_all()
+
+    def closeEvent(self, ev: Any) -> None:
+        self.shutdown()
+        super().closeEvent(ev)
+
+
+def widget_tree_ok(w: QWidget) -> bool:
+    """True when the window built its five tabs (the --smoke check)."""
+    return isinstance(w, MainWindow) and w.tabs.count() == 5
+
+
+__all__ = ["MainWindow", "QTimer", "settings"]

@@ -1,0 +1,222 @@
+"""Step 2, Model: what to train (sensible defaults), an Advanced section, and the device."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from app.ui.state import BUNDLED_MODEL, GP_DEFAULTS, GP_TASKS, SC_DEFAULTS, SC_TASKS, AppState
+
+if TYPE_CHECKING:
+    from app.ui.main_window import MainWindow
+
+TASK_HELP = {
+    "finetune": "Train a cell-type classifier on your labelled cells, starting from a pretrained CellLM "
+                "(default: the bundled tiny model). Scored on held-out cells beside a logistic-regression "
+                "baseline.",
+    "pretrain": "Learn a new CellLM from your (unlabelled) cells: masked-expression and contrastive losses. "
+                "Slow on a CPU; use a GPU for real datasets.",
+    "embed": "Compute a CellLM embedding of every cell with an existing model (and labels if the model "
+             "was fine-tuned), then map them.",
+    "compare": "Cross-validate GBLUP, DNNGP, DeepGS and DLGWAS on the same folds and compare Pearson r.",
+    "gblup": "Genomic BLUP (ridge regression on a genomic relationship matrix): the classical baseline.",
+    "dnngp": "DNNGP: a CNN on principal-component scores of the markers.",
+    "deepgs": "DeepGS: a CNN on the 0/1/2 marker matrix.",
+    "dlgwas": "DLGWAS: a dual-stream CNN on one-hot genotypes; its saliency gives marker importance.",
+}
+FREEZE = ["none", "embeddings", "encoder", "last:1", "last:2"]
+
+
+class ModelTab(QWidget):
+    """Choose the task, the starting model, hyper-parameters and the device."""
+
+    def __init__(self, state: AppState, win: MainWindow) -> None:
+        super().__init__()
+        self.state, self.win = state, win
+        self.task_box = QGroupBox("What to do")
+        self.task_lay = QVBoxLayout(self.task_box)
+        self.group = QButtonGroup(self)
+        self.group.idToggled.connect(self._task_toggled)
+        self.task_help = QLabel("")
+        self.task_help.setWordWrap(True)
+        self.task_help.setStyleSheet("color: #444;")
+        self.buttons: dict[str, QRadioButton] = {}
+
+        self.model_edit = QLineEdit(str(BUNDLED_MODEL))
+        self.model_edit.setReadOnly(True)
+        self.model_btn = QPushButton("Choose model…")
+        self.model_reset = QPushButton("Bundled tiny")
+        mrow = QHBoxLayout()
+        mrow.addWidget(self.model_edit, 1)
+        mrow.addWidget(self.model_btn)
+        mrow.addWidget(self.model_reset)
+        self.model_box = QGroupBox("Starting model")
+        QVBoxLayout(self.model_box).addLayout(mrow)
+
+        self.device_combo = QComboBox()
+        try:
+            from app.engine.device import available_devices
+
+            self.device_combo.addItems(available_devices())
+        except Exception:  # torch missing or broken: CPU still works for everything small
+            self.device_combo.addItems(["auto", "cpu"])
+        self.device_combo.setToolTip("auto = a CUDA GPU when one is visible, else the CPU.")
+        self.device_combo.currentTextChanged.connect(self._device_changed)
+        drow = QFormLayout()
+        drow.addRow("Device:", self.device_combo)
+
+        self.advanced = QCollapsible("Advanced hyper-parameters")
+        self.adv_body = QWidget()
+        self.adv_form = QFormLayout(self.adv_body)
+        self.advanced.addWidget(self.adv_body)
+        self.editors: dict[str, QWidget] = {}
+
+        self.next_btn = QPushButton("Next: Train →")
+        self.next_btn.clicked.connect(lambda: self.win.tabs.setCurrentWidget(self.win.train_tab))
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.task_box)
+        lay.addWidget(self.task_help)
+        lay.addWidget(self.model_box)
+        lay.addLayout(drow)
+        lay.addWidget(self.advanced)
+        lay.addStretch(1)
+        lay.addWidget(self.next_btn)
+        self.model_btn.clicked.connect(self._choose_model)
+        self.model_reset.clicked.connect(lambda: self.set_model_dir(str(BUNDLED_MODEL)))
+        state.events.connect("dataset", self.rebuild)
+        state.events.connect("model_dir", lambda: self.model_edit.setText(self.state.model_dir))
+        self.rebuild()
+
+    # -- building ----------------------------------------------------------------------------------
+    def rebuild(self) -> None:
+        """Offer the tasks that fit the open dataset."""
+        for b in self.buttons.values():
+            self.group.removeButton(b)
+            b.deleteLater()
+        self.buttons = {}
+        if self.state.kind == "genotype":
+            tasks = {k: (v if k != "compare" else "Compare all (GBLUP, DNNGP, DeepGS, DLGWAS)")
+                     for k, v in GP_TASKS.items()}
+        else:
+            tasks = {k: v[0] for k, v in SC_TASKS.items()}
+        for i, (key, label) in enumerate(tasks.items()):
+            b = QRadioButton(label)
+            b.setProperty("task", key)
+            self.buttons[key] = b
+            self.group.addButton(b, i)
+            self.task_lay.addWidget(b)
+        task = self.state.task if self.state.task in tasks else next(iter(tasks))
+        self.buttons[task].setChecked(True)
+        self.set_task(task)
+
+    def _task_toggled(self, _id: int, checked: bool) -> None:
+        if checked:
+            b = self.group.checkedButton()
+            if b is not None:
+                self.set_task(str(b.property("task")))
+
+    def set_task(self, task: str) -> None:
+        """Select a task and show its hyper-parameters with their defaults."""
+        self.state.task = task
+        if task in self.buttons and not self.buttons[task].isChecked():
+            self.buttons[task].setChecked(True)
+        self.task_help.setText(TASK_HELP.get(task, ""))
+        self.model_box.setVisible(task in ("finetune", "embed"))
+        defaults = SC_DEFAULTS.get(task) if self.state.kind != "genotype" else GP_DEFAULTS
+        self._fill_editors(dict(defaults or {}))
+        self.win.train_tab.update_button() if hasattr(self.win, "train_tab") else None
+        self.state.events.emit("task")
+
+    def _fill_editors(self, defaults: dict[str, Any]) -> None:
+        while self.adv_form.rowCount():
+            self.adv_form.removeRow(0)
+        self.editors = {}
+        for key, val in defaults.items():
+            if key == "freeze":
+                ed: QWidget = QComboBox()
+                ed.addItems(FREEZE)
+                ed.setCurrentText(str(val))
+            elif key == "preset":
+                ed = QComboBox()
+                ed.addItems(["tiny", "small", "full"])
+                ed.setCurrentText(str(val))
+            elif isinstance(val, bool):
+                ed = QComboBox()
+                ed.addItems(["yes", "no"])
+            elif isinstance(val, int):
+                ed = QSpinBox()
+                ed.setRange(0, 10_000_000)
+                ed.setValue(val)
+                if key == "max_cells":
+                    ed.setSpecialValueText("all")
+            elif isinstance(val, float):
+                ed = QDoubleSpinBox()
+                ed.setDecimals(6 if val < 0.01 else 3)
+                ed.setRange(0.0, 1e6)
+                ed.setSingleStep(val / 10 if val else 0.1)
+                ed.setValue(val)
+                if key == "lr" and not val:
+                    ed.setSpecialValueText("by preset")
+            else:
+                ed = QLineEdit(str(val))
+            self.editors[key] = ed
+            self.adv_form.addRow(key.replace("_", " ") + ":", ed)
+        self.read_params()
+
+    def read_params(self) -> dict[str, Any]:
+        """The Advanced values into ``state.params``."""
+        out: dict[str, Any] = {}
+        for key, ed in self.editors.items():
+            if isinstance(ed, QSpinBox):
+                out[key] = int(ed.value())
+            elif isinstance(ed, QDoubleSpinBox):
+                out[key] = float(ed.value())
+            elif isinstance(ed, QComboBox):
+                out[key] = ed.currentText()
+            elif isinstance(ed, QLineEdit):
+                out[key] = ed.text()
+        self.state.params = out
+        return out
+
+    def set_param(self, key: str, value: Any) -> None:
+        """Set one hyper-parameter (tests and the CLI-twin preview use this)."""
+        ed = self.editors[key]
+        if isinstance(ed, QSpinBox | QDoubleSpinBox):
+            ed.setValue(value)
+        elif isinstance(ed, QComboBox):
+            ed.setCurrentText(str(value))
+        else:
+            ed.setText(str(value))
+        self.read_params()
+
+    # -- model / device ----------------------------------------------------------------------------
+    def _choose_model(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Choose a CellLM model folder (or a fine-tune run folder)")
+        if d:
+            self.set_model_dir(d)
+
+    def set_model_dir(self, path: str) -> None:
+        """Use another model; the gene match is recomputed."""
+        self.state.model_dir = path
+        self.model_edit.setText(path)
+        self.win.recompute_gene_match()
+
+    def _device_changed(self, text: str) -> None:
+        self.state.device = text or "auto"

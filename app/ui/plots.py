@@ -1,0 +1,449 @@
+"""pyqtgraph views: the embedding map (1M points stay interactive), training curves, histograms,
+confusion matrices, observed-vs-predicted scatter and Manhattan plot.
+
+Plot rules measured in DESIGN.md: up to ``DENSE_ABOVE`` points, one ``ScatterPlotItem`` per category with
+shared brushes (pen=None, pxMode); beyond, a 2-D density image plus a random coloured subsample. Hover and
+lasso/box picking use a ``scipy.spatial.cKDTree`` / vectorised point-in-polygon on the FULL data, so what
+is picked never depends on what is drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QColor, QPainterPath, QPen
+from PySide6.QtWidgets import QGraphicsPathItem, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+DENSE_ABOVE = 200_000
+SUBSAMPLE = 60_000
+MAX_LEGEND = 25
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
+           "#dbdb8d", "#9edae5"]
+
+pg.setConfigOptions(antialias=False, background="w", foreground="k")
+
+
+def category_codes(values: np.ndarray, max_bins: int = 10) -> tuple[np.ndarray, list[str]]:
+    """(int codes, names) for categorical values; numeric values with many levels are binned by quantile."""
+    vals = np.asarray(values)
+    if vals.dtype.kind in "fiu" and len(np.unique(vals[: min(len(vals), 5000)])) > 20:
+        v = vals.astype(np.float64)
+        finite = np.isfinite(v)
+        qs = np.unique(np.nanquantile(v[finite], np.linspace(0, 1, max_bins + 1))) if finite.any() else [0, 1]
+        codes = np.clip(np.searchsorted(qs, v, side="right") - 1, 0, max(len(qs) - 2, 0))
+        names = [f"{qs[i]:.3g}–{qs[i + 1]:.3g}" for i in range(max(len(qs) - 1, 1))]
+        codes[~finite] = len(names)
+        if (~finite).any():
+            names.append("NA")
+        return codes.astype(np.int32), names
+    import pandas as pd
+
+    cat = pd.Categorical(pd.Series(vals).astype(str))
+    return cat.codes.astype(np.int32), [str(c) for c in cat.categories]
+
+
+def numeric_colours(n: int) -> list[str]:
+    """A light-to-dark ramp for binned numeric values."""
+    cmap = pg.colormap.get("viridis")
+    return [cmap.map(x, mode="qcolor").name() for x in np.linspace(0, 1, max(n, 1))]
+
+
+class LassoViewBox(pg.ViewBox):
+    """A ViewBox whose drag pans (mode "pan"), draws a rectangle ("box") or a free lasso ("lasso")."""
+
+    def __init__(self, on_polygon: Any, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.mode = "pan"
+        self.on_polygon = on_polygon
+        self._pts: list[QPointF] = []
+        self._item = QGraphicsPathItem()
+        pen = QPen(QColor("#d62728"))
+        pen.setCosmetic(True)
+        pen.setWidth(2)
+        self._item.setPen(pen)
+        self._item.setZValue(1e6)
+        self.addItem(self._item, ignoreBounds=True)
+
+    def mouseDragEvent(self, ev: Any, axis: Any = None) -> None:
+        if self.mode == "pan" or ev.button() != Qt.MouseButton.LeftButton:
+            super().mouseDragEvent(ev, axis)
+            return
+        ev.accept()
+        p = self.mapSceneToView(ev.scenePos())
+        if ev.isStart():
+            self._start = self.mapSceneToView(ev.buttonDownScenePos())
+            self._pts = [self._start]
+        if self.mode == "box":
+            a = self._start
+            self._pts = [a, QPointF(p.x(), a.y()), p, QPointF(a.x(), p.y())]
+        else:
+            self._pts.append(p)
+        path = QPainterPath()
+        path.moveTo(self._pts[0])
+        for q in self._pts[1:]:
+            path.lineTo(q)
+        path.closeSubpath()
+        self._item.setPath(path)
+        if ev.isFinish():
+            poly = np.array([[q.x(), q.y()] for q in self._pts], dtype=np.float64)
+            self._item.setPath(QPainterPath())
+            self._pts = []
+            if len(poly) >= 3:
+                self.on_polygon(poly)
+
+
+def points_in_polygon(xy: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Indices of ``xy`` inside ``poly`` (bounding-box prefilter, then matplotlib's vectorised test)."""
+    from matplotlib.path import Path as MplPath
+
+    lo, hi = poly.min(0), poly.max(0)
+    cand = np.flatnonzero((xy[:, 0] >= lo[0]) & (xy[:, 0] <= hi[0]) & (xy[:, 1] >= lo[1]) & (xy[:, 1] <= hi[1]))
+    if cand.size == 0:
+        return cand
+    inside = MplPath(poly).contains_points(xy[cand])
+    return cand[inside]
+
+
+class EmbeddingView(QWidget):
+    """The cell map: colour by a column, hover for a cell's ID and labels, box/lasso to select."""
+
+    selectionChanged = Signal(int)
+    hovered = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.vb = LassoViewBox(self._polygon)
+        self.plot = pg.PlotWidget(viewBox=self.vb)
+        self.plot.setAspectLocked(False)
+        self.plot.hideAxis("left")
+        self.plot.hideAxis("bottom")
+        self.info = QLabel("Hover over a cell to see its ID and labels.")
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.legend = pg.LegendItem(offset=(-5, 5), labelTextSize="8pt")
+        self.legend.setParentItem(self.vb)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.plot, 1)
+        lay.addWidget(self.info)
+        self.xy = np.zeros((0, 2), np.float32)
+        self.ids: np.ndarray = np.zeros(0, dtype=object)
+        self.hover_cols: dict[str, np.ndarray] = {}
+        self.codes = np.zeros(0, np.int32)
+        self.names: list[str] = []
+        self.selection = np.zeros(0, np.int64)
+        self.tree: Any = None
+        self.items: list[Any] = []
+        self.density: pg.ImageItem | None = None
+        self.drawn: np.ndarray | None = None  # indices drawn as points (subsample when dense)
+        self.sel_item = pg.ScatterPlotItem(pen=pg.mkPen("#000000", width=1), brush=None, size=7, pxMode=True)
+        self.sel_item.setZValue(10)
+        self.hover_item = pg.ScatterPlotItem(pen=pg.mkPen("#d62728", width=2), brush=None, size=12, pxMode=True)
+        self.hover_item.setZValue(11)
+        self.vb.addItem(self.sel_item)
+        self.vb.addItem(self.hover_item)
+        self._proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30, slot=self._mouse_moved)
+
+    # -- data --------------------------------------------------------------------------------------
+    def set_data(self, xy: np.ndarray, values: np.ndarray | None = None, ids: np.ndarray | None = None,
+                 hover_cols: dict[str, np.ndarray] | None = None, title: str = "") -> None:
+        """Show ``xy`` (n x 2) coloured by ``values``; ``ids``/``hover_cols`` are what hovering shows."""
+        from scipy.spatial import cKDTree
+
+        self.xy = np.ascontiguousarray(np.asarray(xy, dtype=np.float32)[:, :2])
+        n = len(self.xy)
+        self.ids = np.asarray(ids) if ids is not None else np.arange(n).astype(str)
+        self.hover_cols = hover_cols or {}
+        self.tree = cKDTree(self.xy) if n else None
+        self.selection = np.zeros(0, np.int64)
+        self.sel_item.setData([], [])
+        self.hover_item.setData([], [])
+        self.recolour(values, title=title)
+        self.vb.autoRange(padding=0.02)
+
+    def recolour(self, values: np.ndarray | None, title: str = "") -> None:
+        """Colour by new values without rebuilding the KD-tree."""
+        n = len(self.xy)
+        for it in self.items:
+            self.vb.removeItem(it)
+        self.items = []
+        self.legend.clear()
+        if self.density is not None:
+            self.vb.removeItem(self.density)
+            self.density = None
+        if values is None:
+            values = np.zeros(n, dtype=np.int32)
+        numeric = np.asarray(values).dtype.kind in "fiu" and len(np.unique(np.asarray(values)[:5000])) > 20
+        self.codes, self.names = category_codes(np.asarray(values))
+        colours = numeric_colours(len(self.names)) if numeric else [PALETTE[i % len(PALETTE)]
+                                                                   for i in range(len(self.names))]
+        if n > DENSE_ABOVE:
+            self._draw_density()
+            rng = np.random.default_rng(0)
+            self.drawn = np.sort(rng.choice(n, SUBSAMPLE, replace=False))
+        else:
+            self.drawn = None
+        idx_all = self.drawn if self.drawn is not None else np.arange(n)
+        codes = self.codes[idx_all]
+        size = 4 if n > 20000 else 6
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(self.names) + 1))
+        for k, name in enumerate(self.names):
+            sel = idx_all[order[bounds[k]:bounds[k + 1]]]
+            if sel.size == 0:
+                continue
+            brush = pg.mkBrush(colours[k])
+            it = pg.ScatterPlotItem(x=self.xy[sel, 0], y=self.xy[sel, 1], pen=None, brush=brush, size=size,
+                                    pxMode=True, name=name)
+            self.vb.addItem(it)
+            self.items.append(it)
+            if len(self.items) <= MAX_LEGEND:
+                self.legend.addItem(it, f"{name} ({sel.size:,})" if self.drawn is None else name)
+        self.legend.setVisible(bool(title) or len(self.names) > 1)
+        self.plot.setTitle(title)
+
+    def _draw_density(self, bins: int = 400) -> None:
+        lo, hi = self.xy.min(0), self.xy.max(0)
+        h, _, _ = np.histogram2d(self.xy[:, 0], self.xy[:, 1], bins=bins, range=[[lo[0], hi[0]], [lo[1], hi[1]]])
+        img = np.log1p(h).astype(np.float32)
+        self.density = pg.ImageItem(img)
+        self.density.setLookupTable(pg.colormap.get("CET-L1").getLookupTable(0.0, 0.7, 256)[::-1].copy())
+        self.density.setRect(float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1]))
+        self.density.setZValue(-10)
+        self.density.setOpacity(0.6)
+        self.vb.addItem(self.density)
+
+    # -- interaction -------------------------------------------------------------------------------
+    def set_mode(self, mode: str) -> None:
+        """"pan", "box" or "lasso"."""
+        self.vb.mode = mode
+        self.vb.setMouseEnabled(x=True, y=True)
+
+    def nearest(self, x: float, y: float, max_px: float = 8.0) -> int:
+        """Index of the cell nearest to a data point within ``max_px`` screen pixels, else -1."""
+        if self.tree is None:
+            return -1
+        px = self.vb.viewPixelSize()
+        radius = max_px * max(px[0], px[1]) if px[0] > 0 else np.inf
+        d, i = self.tree.query([x, y], k=1, distance_upper_bound=radius)
+        return int(i) if np.isfinite(d) else -1
+
+    def describe(self, i: int) -> str:
+        """What hovering over cell ``i`` shows."""
+        parts = [f"<b>{self.ids[i]}</b>"]
+        for k, v in self.hover_cols.items():
+            val = v[i]
+            parts.append(f"{k}: {val:.3g}" if isinstance(val, float | np.floating) else f"{k}: {val}")
+        return " · ".join(parts)
+
+    def hover_at(self, x: float, y: float) -> int:
+        """Hover logic for a data-space point (also used by the benchmark)."""
+        i = self.nearest(x, y)
+        if i >= 0:
+            self.hover_item.setData([self.xy[i, 0]], [self.xy[i, 1]])
+            self.info.setText(self.describe(i))
+            self.hovered.emit(i)
+        else:
+            self.hover_item.setData([], [])
+        return i
+
+    def _mouse_moved(self, evt: Any) -> None:
+        pos = evt[0]
+        if not self.plot.sceneBoundingRect().contains(pos) or not len(self.xy):
+            return
+        p = self.vb.mapSceneToView(pos)
+        self.hover_at(p.x(), p.y())
+
+    def _polygon(self, poly: np.ndarray) -> None:
+        self.select_polygon(poly)
+
+    def select_polygon(self, poly: np.ndarray) -> np.ndarray:
+        """Select every cell inside ``poly`` (data coordinates); returns the indices."""
+        idx = points_in_polygon(self.xy, np.asarray(poly, dtype=np.float64))
+        self.set_selection(idx)
+        return idx
+
+    def set_selection(self, idx: np.ndarray) -> None:
+        """Outline the selected cells (a subsample of them when there are many)."""
+        self.selection = np.asarray(idx, dtype=np.int64)
+        show = self.selection
+        if show.size > SUBSAMPLE:
+            show = np.random.default_rng(1).choice(show, SUBSAMPLE, replace=False)
+        self.sel_item.setData(self.xy[show, 0], self.xy[show, 1])
+        self.selectionChanged.emit(int(self.selection.size))
+
+
+class CurvesWidget(QWidget):
+    """Live training curves: losses on the left, other metrics (F1, accuracy, r) on the right.
+
+    Histories are kept per series and redrawn from numpy arrays (cheap with clipToView/autoDownsample).
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.loss = pg.PlotWidget(title="Loss")
+        self.metric = pg.PlotWidget(title="Validation metric")
+        for w in (self.loss, self.metric):
+            w.addLegend(offset=(-5, 5))
+            w.showGrid(x=True, y=True, alpha=0.3)
+            w.setLabel("bottom", "epoch / step")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.loss)
+        lay.addWidget(self.metric)
+        self.data: dict[str, tuple[list[float], list[float]]] = {}
+        self.curves: dict[str, pg.PlotDataItem] = {}
+
+    def clear(self) -> None:
+        """Forget every series."""
+        for c in self.curves.values():
+            c.getViewBox().removeItem(c) if c.getViewBox() else None
+        self.loss.clear()
+        self.metric.clear()
+        self.data, self.curves = {}, {}
+
+    @staticmethod
+    def series_name(key: str, split: str) -> str:
+        """``loss`` from the train split -> ``train loss``; ``val_macro_f1`` stays as it is."""
+        low = key.lower()
+        if low.startswith(("train", "val", "test")):
+            return key.replace("_", " ")
+        return f"{split} {key}".replace("_", " ")
+
+    def add(self, x: float, values: dict[str, float], split: str = "train") -> None:
+        """Append one point per metric (non-numeric values are ignored)."""
+        for key, v in values.items():
+            if not isinstance(v, int | float) or key in ("lr", "epoch", "step") or not np.isfinite(v):
+                continue
+            name = self.series_name(key, split)
+            xs, ys = self.data.setdefault(name, ([], []))
+            xs.append(float(x))
+            ys.append(float(v))
+            if name not in self.curves:
+                target = self.loss if "loss" in name else self.metric
+                colour = PALETTE[len(self.curves) % len(PALETTE)]
+                style = Qt.PenStyle.DashLine if name.startswith("val") else Qt.PenStyle.SolidLine
+                self.curves[name] = target.plot([], [], name=name, pen=pg.mkPen(colour, width=2, style=style),
+                                                symbol="o" if len(xs) < 200 else None, symbolSize=5,
+                                                symbolBrush=colour, skipFiniteCheck=True)
+                self.curves[name].setDownsampling(auto=True)
+                self.curves[name].setClipToView(True)
+            self.curves[name].setData(np.asarray(xs), np.asarray(ys))
+
+    def n_points(self) -> int:
+        """Points across all series (tests watch this grow)."""
+        return sum(len(xs) for xs, _ in self.data.values())
+
+
+def histogram(plot: pg.PlotWidget, values: np.ndarray, bins: int = 40, title: str = "", colour: str = "#1f77b4",
+              xlabel: str = "") -> None:
+    """A bar histogram of ``values`` (NaN ignored)."""
+    plot.clear()
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    plot.setTitle(title)
+    if xlabel:
+        plot.setLabel("bottom", xlabel)
+    if v.size == 0:
+        return
+    y, x = np.histogram(v, bins=bins)
+    plot.addItem(pg.BarGraphItem(x0=x[:-1], x1=x[1:], height=y, brush=colour, pen=None))
+
+
+def confusion_image(plot: pg.PlotWidget, matrix: np.ndarray, labels: list[str], title: str = "") -> None:
+    """Row-normalised confusion matrix as an image (rows = true, columns = predicted)."""
+    plot.clear()
+    m = np.asarray(matrix, dtype=np.float64)
+    norm = m / np.maximum(m.sum(1, keepdims=True), 1)
+    img = pg.ImageItem(norm.T[:, ::-1])  # x = predicted, y = true (top row first)
+    img.setLookupTable(pg.colormap.get("viridis").getLookupTable(0, 1, 256))
+    img.setLevels([0, 1])
+    plot.addItem(img)
+    n = len(labels)
+    short = [s if len(s) <= 12 else s[:11] + "…" for s in labels]
+    plot.getAxis("bottom").setTicks([[(i + 0.5, short[i]) for i in range(n)]])
+    plot.getAxis("left").setTicks([[(n - i - 0.5, short[i]) for i in range(n)]])
+    plot.setTitle(title)
+    plot.setLabel("bottom", "predicted")
+    plot.setLabel("left", "true")
+    for i in range(n):
+        for j in range(n):
+            if m[i, j]:
+                t = pg.TextItem(str(int(m[i, j])), color="w" if norm[i, j] < 0.6 else "k", anchor=(0.5, 0.5))
+                t.setPos(j + 0.5, n - i - 0.5)
+                plot.addItem(t)
+    plot.setRange(xRange=(0, n), yRange=(0, n), padding=0.02)
+
+
+def manhattan(plot: pg.PlotWidget, chrom: np.ndarray, pos: np.ndarray, score: np.ndarray,
+              causal: np.ndarray | None = None, title: str = "Marker importance") -> None:
+    """Importance along the genome, chromosomes side by side in alternating colours; known causal markers
+    (simulated demo) circled in red."""
+    plot.clear()
+    plot.setTitle(title)
+    import pandas as pd
+
+    chrom = np.asarray(chrom).astype(str)
+    pos = np.asarray(pos, dtype=np.float64)
+    score = np.asarray(score, dtype=np.float64)
+    order = pd.Categorical(chrom, categories=sorted(set(chrom), key=lambda c: (len(c), c)))
+    offsets, ticks, x = 0.0, [], np.zeros_like(pos)
+    for k, c in enumerate(order.categories):
+        m = order.codes == k
+        if not m.any():
+            continue
+        p = pos[m] - pos[m].min()
+        x[m] = p + offsets
+        ticks.append((offsets + p.max() / 2, c))
+        plot.addItem(pg.ScatterPlotItem(x=x[m], y=score[m], pen=None, size=4,
+                                        brush=pg.mkBrush("#1f77b4" if k % 2 == 0 else "#7f7f7f")))
+        offsets += p.max() * 1.02 + 1
+    if causal is not None and np.any(causal):
+        cm = np.asarray(causal, dtype=bool)
+        plot.addItem(pg.ScatterPlotItem(x=x[cm], y=score[cm], pen=pg.mkPen("#d62728", width=1.5), brush=None,
+                                        size=9, name="causal (simulated truth)"))
+    plot.getAxis("bottom").setTicks([ticks])
+    plot.setLabel("bottom", "chromosome")
+    plot.setLabel("left", "importance")
+
+
+def scatter_obs_pred(plot: pg.PlotWidget, groups: dict[str, tuple[np.ndarray, np.ndarray]],
+                     title: str = "Predicted vs observed") -> None:
+    """Observed (x) vs predicted (y), one colour per fold/model, with the identity line."""
+    plot.clear()
+    plot.setTitle(title)
+    if not plot.plotItem.legend:
+        plot.addLegend(offset=(5, 5))
+    lo, hi = np.inf, -np.inf
+    for k, (name, (obs, pred)) in enumerate(groups.items()):
+        plot.addItem(pg.ScatterPlotItem(x=obs, y=pred, pen=None, size=5, brush=pg.mkBrush(PALETTE[k % 20]),
+                                        name=name))
+        if len(obs):
+            lo, hi = min(lo, np.nanmin(obs), np.nanmin(pred)), max(hi, np.nanmax(obs), np.nanmax(pred))
+    if np.isfinite(lo):
+        plot.plot([lo, hi], [lo, hi], pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
+    plot.setLabel("bottom", "observed")
+    plot.setLabel("left", "predicted")
+
+
+def export_plot(widget: pg.PlotWidget | pg.GraphicsLayoutWidget, path: str | Path) -> Path:
+    """Save a plot as PNG or SVG (atomically: written beside, then renamed)."""
+    import os
+
+    import pyqtgraph.exporters as pgx
+
+    path = Path(path)
+    item = widget.plotItem if hasattr(widget, "plotItem") else widget.scene()
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if path.suffix.lower() == ".svg":
+        pgx.SVGExporter(item).export(str(tmp))
+    else:
+        ex = pgx.ImageExporter(item)
+        ex.parameters()["width"] = max(800, int(widget.width()))
+        ex.export(str(tmp))
+    os.replace(tmp, path)
+    return path

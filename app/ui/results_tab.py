@@ -1,0 +1,332 @@
+"""Step 4, Results: the cell map with annotation (single-cell) or CV tables and plots (genotype)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.ui import plots
+from app.ui.state import AppState, gp_fold_table
+
+if TYPE_CHECKING:
+    from app.ui.main_window import MainWindow
+
+
+class ResultsTab(QWidget):
+    """Results of the current dataset and run."""
+
+    def __init__(self, state: AppState, win: MainWindow) -> None:
+        super().__init__()
+        self.state, self.win = state, win
+        self.stack = QStackedWidget()
+        self.empty = QLabel("Results appear here after a run (or, for single-cell data, once a dataset with a "
+                            "layout is open).")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self._build_sc())
+        self.stack.addWidget(self._build_gp())
+        QVBoxLayout(self).addWidget(self.stack)
+        for ev in ("dataset", "layout", "embedding"):
+            state.events.connect(ev, self.refresh_map)
+        state.events.connect("manual", self._manual_changed)
+        state.events.connect("metrics", self.refresh_scores)
+        state.events.connect("gp_result", self.refresh_gp)
+
+    # -- single-cell -------------------------------------------------------------------------------
+    def _build_sc(self) -> QWidget:
+        w = QWidget()
+        self.colour_combo = QComboBox()
+        self.colour_combo.setMinimumWidth(160)
+        self.colour_combo.currentTextChanged.connect(self._recolour)
+        self.mode_group = QButtonGroup(self)
+        mode_row = QHBoxLayout()
+        for i, (key, label, tip) in enumerate([("pan", "Pan/zoom", "Drag to pan, wheel to zoom"),
+                                               ("box", "Box select", "Drag a rectangle to select cells"),
+                                               ("lasso", "Lasso select", "Draw around cells to select them")]):
+            b = QPushButton(label)
+            b.setCheckable(True)
+            b.setToolTip(tip)
+            b.setProperty("mode", key)
+            self.mode_group.addButton(b, i)
+            mode_row.addWidget(b)
+            if key == "pan":
+                b.setChecked(True)
+        self.mode_group.idClicked.connect(lambda i: self.view.set_mode(str(self.mode_group.button(i).property("mode"))))
+        self.label_edit = QLineEdit()
+        self.label_edit.setPlaceholderText("label for the selected cells")
+        self.assign_btn = QPushButton("Assign label")
+        self.assign_btn.setEnabled(False)
+        self.sel_label = QLabel("0 selected")
+        self.layout_label = QLabel("")
+        self.layout_label.setStyleSheet("color: #555;")
+        self.umap_btn = QPushButton("Compute UMAP")
+        self.umap_btn.setToolTip("A fast PCA preview appears first, then umap-learn refines it.")
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Colour by:"))
+        top.addWidget(self.colour_combo)
+        top.addLayout(mode_row)
+        top.addStretch(1)
+        top.addWidget(self.umap_btn)
+        ann = QHBoxLayout()
+        ann.addWidget(self.sel_label)
+        ann.addWidget(self.label_edit, 1)
+        ann.addWidget(self.assign_btn)
+        ann.addWidget(self.layout_label)
+        self.view = plots.EmbeddingView()
+        self.view.selectionChanged.connect(self._selection_changed)
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addLayout(top)
+        ll.addWidget(self.view, 1)
+        ll.addLayout(ann)
+        # scores
+        self.score_label = QLabel("Fine-tune a model to see test scores beside the baseline.")
+        self.score_label.setWordWrap(True)
+        self.cm_celllm = pg.PlotWidget()
+        self.cm_base = pg.PlotWidget()
+        for p in (self.cm_celllm, self.cm_base):
+            p.setMinimumHeight(180)
+            p.setAspectLocked(True)
+        self.f1_table = QTableWidget(0, 3)
+        self.f1_table.setHorizontalHeaderLabels(["class", "CellLM F1", "baseline F1"])
+        self.f1_table.verticalHeader().hide()
+        self.f1_table.horizontalHeader().setStretchLastSection(True)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.score_label)
+        rl.addWidget(self.cm_celllm, 1)
+        rl.addWidget(self.cm_base, 1)
+        rl.addWidget(self.f1_table, 1)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setSizes([700, 400])
+        QVBoxLayout(w).addWidget(split)
+        self.assign_btn.clicked.connect(self._assign)
+        self.label_edit.returnPressed.connect(self._assign)
+        self.umap_btn.clicked.connect(lambda: self.win.compute_layout(refine=True))
+        return w
+
+    def refresh_map(self) -> None:
+        """Redraw the map from ``state.layout`` (colour column kept when possible)."""
+        s = self.state
+        if s.kind == "genotype":
+            self.stack.setCurrentIndex(2)
+            return
+        if s.kind != "singlecell":
+            self.stack.setCurrentIndex(0)
+            return
+        self.stack.setCurrentIndex(1)
+        cols = s.obs_columns()
+        cur = self.colour_combo.currentText()
+        self.colour_combo.blockSignals(True)
+        self.colour_combo.clear()
+        self.colour_combo.addItems(cols)
+        pick = cur if cur in cols else ("celllm_label" if "celllm_label" in cols else (s.label_key or ""))
+        if pick:
+            self.colour_combo.setCurrentText(pick)
+        self.colour_combo.blockSignals(False)
+        self.umap_btn.setEnabled(s.embedding is not None or s.adata is not None)
+        if s.layout is None:
+            self.layout_label.setText("no layout yet: press Compute UMAP")
+            return
+        self.layout_label.setText(f"layout: {s.layout_kind}")
+        self.view.set_data(s.layout, self._values(pick), ids=np.asarray(s.adata.obs_names),
+                           hover_cols=self._hover_cols(), title=pick)
+
+    def _values(self, col: str) -> np.ndarray | None:
+        if not col:
+            return None
+        try:
+            return self.state.column_values(col)
+        except KeyError:
+            return None
+
+    def _hover_cols(self) -> dict[str, np.ndarray]:
+        s = self.state
+        out: dict[str, np.ndarray] = {}
+        if s.label_key:
+            out[s.label_key] = s.column_values(s.label_key)
+        if s.predictions is not None:
+            for c in s.predictions.columns:
+                out[c] = s.predictions[c].to_numpy()
+        if s.manual is not None:
+            out["manual"] = s.manual
+        return out
+
+    def _recolour(self, col: str) -> None:
+        if self.state.layout is not None and len(self.view.xy) == len(self.state.layout):
+            self.view.recolour(self._values(col), title=col)
+
+    def _selection_changed(self, n: int) -> None:
+        self.sel_label.setText(f"{n:,} selected")
+        self.assign_btn.setEnabled(n > 0)
+
+    def _assign(self) -> None:
+        label = self.label_edit.text().strip()
+        if not label or self.view.selection.size == 0:
+            return
+        n = self.state.assign_manual(self.view.selection, label)
+        self.win.train_tab.append_log(f"manual label '{label}' given to {n:,} cells")
+
+    def _manual_changed(self) -> None:
+        cols = self.state.obs_columns()
+        if "manual_label" in cols and self.colour_combo.findText("manual_label") < 0:
+            self.colour_combo.addItem("manual_label")
+        self.view.hover_cols = self._hover_cols()
+        if self.colour_combo.currentText() == "manual_label":
+            self._recolour("manual_label")
+
+    def refresh_scores(self) -> None:
+        """Confusion matrices and per-class F1 of CellLM beside the baseline."""
+        m = self.state.metrics
+        if not m:
+            return
+        t, b = m.get("test", {}), m.get("baseline", {})
+        self.score_label.setText(
+            f"<b>Test cells ({m.get('n_test', '?')}):</b> CellLM accuracy {t.get('accuracy', float('nan')):.3f}, "
+            f"macro-F1 {t.get('macro_f1', float('nan')):.3f} &nbsp;|&nbsp; baseline accuracy "
+            f"{b.get('accuracy', float('nan')):.3f}, macro-F1 {b.get('macro_f1', float('nan')):.3f}"
+            f" &nbsp;(best epoch {m.get('best_epoch', '?')})")
+        if t.get("confusion"):
+            plots.confusion_image(self.cm_celllm, np.array(t["confusion"]["matrix"]), t["confusion"]["labels"],
+                                  "CellLM (test)")
+        if b.get("confusion"):
+            plots.confusion_image(self.cm_base, np.array(b["confusion"]["matrix"]), b["confusion"]["labels"],
+                                  "Baseline (test)")
+        f1c, f1b = t.get("per_class_f1", {}), b.get("per_class_f1", {})
+        classes = sorted(set(f1c) | set(f1b))
+        self.f1_table.setRowCount(len(classes))
+        for i, c in enumerate(classes):
+            self.f1_table.setItem(i, 0, QTableWidgetItem(c))
+            for j, d in ((1, f1c), (2, f1b)):
+                it = QTableWidgetItem("" if c not in d else f"{d[c]:.3f}")
+                it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.f1_table.setItem(i, j, it)
+        self.f1_table.resizeColumnsToContents()
+
+    # -- genotype ----------------------------------------------------------------------------------
+    def _build_gp(self) -> QWidget:
+        w = QWidget()
+        self.gp_table = QTableWidget(0, 0)
+        self.gp_table.verticalHeader().hide()
+        self.gp_label = QLabel("Cross-validate models on the Train tab to fill this page.")
+        self.gp_label.setWordWrap(True)
+        self.fold_combo = QComboBox()
+        self.fold_combo.currentTextChanged.connect(self._draw_scatter)
+        self.scatter = pg.PlotWidget()
+        self.manh = pg.PlotWidget()
+        self.manh.setMinimumHeight(180)
+        top = QSplitter(Qt.Orientation.Horizontal)
+        tl = QWidget()
+        tll = QVBoxLayout(tl)
+        tll.setContentsMargins(0, 0, 0, 0)
+        tll.addWidget(self.gp_label)
+        tll.addWidget(self.gp_table, 1)
+        sc = QWidget()
+        scl = QVBoxLayout(sc)
+        scl.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Model:"))
+        row.addWidget(self.fold_combo, 1)
+        scl.addLayout(row)
+        scl.addWidget(self.scatter, 1)
+        top.addWidget(tl)
+        top.addWidget(sc)
+        v = QSplitter(Qt.Orientation.Vertical)
+        v.addWidget(top)
+        v.addWidget(self.manh)
+        v.setSizes([420, 220])
+        QVBoxLayout(w).addWidget(v)
+        return w
+
+    def refresh_gp(self) -> None:
+        """Table of Pearson r per model and fold (mean, sd), scatter and Manhattan plot."""
+        self.stack.setCurrentIndex(2)
+        r = self.state.gp_result or {}
+        folds = gp_fold_table(r)
+        if folds.empty:
+            self.gp_label.setText("The run reported no per-fold results.")
+            return
+        wide = folds.pivot_table(index="model", columns="fold", values="r")
+        wide["mean"] = wide.mean(axis=1)
+        wide["sd"] = folds.groupby("model")["r"].std(ddof=1).reindex(wide.index)
+        wide = wide.sort_values("mean", ascending=False)
+        cols = [f"fold {c}" if not isinstance(c, str) else c for c in wide.columns]
+        self.gp_table.setColumnCount(len(cols) + 1)
+        self.gp_table.setRowCount(len(wide))
+        self.gp_table.setHorizontalHeaderLabels(["model", *cols])
+        for i, (model, row) in enumerate(wide.iterrows()):
+            self.gp_table.setItem(i, 0, QTableWidgetItem(str(model)))
+            for j, v in enumerate(row.to_numpy()):
+                it = QTableWidgetItem("" if pd.isna(v) else f"{v:.3f}")
+                it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if cols[j] in ("mean", "sd"):
+                    f = it.font()
+                    f.setBold(True)
+                    it.setFont(f)
+                self.gp_table.setItem(i, j + 1, it)
+        self.gp_table.resizeColumnsToContents()
+        best = wide.index[0]
+        self.gp_label.setText(f"<b>Pearson r between predicted and observed</b> on held-out folds "
+                              f"(trait {self.state.trait}). Best: {best} (mean {wide.loc[best, 'mean']:.3f}).")
+        self.fold_combo.blockSignals(True)
+        self.fold_combo.clear()
+        self.fold_combo.addItems([str(m) for m in wide.index])
+        self.fold_combo.blockSignals(False)
+        self._draw_scatter(str(best))
+        self._draw_importance()
+
+    def _draw_scatter(self, model: str) -> None:
+        preds = self.state.gp_tables().get("gebv")
+        if preds is None or not model:
+            self.scatter.clear()
+            return
+        mcol = "model" if "model" in preds.columns else None
+        sub = preds[preds[mcol] == model] if mcol else preds
+        obs = "observed" if "observed" in sub.columns else "y"
+        pred = "predicted" if "predicted" in sub.columns else "y_hat"
+        groups = {}
+        if "fold" in sub.columns:
+            for f, g in sub.groupby("fold"):
+                groups[f"fold {f}"] = (g[obs].to_numpy(float), g[pred].to_numpy(float))
+        else:
+            groups[model] = (sub[obs].to_numpy(float), sub[pred].to_numpy(float))
+        plots.scatter_obs_pred(self.scatter, groups, f"{model}: predicted vs observed")
+
+    def _draw_importance(self) -> None:
+        r = self.state.gp_result or {}
+        path = r.get("importance_csv") or r.get("marker_importance")
+        if not (isinstance(path, str) and Path(path).is_file()):
+            self.manh.clear()
+            self.manh.setTitle("Marker importance: run DLGWAS (or compare all) to see it")
+            return
+        imp = pd.read_csv(path)
+        score = next((c for c in ("importance", "saliency", "score") if c in imp.columns), imp.columns[-1])
+        causal = None
+        if self.win.causal is not None and "marker" in imp.columns:
+            ids = set(self.win.causal.iloc[:, 0].astype(str))
+            causal = imp["marker"].astype(str).isin(ids).to_numpy()
+        plots.manhattan(self.manh, imp.get("chrom", pd.Series(["1"] * len(imp))).to_numpy(),
+                        imp.get("pos", pd.Series(np.arange(len(imp)))).to_numpy(), imp[score].to_numpy(), causal)

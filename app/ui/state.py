@@ -1,0 +1,345 @@
+"""The window's model: plain Python, no Qt (napari's model/view split).
+
+``AppState`` holds what the scientist has loaded and done (dataset, summary, chosen task and settings,
+runs, embeddings, predictions, manual labels, genomic-prediction results) and announces changes through a
+tiny observer (``state.events.connect(name, fn)``). Widgets subscribe and redraw; they never own data.
+Everything here is testable without a display, and the export functions build their outputs from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "celllm-tiny"
+
+SC_TASKS = {
+    "finetune": ("Fine-tune CellLM", "app.engine.celllm.finetune:finetune"),
+    "pretrain": ("Pretrain CellLM", "app.engine.celllm.pretrain:pretrain"),
+    "embed": ("Embed with a model", "app.engine.celllm.embed:embed"),
+}
+GP_MODELS = ("GBLUP", "DNNGP", "DeepGS", "DLGWAS")
+GP_TASKS = {"compare": "Compare all"} | {m.lower(): m for m in GP_MODELS}
+GP_TARGET = "app.engine.gp.jobs:cv"
+
+# defaults shown in the Advanced section (the engine fills anything not given from its own DEFAULTS)
+SC_DEFAULTS: dict[str, dict[str, Any]] = {
+    "finetune": {"epochs": 5, "batch_size": 32, "lr": 1e-4, "head_lr": 1e-3, "freeze": "none", "patience": 3,
+                 "max_cells": 0, "val_frac": 0.15, "test_frac": 0.15, "seed": 0},
+    "pretrain": {"preset": "tiny", "epochs": 1.0, "batch_size": 32, "lr": 0.0, "max_cells": 0, "seed": 0},
+    "embed": {"batch_size": 64},
+}
+GP_DEFAULTS: dict[str, Any] = {"folds": 5, "epochs": 30, "batch_size": 32, "lr": 1e-3, "seed": 0}
+
+
+class Events:
+    """Minimal observer: ``connect(name, fn)`` and ``emit(name, *args)``; a failing listener is reported
+    to ``on_error`` (the log pane) instead of breaking the others."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, list[Callable[..., Any]]] = {}
+        self.on_error: Callable[[str], None] | None = None
+
+    def connect(self, name: str, fn: Callable[..., Any]) -> None:
+        """Call ``fn(*args)`` whenever ``name`` is emitted."""
+        self._subs.setdefault(name, []).append(fn)
+
+    def disconnect(self, name: str, fn: Callable[..., Any]) -> None:
+        """Stop calling ``fn`` for ``name``."""
+        with contextlib.suppress(ValueError, KeyError):
+            self._subs[name].remove(fn)
+
+    def emit(self, name: str, *args: Any) -> None:
+        """Notify every listener of ``name``."""
+        for fn in list(self._subs.get(name, [])):
+            try:
+                fn(*args)
+            except Exception as exc:  # a broken view must not take the model down
+                if self.on_error is not None:
+                    self.on_error(f"{name} listener failed: {exc!r}")
+                else:
+                    raise
+
+
+@dataclass
+class RunRecord:
+    """One training run as the GUI knows it."""
+
+    path: str
+    kind: str
+    target: str
+    config: dict[str, Any]
+    status: str = "running"
+    result: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+@dataclass
+class AppState:
+    """Everything the window shows, as plain data."""
+
+    kind: str | None = None  # "singlecell" | "genotype"
+    path: str | None = None  # what the user opened
+    data_path: str | None = None  # the file jobs read (the demo is written to a cache file)
+    summary: Any = None  # SingleCellSummary | dict (genotype)
+    adata: Any = None
+    label_key: str | None = None
+    model_dir: str = str(BUNDLED_MODEL)
+    gene_match: Any = None
+    geno: Any = None
+    qc: Any = None
+    pheno: pd.DataFrame | None = None
+    pheno_path: str | None = None
+    trait: str | None = None
+    join: Any = None
+    task: str = "finetune"
+    params: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    runs: list[RunRecord] = field(default_factory=list)
+    current: RunRecord | None = None
+    embedding: np.ndarray | None = None  # cells x dim (X_celllm), aligned to adata.obs_names
+    layout: np.ndarray | None = None  # cells x 2 (X_umap or a preview)
+    layout_kind: str = ""  # "pca preview" | "umap" | "dataset X_umap"
+    predictions: pd.DataFrame | None = None  # index obs_names: celllm_label, celllm_confidence
+    manual: np.ndarray | None = None  # object array of manual labels ("" = none)
+    metrics: dict[str, Any] | None = None  # finetune metrics.json
+    gp_result: dict[str, Any] | None = None
+    events: Events = field(default_factory=Events)
+
+    # -- dataset -----------------------------------------------------------------------------------
+    def clear_results(self) -> None:
+        """Forget everything derived from the previous dataset."""
+        self.embedding = self.layout = self.predictions = self.manual = None
+        self.metrics = self.gp_result = self.gene_match = None
+        self.layout_kind = ""
+
+    def set_singlecell(self, path: str, data_path: str, adata: Any, summary: Any, gene_match: Any = None) -> None:
+        """A single-cell dataset was read (in a worker)."""
+        self.clear_results()
+        self.kind, self.path, self.data_path, self.adata, self.summary = "singlecell", path, data_path, adata, summary
+        self.geno = self.qc = self.pheno = self.join = None
+        self.gene_match = gene_match
+        cols = list(getattr(summary, "label_columns", {}) or {})
+        self.label_key = pick_label_column(cols)
+        self.manual = np.full(adata.n_obs, "", dtype=object)
+        if self.task not in SC_TASKS:
+            self.task = "finetune"
+        if "X_umap" in getattr(adata, "obsm", {}):
+            self.layout = np.asarray(adata.obsm["X_umap"], dtype=np.float32)[:, :2]
+            self.layout_kind = "dataset X_umap"
+        self.events.emit("dataset")
+
+    def set_genotype(self, path: str, geno: Any, qc: Any, summary: dict[str, Any]) -> None:
+        """A genotype matrix was read and QC'd (in a worker)."""
+        self.clear_results()
+        self.kind, self.path, self.data_path, self.geno, self.qc, self.summary = (
+            "genotype", path, path, geno, qc, summary)
+        self.adata = self.label_key = None
+        if self.task not in GP_TASKS:
+            self.task = "compare"
+        self.events.emit("dataset")
+
+    def set_phenotypes(self, path: str, pheno: pd.DataFrame, trait: str | None) -> None:
+        """A phenotype table was added; ``trait`` defaults to the first numeric column."""
+        self.pheno_path, self.pheno = path, pheno
+        numeric = [c for c in pheno.columns if pd.api.types.is_numeric_dtype(pheno[c])]
+        self.trait = trait if trait in numeric else (numeric[0] if numeric else None)
+        self.events.emit("phenotypes")
+
+    @property
+    def n_items(self) -> int:
+        """Cells or samples."""
+        if self.adata is not None:
+            return int(self.adata.n_obs)
+        if self.geno is not None:
+            return len(self.geno.samples)
+        return 0
+
+    def obs_columns(self) -> list[str]:
+        """Columns a user can colour the embedding by (categorical first)."""
+        if self.adata is None:
+            return []
+        cols = list(self.adata.obs.columns)
+        extra = []
+        if self.predictions is not None:
+            extra += [c for c in self.predictions.columns if c not in cols]
+        if self.manual is not None and (self.manual != "").any():
+            extra.append("manual_label")
+        return cols + extra
+
+    def column_values(self, name: str) -> np.ndarray:
+        """Values of an obs column, a prediction column or the manual labels, one per cell."""
+        if name == "manual_label" and self.manual is not None:
+            return np.where(self.manual == "", "(none)", self.manual).astype(object)
+        if self.predictions is not None and name in self.predictions.columns:
+            return self.predictions[name].to_numpy()
+        return self.adata.obs[name].to_numpy()
+
+    # -- jobs --------------------------------------------------------------------------------------
+    def job_spec(self, run_dir: str | None = None) -> tuple[str, dict[str, Any]]:
+        """(target, config) for the chosen task and settings: exactly what a CLI twin would pass."""
+        p = {k: v for k, v in self.params.items() if v not in (None, "", 0) or k == "seed"}
+        if self.kind == "singlecell":
+            if self.task not in SC_TASKS:
+                raise ValueError(f"unknown single-cell task {self.task!r}")
+            target = SC_TASKS[self.task][1]
+            cfg: dict[str, Any] = {"data": self.data_path, "device": self.device, "threads": p.pop("threads", None)}
+            if self.task == "finetune":
+                cfg.update(label_key=self.label_key, init=self.model_dir)
+            elif self.task == "pretrain":
+                cfg.update(supervised_key=None)
+            elif self.task == "embed":
+                cfg.update(model=self.model_dir, out=str(Path(run_dir) / "embedded.h5ad") if run_dir else None)
+            cfg.update(p)
+        elif self.kind == "genotype":
+            target = GP_TARGET
+            models = list(GP_MODELS) if self.task == "compare" else [GP_TASKS[self.task]]
+            cfg = {"geno": self.data_path, "pheno": self.pheno_path, "trait": self.trait, "models": models,
+                   "device": self.device, **p}
+        else:
+            raise ValueError("open a dataset first")
+        if run_dir:
+            cfg["run_dir"] = run_dir
+        return target, {k: v for k, v in cfg.items() if v is not None}
+
+    def add_run(self, rec: RunRecord) -> None:
+        """A run started (or was reopened)."""
+        self.runs = [r for r in self.runs if r.path != rec.path] + [rec]
+        self.current = rec
+        self.events.emit("runs")
+
+    # -- results -----------------------------------------------------------------------------------
+    def set_embedding(self, emb: np.ndarray, predictions: pd.DataFrame | None = None) -> None:
+        """Embeddings (and predictions) for every cell of the dataset."""
+        self.embedding = np.asarray(emb, dtype=np.float32)
+        if predictions is not None:
+            self.predictions = predictions
+        self.events.emit("embedding")
+
+    def set_layout(self, xy: np.ndarray, kind: str) -> None:
+        """A 2-D layout (preview or refined UMAP)."""
+        self.layout, self.layout_kind = np.asarray(xy, dtype=np.float32), kind
+        self.events.emit("layout")
+
+    def assign_manual(self, indices: np.ndarray, label: str) -> int:
+        """Give ``label`` to the selected cells (empty label clears). Returns how many changed."""
+        if self.manual is None:
+            raise ValueError("no single-cell dataset is open")
+        idx = np.asarray(indices, dtype=np.int64)
+        self.manual[idx] = label.strip()
+        self.events.emit("manual")
+        return int(idx.size)
+
+    def annotated_adata(self) -> Any:
+        """The dataset with everything the session added, per the AnnData conventions: obsm X_celllm and
+        X_umap, obs celllm_label/celllm_confidence/manual_label, uns['omicslab'] (run parameters, metrics).
+        Counts are left as read."""
+        if self.adata is None:
+            raise ValueError("no single-cell dataset is open")
+        ad = self.adata.copy() if not getattr(self.adata, "isbacked", False) else self.adata.to_memory()
+        if self.embedding is not None:
+            ad.obsm["X_celllm"] = self.embedding
+        if self.layout is not None and self.layout_kind != "dataset X_umap":
+            ad.obsm["X_umap"] = self.layout
+        if self.predictions is not None:
+            for c in self.predictions.columns:
+                ad.obs[c] = self.predictions[c].reindex(ad.obs_names).to_numpy()
+        if self.manual is not None:
+            ad.obs["manual_label"] = pd.Categorical(self.manual.astype(str))
+        om = dict(ad.uns.get("omicslab", {}) or {})
+        om["gui"] = {"source": self.path, "label_key": self.label_key or "", "layout": self.layout_kind,
+                     "model": self.model_dir}
+        if self.current is not None:
+            om["run"] = {"path": self.current.path, "target": self.current.target,
+                         "config": _jsonable(self.current.config)}
+        if self.metrics is not None:
+            om["metrics"] = _jsonable({k: v for k, v in self.metrics.items() if k in (
+                "best_epoch", "best_val_macro_f1", "history", "gene_match_rate", "classes")})
+        ad.uns["omicslab"] = om
+        return ad
+
+    def labels_table(self) -> pd.DataFrame:
+        """Per-cell labels: the chosen label column, predictions and manual labels."""
+        if self.adata is None:
+            raise ValueError("no single-cell dataset is open")
+        df = pd.DataFrame(index=pd.Index(self.adata.obs_names, name="cell"))
+        if self.label_key and self.label_key in self.adata.obs:
+            df[self.label_key] = self.adata.obs[self.label_key].astype(str).to_numpy()
+        if self.predictions is not None:
+            df = df.join(self.predictions)
+        if self.manual is not None:
+            df["manual_label"] = self.manual.astype(str)
+        return df
+
+    def gp_tables(self) -> dict[str, pd.DataFrame]:
+        """Genomic-prediction tables from the CV result: per-fold r, summary, predictions (GEBV)."""
+        r = self.gp_result or {}
+        out: dict[str, pd.DataFrame] = {}
+        folds = gp_fold_table(r)
+        if not folds.empty:
+            out["cv_pearson_r"] = folds
+            out["cv_summary"] = folds.groupby("model")["r"].agg(["mean", "std", "count"])
+        preds = gp_predictions(r)
+        if preds is not None:
+            out["gebv"] = preds
+        return out
+
+
+def pick_label_column(cols: list[str]) -> str | None:
+    """The likeliest cell-type column among categorical obs columns."""
+    for pref in ("cell_type", "celltype", "cell_types", "bulk_labels", "labels", "label", "cluster", "louvain"):
+        for c in cols:
+            if c.lower() == pref:
+                return c
+    for c in cols:
+        if "type" in c.lower() or "label" in c.lower():
+            return c
+    return cols[0] if cols else None
+
+
+def _jsonable(obj: Any) -> Any:
+    """A copy h5ad ``uns`` accepts (no None, numpy scalars as Python)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj if v is not None]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def gp_fold_table(result: dict[str, Any]) -> pd.DataFrame:
+    """Pearson r per model and fold from a GP CV result, tolerant of the shapes the engine may report:
+    ``{"folds": [{"model", "fold", "r"|"pearson"}]}`` or ``{"models": {name: {"fold_r": [...]}}}``."""
+    rows: list[dict[str, Any]] = []
+    for f in result.get("folds", []) or []:
+        if isinstance(f, dict):
+            r = f.get("r", f.get("pearson", f.get("pearson_r")))
+            rows.append({"model": f.get("model", "?"), "fold": int(f.get("fold", len(rows))), "r": float(r)})
+    models = result.get("models") or {}
+    if isinstance(models, dict):
+        for name, m in models.items():
+            if not isinstance(m, dict):
+                continue
+            for i, r in enumerate(m.get("fold_r", m.get("r_per_fold", m.get("pearson_per_fold", []))) or []):
+                rows.append({"model": name, "fold": i + 1, "r": float(r)})
+    return pd.DataFrame(rows, columns=["model", "fold", "r"])
+
+
+def gp_predictions(result: dict[str, Any]) -> pd.DataFrame | None:
+    """Out-of-fold predictions (sample, model, fold, observed, predicted) when the run wrote them."""
+    path = result.get("predictions_csv") or result.get("predictions")
+    if isinstance(path, str) and Path(path).is_file():
+        return pd.read_csv(path)
+    return None
