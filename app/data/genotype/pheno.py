@@ -125,9 +125,8 @@ def _read_tassel(p: Path, text: str) -> pd.DataFrame:
             wide.columns = ["_".join(str(x) for x in col) for col in wide.columns]
             wide = wide.dropna(axis=1, how="all")
             notes.append(f"factor column(s) {', '.join(factors)} spread to one column per trait and level")
-            wide.index.name = "id"
-            wide.attrs["notes"] = notes
-            return wide.reset_index().rename(columns={"id": "__id__"}).pipe(_with_notes, notes)
+            wide.index.name = "__id__"
+            return _with_notes(wide.reset_index(), notes)
         return _with_notes(df, notes)
     # <Trait> / <Covariate> [+ <Trait> line] / <Numeric>: the header row is the first line starting with
     # <Trait>, or the first line after the tag.
