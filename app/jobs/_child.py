@@ -10,9 +10,11 @@ import contextlib
 import faulthandler
 import importlib
 import json
+import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -125,6 +127,7 @@ def child_main(target: str, config: dict[str, Any], run_dir: str, queue: Any, st
     with contextlib.suppress(OSError):
         _redirect_output(str(rd.path / "log.txt"))
     reporter = QueueReporter(queue, stop_event, rd.log)
+    parent_gone = _watch_parent(reporter, queue, rd)
     final: Event
     try:
         threads = int(config.get("threads") or 1)
@@ -171,4 +174,26 @@ def child_main(target: str, config: dict[str, Any], run_dir: str, queue: Any, st
         pass
     queue.put(final)
     queue.close()
-    queue.join_thread()  # make sure the final event reached the pipe before the process ends
+    if not parent_gone.is_set():
+        queue.join_thread()  # make sure the final event reached the pipe before the process ends
+
+
+def _watch_parent(reporter: QueueReporter, queue: Any, rd: Any) -> threading.Event:
+    """If the app that started this job dies (killed, crashed), stop the job as if cancelled: it saves a
+    checkpoint at its next step and ends, instead of running on unseen with nobody to read its events
+    (and then blocking forever on a full pipe at exit)."""
+    gone = threading.Event()
+    parent = mp.parent_process()
+    if parent is None:
+        return gone
+
+    def watch() -> None:
+        parent.join()  # returns when the parent process has ended
+        gone.set()
+        queue.cancel_join_thread()
+        reporter.request_stop()
+        with contextlib.suppress(OSError):
+            rd.log("the app that started this job has ended: stopping at the next step (a checkpoint is saved)")
+
+    threading.Thread(target=watch, name="omicslab-parent-watch", daemon=True).start()
+    return gone

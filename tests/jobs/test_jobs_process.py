@@ -188,3 +188,49 @@ def test_resume_needs_a_run_folder(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="cannot resume"):
         start_job(DEMO, {}, tmp_path / "nothing", resume=True)
+
+
+def test_a_job_whose_app_was_killed_stops_gracefully(tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "orphan"
+    code = ("import sys, time\n"
+            "from app.jobs import start_job\n"
+            "if __name__ == '__main__':\n"
+            f"    h = start_job({DEMO!r}, {{'steps': 100000, 'step_sleep': 0.01}}, {str(run)!r})\n"
+            "    while not any(getattr(e, 'step', 0) >= 2 for e in h.poll(0.05)):\n"
+            "        pass\n"
+            "    print('running', flush=True)\n"
+            "    time.sleep(600)\n")
+    app_proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert app_proc.stdout.readline().strip() == "running"
+        pid = json.loads((run / "run.json").read_text())["pid"]
+        app_proc.send_signal(signal.SIGKILL)  # the app dies without any cleanup
+        app_proc.wait(10)
+        rd = RunDir.open(run)
+        end = time.monotonic() + 20
+        while rd.status == "running" and time.monotonic() < end:
+            time.sleep(0.05)
+        assert rd.status == "cancelled"
+        _, meta = load_tensors(rd.last_checkpoint())
+        assert meta["step"] >= 2
+        assert any("app that started this job has ended" in line for line in rd.tail_log(20))
+        end = time.monotonic() + 10
+        while time.monotonic() < end:  # and the orphan process is gone
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError("the orphaned job process did not end")
+    finally:
+        if app_proc.poll() is None:
+            app_proc.kill()
