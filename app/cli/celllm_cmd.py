@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ft.add_argument("--labels", default=None, metavar="FILE", help="labels table joined by cell ID")
     ft.add_argument("--epochs", type=int, default=None, metavar="E", help="at most E epochs (default 10)")
     ft.add_argument("--batch-size", type=int, default=None, metavar="N", help="default 32")
-    ft.add_argument("--lr", type=float, default=None, help="encoder learning rate (default 1e-4)")
+    ft.add_argument("--lr", type=float, default=None,
+                    help="encoder learning rate (default by model size: tiny 5e-4, small 2e-4, full 1e-4)")
     ft.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 3)")
     ft.add_argument("--freeze", default=None, metavar="MODE", help=FREEZE_HELP + " (default none)")
     ft.add_argument("--seed", type=int, default=None, help="split and training seed (default 0)")

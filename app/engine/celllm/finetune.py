@@ -55,7 +55,7 @@ from app.engine.reporter import Cancelled, Reporter, ensure_reporter
 DEFAULTS: dict[str, Any] = {
     "epochs": 10,
     "batch_size": 32,
-    "lr": 1e-4,  # encoder (the original CellLM fine-tunes with Adam 1e-4)
+    "lr": None,  # encoder; None: by the model's preset (LR_BY_PRESET)
     "head_lr": 1e-3,  # the freshly initialised head learns faster
     "weight_decay": 0.01,
     "patience": 3,  # epochs without a better validation macro-F1 before stopping
@@ -71,6 +71,9 @@ DEFAULTS: dict[str, Any] = {
     "head_dropout": 0.1,
     "grad_clip": 1.0,
 }
+LR_BY_PRESET = {"tiny": 5e-4, "small": 2e-4, "full": 1e-4}
+"""Encoder learning rates: the original CellLM fine-tunes its 52 M-parameter model with Adam 1e-4; the small
+presets need larger steps (tiny at 1e-4 was still improving after 10 epochs on 700 cells)."""
 DEFAULT_MAX_LEN = 1024
 """Top-expressed genes kept per cell when neither the user nor the model sets ``max_len``."""
 
@@ -375,8 +378,10 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
             "encoder parameters")
     groups = [{"params": list(head.parameters()), "lr": float(cfg["head_lr"])}]
     enc = [p for p in model.parameters() if p.requires_grad]
+    preset_name = mcfg.get("preset") if isinstance(mcfg, dict) else getattr(mcfg, "preset", None)
+    enc_lr = float(cfg["lr"]) if cfg.get("lr") is not None else LR_BY_PRESET.get(str(preset_name), 1e-4)
     if enc:
-        groups.append({"params": enc, "lr": float(cfg["lr"])})
+        groups.append({"params": enc, "lr": enc_lr})
     opt = torch.optim.AdamW(groups, weight_decay=float(cfg["weight_decay"]))
     loss_fn = torch.nn.CrossEntropyLoss(
         weight=class_weights(y[split.train], len(classes), str(cfg["class_weight"])).to(dev))
@@ -486,7 +491,7 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
         "label_key": cfg.get("label_key"), "notes": notes + list(split.notes),
         "best_epoch": best_epoch, "best_val_macro_f1": best_f1, "epochs_run": len(history),
         "history": history, "gene_match_rate": float(gm.match_rate), "max_len": max_len,
-        "freeze": cfg["freeze"], "init": str(init_dir), "seed": seed, "device": str(dev),
+        "freeze": cfg["freeze"], "lr": enc_lr, "init": str(init_dir), "seed": seed, "device": str(dev),
         "seconds": round(time.time() - t0, 2), "run_dir": str(run_path),
     }
     metrics_path = run_path / "metrics.json"
