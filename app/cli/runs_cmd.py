@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import sys
 from typing import Any
 
 from app.data.errors import DataError
@@ -80,8 +79,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not target:
         raise DataError("this run folder does not record which job made it (run.json has no target)", rd.path,
                         "Resume it with the command that started it, adding --resume.")
-    if rd.status == "running" and rd.read_run_info().get("pid"):
-        print("warning: the run is marked running; if its process still runs, stop it first", file=sys.stderr)
+    if rd.status in ("running", "starting") and rd.process_alive() and not args.force:
+        raise DataError(f"this run is still running (process {rd.read_run_info().get('pid')})", rd.path,
+                        "Cancel it first, or add --force if that process is not this job.")
     config = rd.read_config()
     if args.device:
         config["device"] = args.device
@@ -122,5 +122,6 @@ def register(subparsers: Any) -> None:
     rp.add_argument("--device", help="override the recorded device (auto, cpu, cuda, cuda:N, mps)")
     rp.add_argument("--threads", type=int, help="override the recorded CPU thread count")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    rp.add_argument("--force", action="store_true", help="resume even if the run looks like it is still running")
     rp.add_argument("--json", action="store_true", help="print the result as one JSON object")
     rp.set_defaults(func=cmd_resume)

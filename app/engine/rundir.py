@@ -328,13 +328,30 @@ class RunDir:
             return None
 
     # -- summary -----------------------------------------------------------------------------------
+    def process_alive(self) -> bool | None:
+        """Whether the process recorded in ``run.json`` still exists (None when no pid is recorded)."""
+        pid = self.read_run_info().get("pid")
+        if not isinstance(pid, int) or pid <= 0:
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, OSError):
+            return True
+        return True
+
     def summary(self) -> dict[str, Any]:
-        """A small dict describing the run (for `runs list` and the GUI's run browser)."""
+        """A small dict describing the run (for `runs list` and the GUI's run browser). A run marked
+        running whose process is gone (power cut, killed machine) shows as ``interrupted``."""
         info = self.read_run_info()
         ck = self.last_checkpoint_info()
+        status = info.get("status", "created")
+        if status in ("running", "starting") and self.process_alive() is False:
+            status = "interrupted"
         return {
             "name": self.path.name, "path": str(self.path), "kind": info.get("kind", ""),
-            "target": info.get("target"), "status": info.get("status", "created"),
+            "target": info.get("target"), "status": status,
             "created": info.get("created"), "updated": info.get("updated"),
             "metrics_rows": len(self.read_metrics()), "last_checkpoint_step": ck["step"] if ck else None,
             "message": info.get("message"),

@@ -90,3 +90,18 @@ def test_open_errors_and_listing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         find_run("nope")
     monkeypatch.delenv("OMICSLAB_RUNS_DIR")
     assert default_runs_root().name == "runs"
+
+
+def test_a_running_run_whose_process_is_gone_shows_as_interrupted(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    rd = RunDir.create(tmp_path / "r", "demo", {})
+    rd.set_status("running", pid=os.getpid())
+    assert rd.summary()["status"] == "running" and rd.process_alive()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    rd.set_status("running", pid=dead.pid)
+    assert rd.process_alive() is False and rd.summary()["status"] == "interrupted"
+    assert rd.status == "running"  # the stored status is left alone

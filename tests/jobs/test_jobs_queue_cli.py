@@ -127,6 +127,9 @@ def test_runs_list_show_and_resume(tmp_path: Path, capsys) -> None:
 
     assert cli_main(["runs", "show", "nope", "--root", str(root)]) == 2
     assert "no such run" in capsys.readouterr().err
+    rd.set_status("running", pid=os.getpid())  # looks alive: resuming would run it twice
+    assert cli_main(["runs", "resume", str(root / "first"), "--quiet"]) == 2
+    assert "still running" in capsys.readouterr().err
 
 
 def test_second_ctrl_c_stops_a_stuck_job_at_once(tmp_path: Path) -> None:
