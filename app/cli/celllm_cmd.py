@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pre.add_argument("--batch-size", type=int, default=None, metavar="N", help="cells per contrastive batch")
     pre.add_argument("--chunk-size", type=int, default=None, metavar="C",
                      help="cells per divide-and-conquer chunk (default: chosen from free memory)")
-    pre.add_argument("--epochs", type=float, default=None, metavar="E")
+    pre.add_argument("--epochs", type=int, default=None, metavar="E", help="passes over the data (default 1)")
     pre.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     pre.add_argument("--seed", type=int, default=None)
     pre.add_argument("--max-len", type=int, default=None, metavar="L", help="genes kept per cell (top expressed)")

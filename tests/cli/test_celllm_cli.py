@@ -51,3 +51,19 @@ def test_cli_finetune_bad_label_key_is_one_clear_error(tmp_path: Path, shared_da
               "--label-key", "no_such_column", "--out", str(tmp_path / "r"), "--quiet"], tmp_path / "runs")
     assert p.returncode == 2
     assert "no_such_column" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_pretrain_options_map_to_the_pretrain_job_config() -> None:
+    from app.cli import build_parser
+    from app.cli.celllm_cmd import pretrain_config
+    from app.engine.celllm.pretrain import DEFAULTS
+
+    args = build_parser().parse_args([
+        "celllm", "pretrain", "--data", "a.h5ad", "--data", "b.h5ad", "--out", "RUN", "--preset", "small",
+        "--batch-size", "128", "--chunk-size", "16", "--epochs", "3", "--device", "cpu", "--seed", "7",
+        "--max-len", "300", "--supervised-key", "tissue", "--init", "M"])
+    cfg = pretrain_config(args)
+    assert cfg["data"] == ["a.h5ad", "b.h5ad"] and cfg["run_dir"] == "RUN"
+    assert cfg["batch_size"] == 128 and cfg["chunk_size"] == 16 and cfg["epochs"] == 3 and cfg["seed"] == 7
+    assert cfg["max_len"] == 300 and cfg["supervised_key"] == "tissue" and cfg["init"] == "M"
+    assert set(cfg) - {"data", "run_dir", "resume"} <= set(DEFAULTS)  # no key the job would ignore

@@ -392,6 +392,10 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
     last = rd.last_checkpoint() if cfg.get("resume") else None
     if cfg.get("resume"):
         rd.rewind_to_checkpoint()  # metrics.jsonl rows after the checkpoint would be replayed
+        if last is None:
+            rep.log("resume asked for but the run folder has no checkpoint: starting from the beginning")
+    else:
+        rd.truncate_metrics(0)  # a fresh run in a reused folder must not inherit an old history
     if last is not None:
         tensors, meta = load_tensors(last, device=dev)
         if list(meta.get("classes", [])) != classes:
