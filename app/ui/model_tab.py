@@ -176,6 +176,7 @@ class ModelTab(QWidget):
                     ed.setSpecialValueText("by preset")
             else:
                 ed = QLineEdit(str(val))
+            ed.setMaximumWidth(260)
             self.editors[key] = ed
             self.adv_form.addRow(key.replace("_", " ") + ":", ed)
         self.read_params()

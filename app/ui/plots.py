@@ -237,7 +237,10 @@ class EmbeddingView(QWidget):
         parts = [f"<b>{self.ids[i]}</b>"]
         for k, v in self.hover_cols.items():
             val = v[i]
-            parts.append(f"{k}: {val:.3g}" if isinstance(val, float | np.floating) else f"{k}: {val}")
+            if isinstance(val, float | np.floating):
+                parts.append(f"{k}: {val:.3g}")
+            else:
+                parts.append(f"{k}: {val if str(val) else '(none)'}")
         return " · ".join(parts)
 
     def hover_at(self, x: float, y: float) -> int:
@@ -364,8 +367,9 @@ def confusion_image(plot: pg.PlotWidget, matrix: np.ndarray, labels: list[str], 
     img.setLevels([0, 1])
     plot.addItem(img)
     n = len(labels)
-    short = [s if len(s) <= 12 else s[:11] + "…" for s in labels]
-    plot.getAxis("bottom").setTicks([[(i + 0.5, short[i]) for i in range(n)]])
+    short = [f"{i + 1} {s if len(s) <= 14 else s[:13] + '…'}" for i, s in enumerate(labels)]
+    # columns are numbered (names would overlap); rows carry number + name
+    plot.getAxis("bottom").setTicks([[(i + 0.5, str(i + 1)) for i in range(n)]])
     plot.getAxis("left").setTicks([[(n - i - 0.5, short[i]) for i in range(n)]])
     plot.setTitle(title)
     plot.setLabel("bottom", "predicted")
