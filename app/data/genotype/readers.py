@@ -773,7 +773,11 @@ def read_numeric(
     why = ""
     if lead == 0:
         first_is_text = not _is_number(sample_row[0])
-        lead = 1 if (samples_in_first_column or first_is_text) else 0
+        # A header naming the first column as an ID column means row IDs even when they are numbers.
+        id_header = header is not None and header[0].strip().lower() in (*_SAMPLE_WORDS, *_MARKER_WORDS, "id", "")
+        if samples_in_first_column is False and not first_is_text:
+            id_header = False
+        lead = 1 if (samples_in_first_column or first_is_text or id_header) else 0
         if orientation == "auto" and samples_in_first_column is not None and lead:
             # The caller says what the first column is: sample IDs -> samples are rows; not samples but
             # text -> marker IDs -> markers are rows.

@@ -86,7 +86,6 @@ def model_dim(config: Any) -> int:
 def load_for_inference(path: str | Path | None, device: torch.device) -> LoadedModel:
     """Load model + vocabulary (+ head when the folder has one) via CellLM-core's ``model_io``."""
     from app.engine.celllm.model_io import load_model
-
     from app.engine.checkpoint import load_tensors
 
     mdir = resolve_model_dir(path)
@@ -230,7 +229,6 @@ def embed(config: dict, reporter: Reporter | None = None) -> dict:
     ``batch_size`` (64), ``device`` ("auto"), ``max_len``, ``threads``.
     """
     from app.data.export import write_h5ad_atomic
-
     from app.data.singlecell import read_singlecell
     from app.engine.device import set_threads
 

@@ -234,3 +234,11 @@ def test_vcf_haploid_and_half_missing_calls(tmp_path: Path) -> None:
     g = read_genotypes(p)
     np.testing.assert_array_equal(g.calls[:, 0], [2, 0, MISSING, MISSING, 1])
     assert any("half-missing" in n for n in g.notes) and any("haploid" in n for n in g.notes)
+
+
+def test_numeric_ids_under_an_id_header(tmp_path: Path) -> None:
+    p = tmp_path / "n.tsv"
+    p.write_text("id\tm1\tm2\tm3\n1\t0\t2\t1\n2\t1\t1\t0\n")
+    g = read_genotypes(p)
+    assert g.samples == ["1", "2"] and list(g.markers["id"]) == ["m1", "m2", "m3"]
+    np.testing.assert_array_equal(g.calls, [[0, 2, 1], [1, 1, 0]])
