@@ -1,0 +1,63 @@
+"""DeepGS (Ma et al. 2018, Planta 248:1307): the "8-32-1" convolutional network on the marker matrix.
+
+Conv1d(1->8, 18, stride 1, no padding) -> ReLU -> MaxPool(4, 4) -> Dropout 0.2 -> Flatten -> Linear(->32)
+-> Sigmoid -> Dropout 0.1 -> Linear(32->n_out) -> Dropout 0.05 (on the output, in training, as the
+original). Weights start U(-0.01, 0.01) as in the R package.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def pooled_length(n_markers: int, kernel: int = 18, pool: int = 4) -> int:
+    """Length after the valid convolution and the (kernel=stride=pool) max-pooling."""
+    conv = n_markers - kernel + 1
+    return (conv - pool) // pool + 1 if conv >= pool else 0
+
+
+class DeepGS(nn.Module):
+    """DeepGS network on ``n_markers`` additive codes; input (batch, n_markers) or (batch, 1, n_markers).
+
+    Args:
+        n_markers: M (must be at least kernel + pool - 1 = 21).
+        n_out: traits predicted (the original: 1).
+        dropouts: (after pooling, after the hidden layer, on the output): (0.2, 0.1, 0.05) in the original.
+        init_range: weights and biases start uniform in +-init_range (0.01 in the original).
+    """
+
+    def __init__(self, n_markers: int, n_out: int = 1, channels: int = 8, kernel: int = 18, pool: int = 4,
+                 hidden: int = 32, dropouts: tuple[float, float, float] = (0.2, 0.1, 0.05),
+                 init_range: float = 0.01) -> None:
+        super().__init__()
+        length = pooled_length(n_markers, kernel, pool)
+        if length < 1:
+            raise ValueError(f"DeepGS needs at least {kernel + pool - 1} markers, got {n_markers}")
+        self.n_markers = n_markers
+        self.init_range = init_range
+        self.conv = nn.Conv1d(1, channels, kernel)
+        self.pool = nn.MaxPool1d(pool, pool)
+        self.drop1 = nn.Dropout(dropouts[0])
+        self.fc1 = nn.Linear(channels * length, hidden)
+        self.drop2 = nn.Dropout(dropouts[1])
+        self.fc2 = nn.Linear(hidden, n_out)
+        self.drop3 = nn.Dropout(dropouts[2])
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Every weight and bias uniform in +-init_range (MXNet's Uniform(0.01) in the R package)."""
+        for p in self.parameters():
+            nn.init.uniform_(p, -self.init_range, self.init_range)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, M) or (batch, 1, M) -> (batch, n_out)."""
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        h = self.drop1(self.pool(torch.relu(self.conv(x))))
+        h = self.drop2(torch.sigmoid(self.fc1(h.flatten(1))))
+        return self.drop3(self.fc2(h))
+
+    def l2_penalty(self) -> torch.Tensor:
+        """No explicit penalty (the original uses weight decay, applied by the optimiser)."""
+        return self.fc2.weight.new_zeros(())

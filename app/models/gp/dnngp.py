@@ -1,0 +1,95 @@
+"""DNNGP (Wang et al. 2023, Mol Plant 16:279): three 1-D convolutions over principal-component scores.
+
+Layers as the original (identical in the paper-era v1 and the current v3.1), shapes (batch, channels, k):
+Conv1d(1->64, 4, same) + act -> Dropout(d1) -> BN -> Conv1d(64->64, 4, same) + act -> Dropout(d2) -> BN
+-> Conv1d(64->64, 4, same) + act -> BN -> Flatten -> Linear(64k -> 3) -> Dropout(d2) -> Linear(3 -> n_out).
+Keras' L2 kernel/bias regularisers are kept as an explicit penalty (:meth:`DNNGP.l2_penalty`), and Keras'
+BatchNorm(momentum 0.99, eps 1e-3) is PyTorch's BatchNorm1d(momentum 0.01, eps 1e-3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# (kernel coefficient, bias coefficient) of the Keras L2 regularisers of conv1..conv3.
+L2_COEFS = ((0.01, 0.1), (1e-3, 1e-5), (1e-3, 1e-4))
+
+
+class SameConv1d(nn.Conv1d):
+    """Conv1d with Keras/TensorFlow ``padding="same"`` (stride 1): pad (k-1)//2 before and the rest after.
+
+    Explicit padding avoids PyTorch's copy-and-warn path for even kernels; the result is the same.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size)
+        self._pad = ((kernel_size - 1) // 2, kernel_size - 1 - (kernel_size - 1) // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self._pad))
+
+
+def activation(name: str) -> nn.Module:
+    """``relu`` (v1) or ``swish`` (v3; = SiLU)."""
+    if name == "relu":
+        return nn.ReLU()
+    if name in ("swish", "silu"):
+        return nn.SiLU()
+    raise ValueError(f"unknown activation {name!r}; use relu or swish")
+
+
+class DNNGP(nn.Module):
+    """DNNGP network on ``n_features`` PC scores; input (batch, n_features) or (batch, 1, n_features).
+
+    Args:
+        n_features: number of principal components k (251 for wheat599).
+        act: "relu" (v1) or "swish" (v3).
+        dropout1, dropout2: d1 (after conv1) and d2 (after conv2 and after the 3-unit dense layer).
+        n_out: traits predicted (the original: 1).
+        channels, kernel, hidden: 64, 4 and 3 in the original.
+    """
+
+    def __init__(self, n_features: int, act: str = "relu", dropout1: float = 0.5, dropout2: float = 0.5,
+                 n_out: int = 1, channels: int = 64, kernel: int = 4, hidden: int = 3) -> None:
+        super().__init__()
+        self.n_features = n_features
+        self.conv1 = SameConv1d(1, channels, kernel)
+        self.conv2 = SameConv1d(channels, channels, kernel)
+        self.conv3 = SameConv1d(channels, channels, kernel)
+        self.act1, self.act2, self.act3 = activation(act), activation(act), activation(act)
+        self.drop1 = nn.Dropout(dropout1)
+        self.drop2 = nn.Dropout(dropout2)
+        self.drop3 = nn.Dropout(dropout2)
+        self.bn1 = nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
+        self.bn2 = nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
+        self.bn3 = nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
+        self.fc1 = nn.Linear(channels * n_features, hidden)
+        self.fc2 = nn.Linear(hidden, n_out)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Conv kernels: truncated normal (std 0.05), zero biases; dense layers: Glorot uniform (Keras)."""
+        for conv in (self.conv1, self.conv2, self.conv3):
+            nn.init.trunc_normal_(conv.weight, std=0.05, a=-0.1, b=0.1)
+            nn.init.zeros_(conv.bias)
+        for fc in (self.fc1, self.fc2):
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.zeros_(fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, k) or (batch, 1, k) -> (batch, n_out)."""
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        h = self.bn1(self.drop1(self.act1(self.conv1(x))))
+        h = self.bn2(self.drop2(self.act2(self.conv2(h))))
+        h = self.bn3(self.act3(self.conv3(h)))
+        return self.fc2(self.drop3(self.fc1(h.flatten(1))))
+
+    def l2_penalty(self) -> torch.Tensor:
+        """Keras-style ``sum(coef * w^2)`` over the conv kernels and biases (add it to the loss)."""
+        total = self.conv1.weight.new_zeros(())
+        for conv, (kc, bc) in zip((self.conv1, self.conv2, self.conv3), L2_COEFS, strict=True):
+            total = total + kc * conv.weight.pow(2).sum() + bc * conv.bias.pow(2).sum()
+        return total
