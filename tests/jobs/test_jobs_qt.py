@@ -62,7 +62,9 @@ def test_qtjob_failure_emits_failed_then_finished(qtbot, tmp_path: Path) -> None
     job.failed.connect(lambda ev: order.append("failed"))
     job.finished.connect(lambda ev: order.append("finished"))
     with qtbot.waitSignals([job.failed, job.finished], timeout=60000, order="strict"):
-        job.start(DEMO, {"steps": 10, "fail_at": 2, "fail_how": "segfault"}, tmp_path / "run")
+        # crash late enough that earlier progress has left the child's queue feeder (a segfault drops
+        # whatever it had not flushed yet)
+        job.start(DEMO, {"steps": 10, "fail_at": 5, "step_sleep": 0.1, "fail_how": "segfault"}, tmp_path / "run")
     assert order[-2:] == ["failed", "finished"] and "progress" in order
     ev = job.final
     assert isinstance(ev, Failed) and "SIGSEGV" in ev.message
