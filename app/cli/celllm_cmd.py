@@ -25,24 +25,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="celllm_command", metavar="STEP")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
-    pre = sub.add_parser("pretrain", help="pretrain CellLM (masked expression + contrastive, divide and conquer)")
-    pre.add_argument("--data", action="append", required=True, metavar="PATH",
-                     help="single-cell counts (h5ad, 10x folder/h5, loom, CSV/TSV); repeat for several")
-    pre.add_argument("--out", required=True, metavar="RUN", help="run folder to create (or resume)")
-    pre.add_argument("--preset", choices=PRESETS, default="tiny", help="model size (default tiny)")
-    pre.add_argument("--batch-size", type=int, default=None, metavar="N", help="cells per contrastive batch")
-    pre.add_argument("--chunk-size", type=int, default=None, metavar="C",
-                     help="cells per divide-and-conquer chunk (default: chosen from free memory)")
-    pre.add_argument("--epochs", type=int, default=None, metavar="E", help="passes over the data (default 1)")
-    pre.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    pre.add_argument("--seed", type=int, default=None)
-    pre.add_argument("--max-len", type=int, default=None, metavar="L", help="genes kept per cell (top expressed)")
-    pre.add_argument("--supervised-key", default=None, metavar="COL",
-                     help="optional .obs column for the supervised CLS loss (e.g. tumour vs normal)")
-    pre.add_argument("--init", default=None, metavar="RUN_OR_CKPT", help="start from this model")
-    pre.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    pre = sub.add_parser("pretrain", help="pretrain CellLM (masked expression + contrastive, divide and conquer)",
+                         description="Pretrain CellLM. Runs unchanged under torchrun (several GPUs or nodes): "
+                                     "each rank runs the job in-process with DDP; rank 0 writes the run folder.")
+    add_pretrain_arguments(pre)
     _common(pre)
     pre.set_defaults(func=run_pretrain)
+
+    ls = sub.add_parser("launch-script", help="write a torchrun launch script (local GPUs or a Slurm cluster)",
+                        description="Write a ready-to-run launch script (torchrun command + the job's config "
+                                    "JSON) for a pretraining run on several GPUs or nodes. Pretrain options "
+                                    "follow `--`, e.g.: launch-script --nodes 2 --gpus-per-node 4 --out run.sh "
+                                    "-- --data a.h5ad --out RUN --preset full")
+    ls.add_argument("--out", required=True, metavar="SCRIPT.sh", help="script to write (config: SCRIPT.json)")
+    ls.add_argument("--nodes", type=int, default=1, help="machines (default 1)")
+    ls.add_argument("--gpus-per-node", type=int, default=None, metavar="G",
+                    help="ranks per machine (default: the GPUs visible here, at least 1)")
+    ls.add_argument("--scheduler", choices=("auto", "local", "slurm"), default="auto",
+                    help="local shell script or Slurm batch script (default: slurm for several nodes)")
+    ls.add_argument("--partition", default=None, help="Slurm partition")
+    ls.add_argument("--account", default=None, help="Slurm account")
+    ls.add_argument("--time", default="24:00:00", help="Slurm time limit (default 24:00:00)")
+    ls.add_argument("--cpus-per-gpu", type=int, default=8, help="CPU cores per rank (default 8)")
+    ls.add_argument("--port", type=int, default=29500, help="rendezvous port on the first node (default 29500)")
+    ls.add_argument("--python", default=None, help="Python of the OmicsLab environment on the nodes "
+                                                    "(default: this one)")
+    ls.add_argument("pretrain_args", nargs=argparse.REMAINDER, metavar="-- PRETRAIN_ARGS",
+                    help="the `celllm pretrain` options of the run")
+    ls.set_defaults(func=run_launch_script)
 
     ft = sub.add_parser("finetune", help="fine-tune for cell-type annotation; scores CellLM and a baseline")
     ft.add_argument("--data", required=True, metavar="PATH", help="single-cell counts with labels")
@@ -84,6 +94,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     em.set_defaults(func=run_embed)
 
 
+def add_pretrain_arguments(pre: argparse.ArgumentParser) -> None:
+    """The options of ``celllm pretrain`` (shared with ``launch-script``, which checks a run's options)."""
+    pre.add_argument("--data", action="extend", nargs="+", default=None, metavar="PATH",
+                     help="single-cell counts (h5ad, 10x folder/h5, loom, CSV/TSV); several paths or repeat")
+    pre.add_argument("--out", default=None, metavar="RUN", help="run folder to create (or resume)")
+    pre.add_argument("--config", default=None, metavar="FILE.json",
+                     help="job config (e.g. written by launch-script); options given here override it")
+    pre.add_argument("--preset", choices=PRESETS, default=None, help="model size (default tiny)")
+    pre.add_argument("--batch-size", type=int, default=None, metavar="N",
+                     help="cells per contrastive batch (under torchrun: the global batch, split over the ranks)")
+    pre.add_argument("--chunk-size", type=int, default=None, metavar="C",
+                     help="cells per divide-and-conquer chunk (default: chosen from free memory)")
+    pre.add_argument("--epochs", type=int, default=None, metavar="E", help="passes over the data (default 1)")
+    pre.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default auto; under "
+                                                   "torchrun auto = one GPU per rank)")
+    pre.add_argument("--seed", type=int, default=None)
+    pre.add_argument("--max-len", type=int, default=None, metavar="L", help="genes kept per cell (top expressed)")
+    pre.add_argument("--supervised-key", default=None, metavar="COL",
+                     help="optional .obs column for the supervised CLS loss (e.g. tumour vs normal)")
+    pre.add_argument("--init", default=None, metavar="RUN_OR_CKPT", help="start from this model")
+    pre.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    st = pre.add_mutually_exclusive_group()
+    st.add_argument("--stream", dest="stream", action="store_const", const="on", default=None,
+                    help="stream cells from backed .h5ad files block by block, never loading X whole "
+                         "(default: automatic when the data would not fit in memory)")
+    st.add_argument("--no-stream", dest="stream", action="store_const", const="off",
+                    help="load the data whole even when it looks too large")
+    pre.add_argument("--shuffle-buffer", type=int, default=None, metavar="N",
+                     help="streaming: cells held for shuffling (default 8192)")
+    pre.add_argument("--block-cells", type=int, default=None, metavar="N",
+                     help="streaming: rows per contiguous disk read (default 1024)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: usable cores, <= 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -95,14 +138,35 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def pretrain_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Job config for ``app.engine.celllm.pretrain:pretrain`` from the parsed options."""
-    return _clean({
-        "data": [str(Path(d)) for d in args.data], "run_dir": str(Path(args.out)), "preset": args.preset,
+    """Job config for ``app.engine.celllm.pretrain:pretrain`` from the parsed options (over ``--config``)."""
+    base: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        from app.data.errors import DataError
+
+        try:
+            base = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read the job config ({exc})", args.config,
+                            "Give a JSON file written by `celllm launch-script` (or by hand).") from exc
+        if not isinstance(base, dict):
+            raise DataError("the job config is not a JSON object", args.config, "Write {\"data\": [...], ...}.")
+    cfg = {**base, **_clean({
+        "data": [str(Path(d)) for d in args.data] if args.data else None,
+        "run_dir": str(Path(args.out)) if args.out else None, "preset": args.preset,
         "batch_size": args.batch_size, "chunk_size": args.chunk_size, "epochs": args.epochs,
         "device": args.device, "seed": args.seed, "max_len": args.max_len,
         "supervised_key": args.supervised_key, "init": args.init, "resume": bool(args.resume) or None,
-        "threads": args.threads,
-    })
+        "threads": args.threads, "stream": getattr(args, "stream", None),
+        "shuffle_buffer": getattr(args, "shuffle_buffer", None), "block_cells": getattr(args, "block_cells", None),
+    })}
+    cfg.setdefault("preset", "tiny")
+    cfg.setdefault("device", "auto")
+    if not cfg.get("data") or not cfg.get("run_dir"):
+        from app.data.errors import DataError
+
+        raise DataError("pretraining needs input data and a run folder", getattr(args, "config", None),
+                        "Pass --data PATH [PATH ...] and --out RUN (or a --config holding data and run_dir).")
+    return cfg
 
 
 def finetune_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,11 +206,118 @@ def _finish(result: dict, args: argparse.Namespace, summary: str) -> int:
     return 0
 
 
+PRETRAIN_TARGET = "app.engine.celllm.pretrain:pretrain"
+
+
 def run_pretrain(args: argparse.Namespace) -> int:
-    """``celllm pretrain``."""
+    """``celllm pretrain``: a job child with a progress bar, or, when torchrun started this process, the job
+    itself in this process as one rank (see ``_run_as_rank``)."""
+    from app.engine.celllm.distributed import launched_by_torchrun
+
     config = pretrain_config(args)
-    result = _run("app.engine.celllm.pretrain:pretrain", config, config["run_dir"], args)
+    if launched_by_torchrun():
+        return _run_as_rank(config, args)
+    result = _run(PRETRAIN_TARGET, config, config["run_dir"], args)
     return _finish(result, args, f"pretrained model in {config['run_dir']}")
+
+
+def _run_as_rank(config: dict[str, Any], args: argparse.Namespace) -> int:
+    """One torchrun rank: join the group, let rank 0 prepare the run folder (new, or resumed from its
+    checkpoint), run the pretrain job in THIS process (DDP inside), rank 0 records status and result.
+
+    SIGINT/SIGTERM (Ctrl-C, or torchrun/Slurm stopping the job) ask every rank to stop at the next step with
+    a checkpoint; a third signal interrupts at once.
+    """
+    import os
+    import signal
+    import time
+
+    from app.data.errors import OmicsLabError
+    from app.engine.celllm import distributed as dist_mod
+    from app.engine.celllm.pretrain import pretrain
+    from app.engine.events import Log, Progress
+    from app.engine.reporter import Reporter
+    from app.jobs.process import prepare_run
+
+    info = dist_mod.init_distributed(str(config.get("device", "auto")))
+    rd = None
+    try:
+        prepared: tuple[dict | None, str | None] = (None, None)
+        if info.is_main:
+            try:
+                rd, child_cfg, _ = prepare_run(PRETRAIN_TARGET, config, config["run_dir"], status="running",
+                                               device=str(config.get("device", "auto")))
+                rd.set_status("running", pid=os.getpid(), device=str(info.device), world_size=info.world_size)
+                rd.log(f"torchrun: {info.world_size} rank(s), backend {info.backend}, rank 0 pid {os.getpid()}")
+                prepared = (child_cfg, None)
+            except OmicsLabError as exc:
+                prepared = (None, str(exc))
+        child_cfg, error = dist_mod.broadcast_object(prepared, info)
+        if error is not None:
+            raise OmicsLabError(error if info.is_main else f"rank 0 could not prepare the run: {error}")
+        quiet = bool(args.quiet) or bool(args.json)
+        shown = {"t": 0.0}
+
+        def sink(event: Any) -> None:  # rank 0 only (the job's RankReporter drops the other ranks' events)
+            if isinstance(event, Log):
+                if rd is not None:
+                    rd.log(event.line)
+                if not quiet:
+                    print(event.line, file=sys.stderr, flush=True)
+            elif isinstance(event, Progress) and not quiet:
+                now = time.monotonic()
+                if now - shown["t"] > 5 or event.step == event.total:
+                    shown["t"] = now
+                    print(f"step {event.step}/{event.total}", file=sys.stderr, flush=True)
+
+        reporter = Reporter(sink)
+        signals = {"n": 0}
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            signals["n"] += 1
+            if signals["n"] >= 3:
+                raise KeyboardInterrupt
+            reporter.request_stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        try:
+            result = pretrain(dict(child_cfg or {}), reporter)
+        except BaseException as exc:
+            if rd is not None:
+                rd.set_status("failed", message=str(exc)[:500] or type(exc).__name__)
+                rd.log(f"FAILED on rank 0: {type(exc).__name__}: {exc}")
+            raise
+        if rd is not None:
+            cancelled = bool(result.get("cancelled"))
+            rd.set_status("cancelled" if cancelled else "done")
+            rd.log("cancelled" if cancelled else "done")
+        if not info.is_main:
+            return 130 if result.get("cancelled") else 0
+        return _finish(result, args, f"pretrained model in {config['run_dir']} ({info.world_size} ranks)")
+    finally:
+        dist_mod.cleanup(info)
+
+
+def run_launch_script(args: argparse.Namespace) -> int:
+    """``celllm launch-script``: check the pretrain options, write SCRIPT.sh + SCRIPT.json."""
+    from app.engine.celllm.launch_script import LaunchSpec, write_launch_script
+
+    rest = list(args.pretrain_args)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    pre = argparse.ArgumentParser(prog="python -m app celllm launch-script ... --", add_help=False)
+    add_pretrain_arguments(pre)
+    _common(pre)
+    pargs = pre.parse_args(rest)
+    config = pretrain_config(pargs)
+    spec = LaunchSpec(nodes=args.nodes, gpus_per_node=args.gpus_per_node, scheduler=args.scheduler,
+                      partition=args.partition, account=args.account, time=args.time,
+                      cpus_per_gpu=args.cpus_per_gpu, port=args.port, python=args.python)
+    script, cfg_path = write_launch_script(args.out, config, spec)
+    print(f"wrote {script} and {cfg_path}")
+    print(("submit with: sbatch " if spec.resolved_scheduler() == "slurm" else "run with: bash ") + str(script))
+    return 0
 
 
 def run_finetune(args: argparse.Namespace) -> int:

@@ -270,6 +270,13 @@ class CellStream:
         """Full batches per epoch that EVERY rank can yield (the smallest rank share // batch_size)."""
         return (self.n_cells_total // self.world_size) // max(1, int(batch_size))
 
+    @property
+    def label_values(self) -> list[np.ndarray]:
+        """Each file's ``label_key`` values (str or None per cell), in source-index order."""
+        if any(s.labels is None for s in self._sources):
+            raise ValueError("the stream was opened without label_key")
+        return [s.labels for s in self._sources]  # type: ignore[misc]
+
     def labels_of(self, sources: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Label (str or None) of each (source, row) cell, from ``label_key``."""
         out = np.empty(len(rows), dtype=object)
@@ -417,6 +424,112 @@ class CellStream:
 
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError("CellStream holds open files; create one per process (e.g. per rank)")
+
+
+# --------------------------------------------------------------------------------------------------
+# sizing: what a file would cost in memory, what memory there is
+# --------------------------------------------------------------------------------------------------
+def h5ad_matrix_info(path: str | Path, layer: str | None = None) -> dict[str, Any]:
+    """Shape and stored values of an ``.h5ad``'s count matrix from HDF5 metadata alone (X is not read):
+    ``{"n_cells", "n_genes", "nnz", "sparse", "key"}`` (``nnz`` of a dense matrix = cells x genes)."""
+    src = _open_source(Path(path), layer, None)
+    try:
+        node = src.handle[src.key]
+        nnz = int(node["data"].shape[0]) if src.sparse else src.n_cells * src.n_genes
+        return {"n_cells": src.n_cells, "n_genes": src.n_genes, "nnz": nnz, "sparse": src.sparse, "key": src.key}
+    finally:
+        src.handle.close()
+
+
+def read_h5ad_genes(path: str | Path, layer: str | None = None) -> list[str]:
+    """Gene names (the count matrix's columns) of an ``.h5ad``, without reading X."""
+    src = _open_source(Path(path), layer, None)
+    src.handle.close()
+    return src.genes
+
+
+IN_MEMORY_BYTES_PER_VALUE = 32
+"""Loading a file whole and tokenising it costs about this much per stored count: CSR float32 value + int32
+index, a vocabulary-indexed copy of both, and the int64 gene id + bin of each token (measured order)."""
+IN_MEMORY_BYTES_PER_CELL = 400
+"""Per-cell overhead of holding tokenised cells (two numpy arrays and a tuple per cell)."""
+
+
+def in_memory_bytes(paths: Sequence[str | Path], layer: str | None = None) -> int:
+    """Estimated memory to load these ``.h5ad`` files whole and tokenise them (pretraining's in-memory path)."""
+    total = 0
+    for p in paths:
+        info = h5ad_matrix_info(p, layer)
+        total += info["nnz"] * IN_MEMORY_BYTES_PER_VALUE + info["n_cells"] * IN_MEMORY_BYTES_PER_CELL
+    return total
+
+
+def available_memory_bytes() -> int:
+    """Memory the system can still give (``MemAvailable`` of /proc/meminfo; elsewhere free physical pages)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30  # unknown: assume a modest machine
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """Yield ``items`` while a background thread produces the next ``depth`` of them (disk reads and
+    tokenising overlap the training step; h5py and numpy release the GIL for the heavy parts). An exception
+    in the producer is re-raised here; closing the generator stops the producer."""
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, int(depth)))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            q.put(("error", exc))
+
+    t = threading.Thread(target=produce, name="omicslab-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, val = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise val
+            yield val
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock a producer waiting on a full queue, then let it see ``stop``
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(timeout=0.05)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -133,6 +133,25 @@ def all_sum(value: float | int, info: DistInfo) -> float | int:
     return round(out) if isinstance(value, int) else out
 
 
+def all_sum_many(values: Sequence[float | int], info: DistInfo) -> list[float]:
+    """Element-wise sums over ranks of several numbers in ONE all-reduce (per-step counts and loss parts)."""
+    if not info.distributed:
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_comm_device(info))
+    dist.all_reduce(t)
+    return [float(v) for v in t.tolist()]
+
+
+def all_min(value: float | int, info: DistInfo) -> float | int:
+    """Smallest ``value`` over ranks (e.g. a chunk size each rank chose from its own free memory)."""
+    if not info.distributed:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=_comm_device(info))
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    out = float(t.item())
+    return round(out) if isinstance(value, int) else out
+
+
 def any_flag(flag: bool, info: DistInfo) -> bool:
     """True on every rank if ``flag`` is True on any rank (a stop request must stop all ranks together)."""
     if not info.distributed:
@@ -222,11 +241,17 @@ def wrap_model(model: nn.Module, info: DistInfo, head: nn.Module | None = None,
     runner = ChunkForward(model, head)
     if not info.distributed:
         return runner
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [info.device.index] if info.device.type == "cuda" else None
-    return DDP(runner, device_ids=ids, output_device=ids[0] if ids else None, broadcast_buffers=False,
-               find_unused_parameters=find_unused_parameters)
+    # no buffer broadcast at every forward (projections are step-seeded, identical on all ranks); newer torch
+    # names this forward_sync_buffers (still syncing once at init, which is what we want)
+    params = inspect.signature(DDP.__init__).parameters
+    sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    return DDP(runner, device_ids=ids, output_device=ids[0] if ids else None,
+               find_unused_parameters=find_unused_parameters, **sync)
 
 
 def unwrap(wrapped: nn.Module) -> ChunkForward:

@@ -16,8 +16,11 @@ step, the final model in ``RUN/model`` (``model_io.save_model``).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from app.engine.celllm.gradcache import dc_step
 from app.engine.celllm.memory import auto_chunk_size
 from app.engine.celllm.model_io import MODEL_PREFIX, load_model, load_state, model_metadata, save_model
 from app.engine.celllm.tokenize import collate, tokenize_counts
-from app.engine.reporter import Reporter, ensure_reporter
+from app.engine.reporter import Reporter
 from app.models.celllm.config import CellLMConfig, preset
 from app.models.celllm.model import CellLM
 
@@ -61,6 +64,9 @@ DEFAULTS: dict[str, Any] = {
     "pooling": "cls",
     "redraw_every": 0,  # redraw Performer projections every N steps (between steps); 0 = never
     "checkpoint_every": 0,  # extra checkpoint every N steps; 0 = only at epoch ends and on cancel
+    "stream": "auto",  # auto | on | off: stream backed .h5ad files block by block (auto: when X would not fit)
+    "shuffle_buffer": 8192,  # streamed cells held for shuffling
+    "block_cells": 1024,  # streamed rows per contiguous disk read
 }
 DATASET_KEY = "_dataset"
 """``supervised_key`` value meaning "the input file each cell came from" (e.g. tumour vs normal atlas)."""
@@ -229,6 +235,149 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 
 
 # --------------------------------------------------------------------------------------------------
+# where the cells come from: held in memory, or streamed from backed .h5ad files
+# --------------------------------------------------------------------------------------------------
+_ON = ("1", "true", "on", "yes", "stream")
+_OFF = ("0", "false", "off", "no", "memory")
+
+
+def _is_h5ad(path: str) -> bool:
+    return Path(path).suffix.lower() == ".h5ad" and Path(path).is_file()
+
+
+def choose_streaming(mode: Any, paths: list[str], local_ranks: int = 1, available: int | None = None,
+                     fraction: float = 0.5) -> tuple[bool, str]:
+    """Stream the data or load it whole, and why.
+
+    ``mode``: on (every file must be ``.h5ad``), off, or auto/None: stream when every file is an ``.h5ad`` and
+    loading them whole (once per rank on this machine: ``local_ranks``) would take more than ``fraction`` of
+    the ``available`` memory (default: what the system reports now).
+    """
+    from app.data.singlecell.stream import available_memory_bytes, in_memory_bytes
+
+    m = "auto" if mode is None else str(mode).strip().lower()
+    if m in _ON:
+        bad = [p for p in paths if not _is_h5ad(p)]
+        if bad:
+            raise DataError("streaming reads .h5ad files only", bad[0],
+                            "Convert it once (python -m app inspect FILE --out FILE.h5ad) or drop --stream.")
+        return True, "streaming (asked for)"
+    if m in _OFF:
+        return False, "in memory (asked for)"
+    if m != "auto":
+        raise DataError(f"stream must be auto, on or off (got {mode!r})", None, "Use auto, on or off.")
+    if not all(_is_h5ad(p) for p in paths):
+        return False, "in memory (not every input is an .h5ad file)"
+    try:
+        need = in_memory_bytes(paths) * max(1, int(local_ranks))
+    except DataError:  # e.g. a column-major (CSC) file: it can only be read whole
+        return False, "in memory (a file cannot be read row by row)"
+    have = available_memory_bytes() if available is None else int(available)
+    gib = 2**30
+    if need > fraction * have:
+        return True, (f"streaming: loading the data whole would take ~{need / gib:.1f} GiB of the "
+                      f"{have / gib:.1f} GiB available")
+    return False, f"in memory (~{need / gib:.2f} GiB of {have / gib:.1f} GiB available)"
+
+
+class _MemorySource:
+    """Tokenised cells held in memory; each rank takes its slots of every global batch (``rank_batches``).
+    On one rank the batches are exactly the single-process ones (same permutation, same slices)."""
+
+    streamed = False
+
+    def __init__(self, cells: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray | None, batch: int,
+                 seed: int, info: Any) -> None:
+        self.cells, self.labels, self.batch, self.seed, self.info = cells, labels, batch, seed, info
+        self.n_cells = len(cells)
+        self.n_batches = self.n_cells // (batch * info.world_size)
+
+    def lengths(self) -> np.ndarray:
+        return np.array([len(c[0]) for c in self.cells])
+
+    def batches(self, epoch: int, start: int) -> Iterator[tuple[list, np.ndarray | None]]:
+        from app.engine.celllm.distributed import rank_batches
+
+        for idx in rank_batches(self.n_cells, self.batch, epoch, self.seed, self.info)[start:]:
+            yield [self.cells[i] for i in idx], (self.labels[idx] if self.labels is not None else None)
+
+    def close(self) -> None:
+        pass
+
+
+class _StreamSource:
+    """Cells streamed from backed ``.h5ad`` files (``CellStream``: CSR blocks, shuffle buffer, this rank's
+    share), tokenised batch by batch in a background thread. X is never read whole."""
+
+    streamed = True
+
+    def __init__(self, stream: Any, batch: int, max_len: int, n_bins: int, seed: int, info: Any,
+                 label_of: Any, prefetch_depth: int = 2) -> None:
+        self.stream, self.batch, self.max_len, self.n_bins = stream, batch, max_len, n_bins
+        self.seed, self.info, self.label_of, self.depth = seed, info, label_of, prefetch_depth
+        self.n_cells = stream.n_cells_total
+        self.n_batches = stream.n_batches(batch)
+        self.ident = np.arange(stream.n_cols, dtype=np.int64)  # batches already come in vocabulary columns
+        self.short_cells = 0  # cells with no vocabulary gene (kept: a stream cannot be filtered up front)
+
+    def lengths(self) -> np.ndarray:
+        """Token counts of the first cells of the first file (for the automatic chunk size)."""
+        from app.data.singlecell.stream import ReadStats
+
+        n = min(512, self.stream.n_cells_per_source[0])
+        m = self.stream.read_rows(0, 0, n)
+        d2v = self.stream.gene_maps[0] if self.stream.gene_maps is not None else self.ident
+        toks = tokenize_counts(m, d2v, max_len=self.max_len, seed=self.seed, n_bins=self.n_bins)
+        self.stream.stats = ReadStats()  # count only the epochs' reads
+        return np.array([len(c[0]) for c in toks])
+
+    def _tokenise(self, cb: Any, epoch: int, b: int) -> tuple[list, np.ndarray | None]:
+        tie_seed = (self.seed * 1_000_003 + epoch * 7_919 + b * 104_729 + self.info.rank) % (2**32)
+        cells = tokenize_counts(cb.counts, self.ident, max_len=self.max_len, seed=tie_seed, n_bins=self.n_bins)
+        self.short_cells += sum(1 for c in cells if len(c[0]) < 2)
+        labels = self.label_of(cb.sources, cb.rows) if self.label_of is not None else None
+        return cells, labels
+
+    def batches(self, epoch: int, start: int) -> Iterator[tuple[list, np.ndarray | None]]:
+        from app.data.singlecell.stream import prefetch
+        from app.engine.celllm.distributed import stream_steps
+
+        self.stream.set_epoch(epoch)
+
+        def produce() -> Iterator[tuple[list, np.ndarray | None]]:
+            for b, cb in enumerate(stream_steps(self.stream, self.batch, start), start=start):
+                yield self._tokenise(cb, epoch, b)
+
+        return prefetch(produce(), self.depth)
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def _gene_map(genes: list[str], vocab: list[str], vocab_source: str) -> tuple[np.ndarray, float]:
+    if vocab_source == "data":
+        d2v = _exact_mapping(genes, vocab)
+        return d2v, (float(np.mean(d2v >= 0)) if len(d2v) else 0.0)
+    from app.data.singlecell import harmonise_genes
+
+    gm = harmonise_genes(genes, vocab)
+    return np.asarray(gm.data_to_vocab), float(gm.match_rate)
+
+
+def _report_match(path: str, rate: float, rep: Reporter) -> dict[str, Any]:
+    rep.log(f"gene match for {Path(path).name}: {rate:.1%} of its genes are in the vocabulary")
+    if rate < 0.5:
+        rep.log(f"warning: only {rate:.1%} of the genes of {path} match the vocabulary", level="warning")
+    return {"path": path, "match_rate": rate}
+
+
+def _class_index(classes: list[str], values: Any) -> np.ndarray:
+    idx = {c: i for i, c in enumerate(classes)}
+    return np.array([idx.get(str(v), losses.IGNORE) if v is not None else losses.IGNORE for v in values],
+                    dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
 # the job
 # --------------------------------------------------------------------------------------------------
 def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
@@ -237,20 +386,45 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
     config keys (see ``DEFAULTS``): ``data`` (path or list of paths), ``run_dir`` (required), ``preset``,
     ``batch_size``, ``chunk_size``, ``epochs``, ``lr``, ``device``, ``seed``, ``max_len``, ``supervised_key``
     (an ``.obs`` column, or ``_dataset``), ``init`` (model/run folder to continue from, keeping its
-    vocabulary), ``threads``, ``resume``. Returns a JSON-serialisable summary (``cancelled`` True when stopped).
-    """
-    from app.engine.device import device_info, resolve_device, set_threads
-    from app.engine.rundir import RunDir
+    vocabulary), ``threads``, ``resume``, ``stream`` (auto | on | off: read backed ``.h5ad`` files block by
+    block instead of loading X; auto streams when the data would not fit in memory), ``shuffle_buffer``,
+    ``block_cells``. Returns a JSON-serialisable summary (``cancelled`` True when stopped).
 
-    rep = ensure_reporter(reporter)
-    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-    t_start = time.time()
+    Under torchrun (``WORLD_SIZE`` > 1) every rank runs this same function: DDP, divide and conquer over the
+    global batch (``batch_size`` = the global contrastive batch, split evenly over the ranks), each rank its
+    share of the data; only rank 0 writes to the run folder and emits events.
+    """
+    from app.engine.celllm import distributed as dist_mod
+
     if not config.get("run_dir"):
         raise DataError("no run folder given", None, "Pass --out RUN_FOLDER (where checkpoints and the model go).")
+    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    info = dist_mod.init_distributed(str(cfg["device"]))
+    rep = dist_mod.rank_reporter(reporter, info)
+    return _pretrain(cfg, config, info, rep)
+
+
+def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> dict:
+    from app.engine.celllm import distributed as dist_mod
+    from app.engine.device import device_info, set_threads
+    from app.engine.rundir import RunDir
+
+    t_start = time.time()
+    main, world = info.is_main, info.world_size
     run_dir = Path(config["run_dir"])
-    rd = RunDir.open(run_dir) if RunDir.is_run_dir(run_dir) else RunDir.create(run_dir, "celllm-pretrain", config)
-    threads = set_threads(cfg.get("threads"))
-    device = resolve_device(str(cfg["device"]))
+    rd: RunDir | None = None
+    if main:
+        rd = RunDir.open(run_dir) if RunDir.is_run_dir(run_dir) else RunDir.create(run_dir, "celllm-pretrain", config)
+    dist_mod.barrier(info)
+    threads_req = cfg.get("threads")
+    if threads_req is None and info.distributed and info.device.type == "cpu":
+        try:  # ranks on one machine share its cores
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:
+            cores = os.cpu_count() or 1
+        threads_req = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    threads = set_threads(threads_req)
+    device = info.device
     rep.device(device_info(device))
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
@@ -258,6 +432,8 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
     if not epochs > 0 or batch_size < 2:
         raise DataError(f"epochs must be > 0 and batch_size >= 2 (got {epochs:g}, {batch_size})", None,
                         "Contrastive learning needs at least two cells per batch.")
+    if info.distributed:
+        rep.log(f"distributed: {world} ranks ({info.backend}), this rank {info.rank} on {device}")
 
     # -- resume / init / new vocabulary -----------------------------------------------------------
     resume_tensors: dict[str, torch.Tensor] | None = None
@@ -265,15 +441,38 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
     if config.get("resume"):
         from app.engine.checkpoint import load_tensors
 
-        ck = rd.last_checkpoint()
-        if ck is not None:
-            rd.rewind_to_checkpoint()
-            resume_tensors, resume_meta = load_tensors(ck, device="cpu")
-            rep.log(f"resuming from {ck.name} (step {resume_meta.get('step')})")
+        ck = None
+        if rd is not None:
+            ck = rd.last_checkpoint()
+            if ck is not None:
+                rd.rewind_to_checkpoint()
+        ck_name = dist_mod.broadcast_object(str(ck) if ck is not None else None, info)
+        if ck_name is not None:
+            if not Path(ck_name).is_file():
+                raise DataError(f"rank {info.rank} cannot see the checkpoint rank 0 resumes from", ck_name,
+                                "Put the run folder on a file system every node shares.")
+            resume_tensors, resume_meta = load_tensors(ck_name, device="cpu")
+            rep.log(f"resuming from {Path(ck_name).name} (step {resume_meta.get('step')})")
         else:
             rep.log("no checkpoint to resume from: starting from the beginning", level="warning")
 
-    datasets = load_datasets(_paths(cfg["data"]), cfg.get("supervised_key"), cfg.get("max_cells"), seed, rep)
+    paths = _paths(cfg["data"])
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if info.distributed else 1
+    streaming, why = choose_streaming(cfg.get("stream"), paths, local_ranks)
+    streaming = bool(dist_mod.broadcast_object(streaming, info))  # ranks must agree (free memory differs)
+    rep.log(f"data: {why}")
+    supervised_key = cfg.get("supervised_key")
+    datasets: list[dict[str, Any]] = []
+    stream: Any = None
+    if streaming:
+        from app.data.singlecell.stream import read_h5ad_genes
+
+        if cfg.get("max_cells") is not None:
+            rep.log("max_cells is ignored when streaming (every cell is used)", level="warning")
+        data_genes = [read_h5ad_genes(p) for p in paths]
+    else:
+        datasets = load_datasets(paths, supervised_key, cfg.get("max_cells"), seed, rep)
+        data_genes = [d["genes"] for d in datasets]
     init_model: CellLM | None = None
     if resume_tensors is not None:
         model_cfg = CellLMConfig.from_dict(resume_meta["config"])
@@ -284,7 +483,7 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
         vocab_source = "init"
         rep.log(f"starting from {cfg['init']} ({len(vocab)} genes)")
     else:
-        vocab = build_vocab([d["genes"] for d in datasets])
+        vocab = build_vocab(data_genes)
         overrides: dict[str, Any] = {}
         if cfg.get("max_len") is not None:
             overrides["max_len"] = int(cfg["max_len"])
@@ -300,45 +499,105 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
                         "Set dropout > 0 (e.g. 0.1) for pretraining.")
     max_len = int(cfg["max_len"]) if cfg.get("max_len") is not None else model_cfg.max_len
 
+    # -- the global batch over the ranks ------------------------------------------------------------
+    local_bs = batch_size // world
+    if local_bs < 1:
+        raise DataError(f"batch_size {batch_size} is smaller than the {world} ranks", None,
+                        f"Use a batch size of at least {2 * world} (the global batch is split over the ranks).")
+    if local_bs * world != batch_size:
+        rep.log(f"batch_size {batch_size} is not a multiple of {world} ranks: using {local_bs * world}",
+                level="warning")
+
     # -- genes -> vocabulary, tokens ----------------------------------------------------------------
     gene_report = []
-    cells: list[tuple[np.ndarray, np.ndarray]] = []
-    raw_labels: list[Any] = []
-    for k, d in enumerate(datasets):
-        if vocab_source == "data":
-            d2v = _exact_mapping(d["genes"], vocab)
-            rate = float(np.mean(d2v >= 0)) if len(d2v) else 0.0
-        else:
-            from app.data.singlecell import harmonise_genes
-
-            gm = harmonise_genes(d["genes"], vocab)
-            d2v, rate = np.asarray(gm.data_to_vocab), float(gm.match_rate)
-        gene_report.append({"path": d["path"], "match_rate": rate})
-        rep.log(f"gene match for {Path(d['path']).name}: {rate:.1%} of its genes are in the vocabulary")
-        if rate < 0.5:
-            rep.log(f"warning: only {rate:.1%} of the genes of {d['path']} match the vocabulary", level="warning")
-        toks = tokenize_counts(d["counts"], d2v, max_len=max_len, seed=seed + k, n_bins=model_cfg.n_bins)
-        min_genes = max(1, int(cfg["min_genes"]))
-        for i, c in enumerate(toks):
-            if len(c[0]) - 1 >= min_genes:
-                cells.append(c)
-                raw_labels.append(d["labels"][i] if d["labels"] is not None else None)
-    n_cells = len(cells)
-    if n_cells < 2:
-        raise DataError(f"only {n_cells} cell(s) express at least {cfg['min_genes']} vocabulary gene(s)", None,
-                        "Check the data holds raw counts and gene names that match the vocabulary.")
-    rep.log(f"{n_cells} cells tokenised (max_len {max_len}); vocabulary {len(vocab)} genes")
-
     classes: list[str] = []
-    labels_arr: np.ndarray | None = None
-    if cfg.get("supervised_key"):
-        classes = list(resume_meta.get("classes") or sorted({str(v) for v in raw_labels if v is not None}))
-        if len(classes) < 2:
-            raise DataError(f"supervised_key '{cfg['supervised_key']}' has {len(classes)} class(es)", None,
-                            "A supervised objective needs at least two classes; drop supervised_key.")
-        idx = {c: i for i, c in enumerate(classes)}
-        labels_arr = np.array([idx.get(str(v), losses.IGNORE) if v is not None else losses.IGNORE
-                               for v in raw_labels], dtype=np.int64)
+    source: _MemorySource | _StreamSource
+    if streaming:
+        from app.data.singlecell.stream import CellStream
+
+        maps = []
+        for p, genes in zip(paths, data_genes):
+            d2v, rate = _gene_map(genes, vocab, vocab_source)
+            maps.append(d2v)
+            gene_report.append(_report_match(p, rate, rep))
+        label_key = supervised_key if supervised_key and supervised_key != DATASET_KEY else None
+        stream = CellStream(paths, rank=info.rank, world_size=world, seed=seed, gene_maps=maps,
+                            vocab_size=len(vocab), label_key=label_key,
+                            block_cells=int(cfg["block_cells"]), shuffle_buffer=int(cfg["shuffle_buffer"]))
+        label_of = None
+        if supervised_key == DATASET_KEY:
+            names = [Path(p).name for p in paths]
+            classes = list(resume_meta.get("classes") or sorted(set(names)))
+            per_source = _class_index(classes, names)
+
+            def label_of(sources: np.ndarray, rows: np.ndarray) -> np.ndarray:
+                return per_source[np.asarray(sources)]
+        elif label_key:
+            found = {str(v) for arr in stream.label_values for v in arr if v is not None}
+            classes = list(resume_meta.get("classes") or sorted(found))
+
+            def label_of(sources: np.ndarray, rows: np.ndarray) -> np.ndarray:  # type: ignore[misc]
+                return _class_index(classes, stream.labels_of(sources, rows))
+
+        source = _StreamSource(stream, min(local_bs, max(1, stream.n_cells_total // world)), max_len,
+                               model_cfg.n_bins, seed, info, label_of)
+        rep.log(f"streaming {source.n_cells} cells from {len(paths)} file(s) (max_len {max_len}); "
+                f"vocabulary {len(vocab)} genes")
+    else:
+        cells: list[tuple[np.ndarray, np.ndarray]] = []
+        raw_labels: list[Any] = []
+        min_genes = max(1, int(cfg["min_genes"]))
+        for k, d in enumerate(datasets):
+            d2v, rate = _gene_map(d["genes"], vocab, vocab_source)
+            gene_report.append(_report_match(d["path"], rate, rep))
+            toks = tokenize_counts(d["counts"], d2v, max_len=max_len, seed=seed + k, n_bins=model_cfg.n_bins)
+            for i, c in enumerate(toks):
+                if len(c[0]) - 1 >= min_genes:
+                    cells.append(c)
+                    raw_labels.append(d["labels"][i] if d["labels"] is not None else None)
+            d["counts"] = None  # the tokens are all that is needed now
+        if len(cells) < 2:
+            raise DataError(f"only {len(cells)} cell(s) express at least {cfg['min_genes']} vocabulary gene(s)",
+                            None, "Check the data holds raw counts and gene names that match the vocabulary.")
+        labels_arr: np.ndarray | None = None
+        if supervised_key:
+            classes = list(resume_meta.get("classes") or sorted({str(v) for v in raw_labels if v is not None}))
+            labels_arr = _class_index(classes, raw_labels)
+        if len(cells) < local_bs * world:  # fewer cells than one global batch: one smaller batch
+            local_bs = len(cells) // world
+            if local_bs < 1:
+                raise DataError(f"{len(cells)} cells for {world} ranks", None, "Use more cells or fewer ranks.")
+        source = _MemorySource(cells, labels_arr, local_bs, seed, info)
+        rep.log(f"{source.n_cells} cells tokenised (max_len {max_len}); vocabulary {len(vocab)} genes")
+    if supervised_key and len(classes) < 2:
+        raise DataError(f"supervised_key '{supervised_key}' has {len(classes)} class(es)", None,
+                        "A supervised objective needs at least two classes; drop supervised_key.")
+    local_bs = source.batch
+    bsz = local_bs * world  # the global contrastive batch
+    n_batches = source.n_batches
+    if n_batches < 1:
+        raise DataError(f"{source.n_cells} cells do not fill one batch of {bsz}", None,
+                        "Use a smaller batch size (or fewer ranks).")
+
+    try:
+        return _train(cfg, config, info, rep, rd, source, model_cfg, vocab, vocab_source, init_model, classes,
+                      resume_tensors, resume_meta, max_len, bsz, gene_report, paths, threads, t_start)
+    finally:
+        source.close()
+
+
+def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any, source: Any,
+           model_cfg: CellLMConfig, vocab: list[str], vocab_source: str, init_model: CellLM | None,
+           classes: list[str], resume_tensors: dict[str, torch.Tensor] | None, resume_meta: dict[str, Any],
+           max_len: int, bsz: int, gene_report: list[dict[str, Any]], paths: list[str], threads: int,
+           t_start: float) -> dict:
+    from app.engine.celllm import distributed as dist_mod
+
+    device, main, world = info.device, info.is_main, info.world_size
+    run_dir = Path(config["run_dir"])
+    seed = int(cfg["seed"])
+    epochs = float(cfg["epochs"])
+    n_batches, n_cells = source.n_batches, source.n_cells
 
     # -- model, optimiser ---------------------------------------------------------------------------
     model = init_model if init_model is not None else CellLM(model_cfg)
@@ -358,6 +617,8 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     if head is not None:
         params += list(head.parameters())
+    # DDP (several ranks): rank 0's weights are broadcast here, gradients averaged in every step
+    runner = dist_mod.wrap_model(model, info, head) if info.distributed else None
     base_lr = float(cfg["lr"]) if cfg.get("lr") is not None else _LR_BY_PRESET.get(model_cfg.preset, 1e-4)
     opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=float(cfg["weight_decay"]))
     if resume_tensors is not None:
@@ -374,24 +635,23 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
     if scaler is not None and resume_meta.get("scaler"):
         scaler.load_state_dict(resume_meta["scaler"])
 
-    bsz = min(batch_size, n_cells)
-    n_batches = n_cells // bsz  # drop_last: an incomplete batch would change the contrastive difficulty
     total_steps = max(1, round(epochs * n_batches))
     n_epochs = math.ceil(total_steps / n_batches)
-    lengths = np.array([len(c[0]) for c in cells])
     if cfg.get("chunk_size"):
         chunk = int(cfg["chunk_size"])
     else:
-        typical = int(np.percentile(lengths, 95))
-        chunk = auto_chunk_size(model_cfg, typical, bsz, device, model, amp=amp_dtype is not None)
+        typical = int(np.percentile(source.lengths(), 95))
+        chunk = auto_chunk_size(model_cfg, typical, source.batch, device, model, amp=amp_dtype is not None)
+        chunk = int(dist_mod.all_min(chunk, info))  # the same chunking on every rank
         rep.log(f"chunk size {chunk} chosen from free memory (cells of ~{typical} tokens)")
     warmup = round(float(cfg["warmup_frac"]) * total_steps)
     weights = {"mlm": float(cfg["w_mlm"]), "contrastive": float(cfg["w_contrastive"]),
                "supervised": float(cfg["w_supervised"])}
     temperature = float(cfg["temperature"])
+    per_rank = f" ({world} ranks x {source.batch})" if info.distributed else ""
     rep.log(f"pretraining {model_cfg.preset} CellLM ({model.n_params()['trainable']:,} trainable parameters) on "
-            f"{device}: {epochs:g} epoch(s) of {n_batches} batch(es) of {bsz} = {total_steps} step(s), chunk {chunk}, "
-            f"{threads} thread(s)")
+            f"{device}: {epochs:g} epoch(s) of {n_batches} batch(es) of {bsz}{per_rank} = {total_steps} step(s), "
+            f"chunk {chunk}, {threads} thread(s)")
 
     # dropout draws on the model's device: replay that device's RNG in divide-and-conquer
     rng_devices = ([device.index if device.index is not None else torch.cuda.current_device()]
@@ -400,63 +660,85 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
     start_epoch = step // max(n_batches, 1)
 
     def checkpoint(epoch: int) -> Path:
-        meta = model_metadata(model_cfg, vocab, {"pooling": cfg["pooling"], "max_len": max_len})
-        meta.update({"kind": "celllm-pretrain", "epoch": epoch, "vocab_source": vocab_source, "classes": classes,
-                     "scaler": scaler.state_dict() if scaler is not None else None})
-        path = rd.save_checkpoint(_state_tensors(model, head, opt, params), meta, step)
-        rep.artifact("checkpoint", str(path))
+        path = run_dir / "checkpoints" / f"step-{step}.safetensors"
+        if main:
+            meta = model_metadata(model_cfg, vocab, {"pooling": cfg["pooling"], "max_len": max_len})
+            meta.update({"kind": "celllm-pretrain", "epoch": epoch, "vocab_source": vocab_source,
+                         "classes": classes, "world_size": world,
+                         "scaler": scaler.state_dict() if scaler is not None else None})
+            path = rd.save_checkpoint(_state_tensors(model, head, opt, params), meta, step)
+            rep.artifact("checkpoint", str(path))
+        dist_mod.barrier(info)  # nobody reads or resumes before rank 0 has written it
         return path
 
-    if resume_tensors is not None and "rng.cpu" in resume_tensors:
+    if resume_tensors is not None and "rng.cpu" in resume_tensors and not info.distributed:
         torch.set_rng_state(resume_tensors["rng.cpu"].to(torch.uint8))
+
+    def loss_fn(a: torch.Tensor, b_: torch.Tensor) -> torch.Tensor:
+        return weights["contrastive"] * losses.info_nce(a, b_, temperature)
 
     last: dict[str, float] = {}
     cancelled = False
     for epoch in range(start_epoch, n_epochs):
-        perm = np.random.default_rng(seed + 7919 * epoch).permutation(n_cells)
-        for b in range(step - epoch * n_batches, n_batches):
-            if step >= total_steps:
-                break
-            if rep.should_stop():
-                cancelled = True
-                break
-            t0 = time.time()
-            idx = perm[b * bsz:(b + 1) * bsz]
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-            batch = make_batch([cells[i] for i in idx], labels_arr[idx] if labels_arr is not None else None,
-                               float(cfg["mlm_prob"]), model_cfg.n_bins, gen)
-            lr = lr_at(step, total_steps, base_lr, warmup)
-            for gpar in opt.param_groups:
-                gpar["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            parts: dict[str, float] = {}
-            fn = make_chunk_fn(model, head, device, batch, weights, str(cfg["pooling"]), parts)
-            res = dc_step(fn, {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)},
-                          lambda a, b_: weights["contrastive"] * losses.info_nce(a, b_, temperature), chunk,
-                          scaler=scaler, autocast_dtype=amp_dtype, device_type=device.type, devices=rng_devices)
-            if scaler is not None:
-                scaler.unscale_(opt)
-            gnorm = torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]) or float("inf"))
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            step += 1
-            za, zb = res.reps
-            last = {"loss": res.loss, "mlm": parts.get("mlm", 0.0),
-                    "contrastive": res.rep_loss / max(weights["contrastive"], 1e-12),
-                    "contrastive_acc": losses.contrastive_accuracy(za, zb), "lr": lr,
-                    "grad_norm": float(gnorm), "step_s": time.time() - t0}
-            if head is not None:
-                last["supervised"] = parts.get("supervised", 0.0)
-            rep.progress(step, total_steps, epoch)
-            rep.metrics(step, last, "train", epoch)
-            rd.append_metrics({"step": step, "epoch": epoch, **last})
-            if int(cfg["redraw_every"]) and step % int(cfg["redraw_every"]) == 0:
-                model.redraw_projections(seed=model_cfg.proj_seed + step)  # step-seeded: resume-safe
-            if int(cfg["checkpoint_every"]) and step % int(cfg["checkpoint_every"]) == 0:
-                checkpoint(epoch)
+        with contextlib.closing(source.batches(epoch, step - epoch * n_batches)) as batches:
+            for cells_b, labels_b in batches:
+                if step >= total_steps:
+                    break
+                if rep.should_stop():  # one all-reduce under torchrun: every rank stops at the same step
+                    cancelled = True
+                    break
+                t0 = time.time()
+                if info.distributed:  # per-rank dropout, reproducible after a resume
+                    dist_mod.seed_step(seed, step, info)
+                gen = torch.Generator().manual_seed(seed * 1_000_003 + step + 7_919_993 * info.rank)
+                batch = make_batch(cells_b, labels_b, float(cfg["mlm_prob"]), model_cfg.n_bins, gen)
+                tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+                lr = lr_at(step, total_steps, base_lr, warmup)
+                for gpar in opt.param_groups:
+                    gpar["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                parts: dict[str, float] = {}
+                if info.distributed:
+                    # per-cell losses are means over the GLOBAL batch: count masked tokens on every rank
+                    counts = dist_mod.all_sum_many([batch["n_masked"], batch["n_labelled"]], info)
+                    fn = make_chunk_fn(model, head, device, {"n_masked": counts[0], "n_labelled": counts[1]},
+                                       weights, str(cfg["pooling"]), parts)
+                    dist_mod.set_chunk_fn(runner, fn)
+                    res = dist_mod.dc_step_distributed(runner, tensors, loss_fn, chunk, info, scaler=scaler,
+                                                       autocast_dtype=amp_dtype, device_type=device.type,
+                                                       devices=rng_devices)
+                else:
+                    fn = make_chunk_fn(model, head, device, batch, weights, str(cfg["pooling"]), parts)
+                    res = dc_step(fn, tensors, loss_fn, chunk, scaler=scaler, autocast_dtype=amp_dtype,
+                                  device_type=device.type, devices=rng_devices)
+                if scaler is not None:
+                    scaler.unscale_(opt)
+                gnorm = torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]) or float("inf"))
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                step += 1
+                za, zb = res.reps
+                if info.distributed:
+                    mlm_v, sup_v = dist_mod.all_sum_many([parts.get("mlm", 0.0), parts.get("supervised", 0.0)], info)
+                else:
+                    mlm_v, sup_v = parts.get("mlm", 0.0), parts.get("supervised", 0.0)
+                last = {"loss": res.loss, "mlm": mlm_v,
+                        "contrastive": res.rep_loss / max(weights["contrastive"], 1e-12),
+                        "contrastive_acc": losses.contrastive_accuracy(za, zb), "lr": lr,
+                        "grad_norm": float(gnorm), "step_s": time.time() - t0}
+                if head is not None:
+                    last["supervised"] = sup_v
+                rep.progress(step, total_steps, epoch)
+                rep.metrics(step, last, "train", epoch)
+                if main:
+                    rd.append_metrics({"step": step, "epoch": epoch, **last})
+                if int(cfg["redraw_every"]) and step % int(cfg["redraw_every"]) == 0:
+                    model.redraw_projections(seed=model_cfg.proj_seed + step)  # step-seeded: same on every rank
+                if int(cfg["checkpoint_every"]) and step % int(cfg["checkpoint_every"]) == 0:
+                    checkpoint(epoch)
         if cancelled:
             break
         checkpoint(epoch + 1)
@@ -466,20 +748,32 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
         path = checkpoint(step // max(n_batches, 1))
         rep.log(f"stopped at step {step}; checkpoint {path.name} (resume to continue)")
         result = {"cancelled": True, "step": step, "checkpoint": str(path), "run_dir": str(run_dir)}
-        rd.write_result(result)
+        if main:
+            rd.write_result(result)
         return result
 
     model.eval()
     extra = {"pooling": cfg["pooling"], "max_len": max_len, "vocab_source": vocab_source,
-             "pretrain": {"data": _paths(cfg["data"]), "steps": step, "epochs": epochs, "batch_size": bsz,
+             "pretrain": {"data": paths, "steps": step, "epochs": epochs, "batch_size": bsz,
                           "chunk_size": chunk, "seed": seed, "lr": base_lr, "temperature": temperature,
                           "mlm_prob": float(cfg["mlm_prob"]), "supervised_key": cfg.get("supervised_key"),
-                          "classes": classes, "final": last}}
-    model_dir = save_model(run_dir / "model", model.cpu(), model_cfg, vocab, extra)
-    rep.artifact("model", str(model_dir))
+                          "classes": classes, "final": last, "world_size": world, "streamed": source.streamed}}
+    model_dir = run_dir / "model"
+    if main:
+        model_dir = save_model(model_dir, model.cpu(), model_cfg, vocab, extra)
+        rep.artifact("model", str(model_dir))
     result = {"cancelled": False, "run_dir": str(run_dir), "model_dir": str(model_dir), "steps": step,
               "epochs": epochs, "n_cells": n_cells, "vocab_size": len(vocab), "chunk_size": chunk,
               "batch_size": bsz, "device": str(device), "gene_match": gene_report, "final": last,
               "seconds": round(time.time() - t_start, 2)}
-    rd.write_result(result)
+    if info.distributed:
+        result.update({"world_size": world, "batch_per_rank": source.batch, "backend": info.backend})
+    if source.streamed:
+        st = source.stream.stats
+        result["stream"] = {"reads": st.reads, "max_rows_per_read": st.max_rows_per_read,
+                            "max_values_per_read": st.max_values_per_read, "values_read": st.values_read,
+                            "cells_without_vocabulary_genes": source.short_cells}
+    if main:
+        rd.write_result(result)
+    dist_mod.barrier(info)
     return result
