@@ -206,7 +206,9 @@ class ExportTab(QWidget):
             "marker_importance": self.win.results_tab.manh,
         }
         for name, w in named.items():
-            if not isinstance(w, pg.PlotWidget) or not w.plotItem.items:
+            empty = (len(self.win.results_tab.view.xy) == 0 if name == "cell_map"
+                     else not w.plotItem.items)  # the map draws straight into its own ViewBox
+            if not isinstance(w, pg.PlotWidget) or empty:
                 continue
             for ext in (".png", ".svg"):
                 try:

@@ -434,6 +434,26 @@ def scatter_obs_pred(plot: pg.PlotWidget, groups: dict[str, tuple[np.ndarray, np
     plot.setLabel("left", "predicted")
 
 
+def _render_svg(widget: Any, path: Path) -> None:
+    """Vector SVG by painting the widget into a QSvgGenerator (pyqtgraph's SVGExporter fails on some
+    items with Qt 6: "not enough values to unpack" in correctCoordinates)."""
+    from PySide6.QtCore import QRect, QSize
+    from PySide6.QtGui import QPainter
+    from PySide6.QtSvg import QSvgGenerator
+
+    w, h = max(widget.width(), 400), max(widget.height(), 300)
+    gen = QSvgGenerator()
+    gen.setFileName(str(path))
+    gen.setSize(QSize(w, h))
+    gen.setViewBox(QRect(0, 0, w, h))
+    gen.setTitle(str(path.stem))
+    painter = QPainter(gen)
+    try:
+        widget.render(painter)
+    finally:
+        painter.end()
+
+
 def export_plot(widget: pg.PlotWidget | pg.GraphicsLayoutWidget, path: str | Path) -> Path:
     """Save a plot as PNG or SVG (atomically: written beside, then renamed)."""
     import os
@@ -444,7 +464,7 @@ def export_plot(widget: pg.PlotWidget | pg.GraphicsLayoutWidget, path: str | Pat
     item = widget.plotItem if hasattr(widget, "plotItem") else widget.scene()
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     if path.suffix.lower() == ".svg":
-        pgx.SVGExporter(item).export(str(tmp))
+        _render_svg(widget, tmp)
     else:
         ex = pgx.ImageExporter(item)
         ex.parameters()["width"] = max(800, int(widget.width()))

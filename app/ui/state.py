@@ -311,7 +311,14 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items() if v is not None}
     if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj if v is not None]
+        items = [_jsonable(v) for v in obj if v is not None]
+        if items and all(isinstance(v, dict) for v in items):
+            # records (e.g. the metric history) -> columns: h5ad stores arrays, not lists of dicts
+            keys = list(dict.fromkeys(k for v in items for k in v))
+            return {k: [v.get(k, float("nan")) for v in items] for k in keys}
+        if items and len({type(v) for v in items}) > 1:
+            return [str(v) for v in items]  # mixed types cannot form one array
+        return items
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, Path):
