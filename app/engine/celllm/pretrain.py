@@ -305,7 +305,7 @@ class _MemorySource:
         pass
 
 
-class _StreamSource:
+class StreamSource:
     """Cells streamed from backed ``.h5ad`` files (``CellStream``: CSR blocks, shuffle buffer, this rank's
     share), tokenised batch by batch in a background thread. X is never read whole."""
 
@@ -511,7 +511,7 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
     # -- genes -> vocabulary, tokens ----------------------------------------------------------------
     gene_report = []
     classes: list[str] = []
-    source: _MemorySource | _StreamSource
+    source: _MemorySource | StreamSource
     if streaming:
         from app.data.singlecell.stream import CellStream
 
@@ -539,7 +539,7 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
             def label_of(sources: np.ndarray, rows: np.ndarray) -> np.ndarray:  # type: ignore[misc]
                 return _class_index(classes, stream.labels_of(sources, rows))
 
-        source = _StreamSource(stream, min(local_bs, max(1, stream.n_cells_total // world)), max_len,
+        source = StreamSource(stream, min(local_bs, max(1, stream.n_cells_total // world)), max_len,
                                model_cfg.n_bins, seed, info, label_of)
         rep.log(f"streaming {source.n_cells} cells from {len(paths)} file(s) (max_len {max_len}); "
                 f"vocabulary {len(vocab)} genes")
