@@ -88,7 +88,8 @@ def _sh(arg: str) -> str:
     return shlex.quote(arg)
 
 
-def _absolute(config: dict[str, Any]) -> dict[str, Any]:
+def launch_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The job config a script runs: paths absolute (the script may run elsewhere), no ``resume``."""
     cfg = {k: v for k, v in config.items() if k != "resume"}
     data = cfg.get("data")
     if data:
@@ -163,7 +164,7 @@ def write_launch_script(out: str | Path, config: dict[str, Any], spec: LaunchSpe
     if script.suffix != ".sh":
         script = script.with_name(script.name + ".sh")
     cfg_path = script.with_suffix(".json")
-    cfg = _absolute(config)
+    cfg = launch_config(config)
     text = script_text(cfg_path, cfg, spec)
     script.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(cfg_path, json.dumps(cfg, indent=2) + "\n")
