@@ -575,6 +575,9 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
     local_bs = source.batch
     bsz = local_bs * world  # the global contrastive batch
     n_batches = source.n_batches
+    if bsz < 2:
+        raise DataError(f"{source.n_cells} cell(s): a contrastive batch needs at least two", None,
+                        "Use more cells.")
     if n_batches < 1:
         raise DataError(f"{source.n_cells} cells do not fill one batch of {bsz}", None,
                         "Use a smaller batch size (or fewer ranks).")
