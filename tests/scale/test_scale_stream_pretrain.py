@@ -141,3 +141,36 @@ def test_stream_loader_memory_is_bounded_by_blocks_not_the_file(tmp_path: Path) 
         assert n == 3000 // 32 * 32
         assert s.stats.values_read <= info["nnz"] and s.stats.max_rows_per_read <= 128
     assert peak < x_bytes / 4, (peak, x_bytes)
+
+
+def test_prefetch_hands_over_errors_and_stops_when_closed() -> None:
+    import threading
+    import time
+
+    from app.data.singlecell.stream import prefetch
+
+    def failing():
+        yield 1
+        yield 2
+        raise ValueError("bad block")
+
+    it = prefetch(failing(), 1)
+    assert next(it) == 1 and next(it) == 2
+    with pytest.raises(ValueError, match="bad block"):
+        next(it)
+    produced: list[int] = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    g = prefetch(endless(), 2)
+    assert next(g) == 0
+    g.close()
+    n = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == n <= 4  # bounded read-ahead, nothing produced after close
+    assert not any(t.name == "omicslab-prefetch" and t.is_alive() for t in threading.enumerate())
