@@ -284,7 +284,7 @@ class DataTab(QWidget):
         s = self.state
         if s.pheno is None:
             return
-        numeric = [c for c in s.pheno.columns if np.issubdtype(s.pheno[c].dtype, np.number)]
+        numeric = s.traits or [c for c in s.pheno.columns if np.issubdtype(s.pheno[c].dtype, np.number)]
         self.trait_combo.blockSignals(True)
         self.trait_combo.clear()
         self.trait_combo.addItems(numeric)

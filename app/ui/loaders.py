@@ -124,10 +124,15 @@ def load_phenotypes(path: str | Path, geno: Any, trait: str | None = None) -> di
 
     pheno = read_phenotypes(path)
     numeric = [c for c in pheno.columns if np.issubdtype(pheno[c].dtype, np.number)]
+    if geno is not None:
+        # an ID column the join used (rice's numeric PlinkIDs) is not a trait
+        how = join_phenotypes(geno, pheno, None).how
+        if how.startswith("column "):
+            numeric = [c for c in numeric if c != how[len("column "):]]
     if trait is None or trait not in numeric:
         trait = numeric[0] if numeric else None
     join = join_phenotypes(geno, pheno, trait) if geno is not None else None
-    return {"path": str(path), "pheno": pheno, "trait": trait, "join": join}
+    return {"path": str(path), "pheno": pheno, "trait": trait, "traits": numeric, "join": join}
 
 
 def demo_genotype_paths() -> dict[str, Path]:

@@ -196,7 +196,7 @@ class MainWindow(QMainWindow):
 
     def _pheno_loaded(self, out: dict[str, Any]) -> None:
         self.state.join = out["join"]
-        self.state.set_phenotypes(out["path"], out["pheno"], out["trait"])
+        self.state.set_phenotypes(out["path"], out["pheno"], out["trait"], out.get("traits"))
 
     def _loaded(self, out: dict[str, Any], path: str | None) -> None:
         self.data_tab.set_busy(False)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -22,7 +23,17 @@ from PySide6.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from app.ui.state import BUNDLED_MODEL, GP_DEFAULTS, GP_TASKS, SC_DEFAULTS, SC_TASKS, AppState
+from app.ui.state import (
+    BUNDLED_MODEL,
+    GP_DEFAULTS,
+    GP_MODELS,
+    GP_TASKS,
+    MODEL_DEFAULT_KEYS,
+    SC_DEFAULTS,
+    SC_TASKS,
+    AppState,
+    gp_model_defaults,
+)
 
 if TYPE_CHECKING:
     from app.ui.main_window import MainWindow
@@ -70,6 +81,17 @@ class ModelTab(QWidget):
         self.model_box = QGroupBox("Starting model")
         QVBoxLayout(self.model_box).addLayout(mrow)
 
+        self.compare_box = QGroupBox("Models to compare (same folds)")
+        crow = QHBoxLayout(self.compare_box)
+        self.compare_checks: dict[str, QCheckBox] = {}
+        for m in GP_MODELS:
+            cb = QCheckBox(m)
+            cb.setChecked(True)
+            cb.toggled.connect(self._compare_changed)
+            self.compare_checks[m] = cb
+            crow.addWidget(cb)
+        crow.addStretch(1)
+
         self.device_combo = QComboBox()
         try:
             from app.engine.device import available_devices
@@ -87,6 +109,7 @@ class ModelTab(QWidget):
         self.adv_form = QFormLayout(self.adv_body)
         self.advanced.addWidget(self.adv_body)
         self.editors: dict[str, QWidget] = {}
+        self.model_defaults: dict[str, Any] = {}
 
         self.next_btn = QPushButton("Next: Train →")
         self.next_btn.clicked.connect(lambda: self.win.tabs.setCurrentWidget(self.win.train_tab))
@@ -94,6 +117,7 @@ class ModelTab(QWidget):
         lay.addWidget(self.task_box)
         lay.addWidget(self.task_help)
         lay.addWidget(self.model_box)
+        lay.addWidget(self.compare_box)
         lay.addLayout(drow)
         lay.addWidget(self.advanced)
         lay.addStretch(1)
@@ -139,8 +163,14 @@ class ModelTab(QWidget):
             self.buttons[task].setChecked(True)
         self.task_help.setText(TASK_HELP.get(task, ""))
         self.model_box.setVisible(task in ("finetune", "embed"))
-        defaults = SC_DEFAULTS.get(task) if self.state.kind != "genotype" else GP_DEFAULTS
-        self._fill_editors(dict(defaults or {}))
+        self.compare_box.setVisible(task == "compare")
+        if self.state.kind == "genotype":
+            self.model_defaults = gp_model_defaults(task)
+            defaults = {**GP_DEFAULTS, **self.model_defaults}
+        else:
+            self.model_defaults = {}
+            defaults = dict(SC_DEFAULTS.get(task) or {})
+        self._fill_editors(defaults)
         self.win.train_tab.update_button() if hasattr(self.win, "train_tab") else None
         self.state.events.emit("task")
 
@@ -160,12 +190,15 @@ class ModelTab(QWidget):
             elif isinstance(val, bool):
                 ed = QComboBox()
                 ed.addItems(["yes", "no"])
+                ed.setCurrentText("yes" if val else "no")
             elif isinstance(val, int):
                 ed = QSpinBox()
                 ed.setRange(0, 10_000_000)
                 ed.setValue(val)
-                if key == "max_cells":
+                if key in ("max_cells", "max_markers"):
                     ed.setSpecialValueText("all")
+                elif key in MODEL_DEFAULT_KEYS and not val:
+                    ed.setSpecialValueText("model default")
             elif isinstance(val, float):
                 ed = QDoubleSpinBox()
                 ed.setDecimals(6 if val < 0.01 else 3)
@@ -173,12 +206,15 @@ class ModelTab(QWidget):
                 ed.setSingleStep(val / 10 if val else 0.1)
                 ed.setValue(val)
                 if key == "lr" and not val:
-                    ed.setSpecialValueText("by preset")
+                    ed.setSpecialValueText("by preset" if self.state.kind != "genotype" else "model default")
             else:
                 ed = QLineEdit(str(val))
             ed.setMaximumWidth(260)
             self.editors[key] = ed
-            self.adv_form.addRow(key.replace("_", " ") + ":", ed)
+            label = key.split(".", 1)[-1].replace("_", " ")
+            if "." in key:
+                ed.setToolTip(f"{key.split('.')[0].upper()} hyper-parameter (default {val!r})")
+            self.adv_form.addRow(label + ":", ed)
         self.read_params()
 
     def read_params(self) -> dict[str, Any]:
@@ -191,8 +227,12 @@ class ModelTab(QWidget):
                 out[key] = float(ed.value())
             elif isinstance(ed, QComboBox):
                 out[key] = ed.currentText()
+                if isinstance(self.model_defaults.get(key), bool):
+                    out[key] = out[key] == "yes"
             elif isinstance(ed, QLineEdit):
                 out[key] = ed.text()
+        # a deep model's own hyper-parameters travel only when changed (the engine fills the rest)
+        out = {k: v for k, v in out.items() if k not in self.model_defaults or v != self.model_defaults[k]}
         self.state.params = out
         return out
 
@@ -206,6 +246,20 @@ class ModelTab(QWidget):
         else:
             ed.setText(str(value))
         self.read_params()
+
+    def set_compare_models(self, models: list[str]) -> None:
+        """Tick exactly ``models`` for "compare all"."""
+        for m, cb in self.compare_checks.items():
+            cb.setChecked(m in models)
+
+    def _compare_changed(self) -> None:
+        chosen = [m for m, cb in self.compare_checks.items() if cb.isChecked()]
+        if not chosen:  # at least one model: re-tick the one just cleared
+            sender = self.sender()
+            if isinstance(sender, QCheckBox):
+                sender.setChecked(True)
+            return
+        self.state.compare_models = chosen
 
     # -- model / device ----------------------------------------------------------------------------
     def _choose_model(self) -> None:

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import plots
-from app.ui.state import AppState, gp_fold_table
+from app.ui.state import AppState, gp_fold_table, gp_wide_table
 
 if TYPE_CHECKING:
     from app.ui.main_window import MainWindow
@@ -269,11 +269,8 @@ class ResultsTab(QWidget):
         if folds.empty:
             self.gp_label.setText("The run reported no per-fold results.")
             return
-        wide = folds.pivot_table(index="model", columns="fold", values="r")
-        wide["mean"] = wide.mean(axis=1)
-        wide["sd"] = folds.groupby("model")["r"].std(ddof=1).reindex(wide.index)
-        wide = wide.sort_values("mean", ascending=False)
-        cols = [f"fold {c}" if not isinstance(c, str) else c for c in wide.columns]
+        wide = gp_wide_table(folds)
+        cols = list(wide.columns)
         self.gp_table.setColumnCount(len(cols) + 1)
         self.gp_table.setRowCount(len(wide))
         self.gp_table.setHorizontalHeaderLabels(["model", *cols])
@@ -289,14 +286,16 @@ class ResultsTab(QWidget):
                 self.gp_table.setItem(i, j + 1, it)
         self.gp_table.resizeColumnsToContents()
         best = wide.index[0]
-        self.gp_label.setText(f"<b>Pearson r between predicted and observed</b> on held-out folds "
-                              f"(trait {self.state.trait}). Best: {best} (mean {wide.loc[best, 'mean']:.3f}).")
+        n, trait = r.get("n_lines", "?"), r.get("trait", self.state.trait)
+        self.gp_label.setText(
+            f"<b>Pearson r between predicted and observed</b> on held-out folds (trait {trait},"
+            f" {n} lines, {r.get('n_markers', '?')} markers). Best: <b>{best}</b> (mean {wide.loc[best, 'mean']:.3f}"
+            f" ± {0 if pd.isna(wide.loc[best, 'sd']) else wide.loc[best, 'sd']:.3f} SD).")
         self.fold_combo.blockSignals(True)
         self.fold_combo.clear()
         self.fold_combo.addItems([str(m) for m in wide.index])
         self.fold_combo.blockSignals(False)
         self._draw_scatter(str(best))
-        self._draw_importance()
 
     def _draw_scatter(self, model: str) -> None:
         preds = self.state.gp_tables().get("gebv")
@@ -314,8 +313,9 @@ class ResultsTab(QWidget):
         else:
             groups[model] = (sub[obs].to_numpy(float), sub[pred].to_numpy(float))
         plots.scatter_obs_pred(self.scatter, groups, f"{model}: predicted vs observed")
+        self._draw_importance(model)
 
-    def _draw_importance(self) -> None:
+    def _draw_importance(self, model: str = "") -> None:
         r = self.state.gp_result or {}
         path = r.get("importance_csv") or r.get("marker_importance")
         if not (isinstance(path, str) and Path(path).is_file()):
@@ -323,10 +323,17 @@ class ResultsTab(QWidget):
             self.manh.setTitle("Marker importance: run DLGWAS (or compare all) to see it")
             return
         imp = pd.read_csv(path)
+        if "model" in imp.columns:  # one block per model: the chosen one, else the first that has one
+            models = list(dict.fromkeys(imp["model"].astype(str)))
+            pick = model if model in models else ("DLGWAS" if "DLGWAS" in models else models[0])
+            imp = imp[imp["model"].astype(str) == pick]
+        else:
+            pick = ""
         score = next((c for c in ("importance", "saliency", "score") if c in imp.columns), imp.columns[-1])
         causal = None
         if self.win.causal is not None and "marker" in imp.columns:
             ids = set(self.win.causal.iloc[:, 0].astype(str))
             causal = imp["marker"].astype(str).isin(ids).to_numpy()
         plots.manhattan(self.manh, imp.get("chrom", pd.Series(["1"] * len(imp))).to_numpy(),
-                        imp.get("pos", pd.Series(np.arange(len(imp)))).to_numpy(), imp[score].to_numpy(), causal)
+                        imp.get("pos", pd.Series(np.arange(len(imp)))).to_numpy(), imp[score].to_numpy(), causal,
+                        title=f"Marker importance along the genome ({pick})" if pick else "Marker importance")

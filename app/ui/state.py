@@ -35,7 +35,23 @@ SC_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": {"preset": "tiny", "epochs": 1.0, "batch_size": 32, "lr": 0.0, "max_cells": 0, "seed": 0},
     "embed": {"batch_size": 64},
 }
-GP_DEFAULTS: dict[str, Any] = {"folds": 5, "epochs": 30, "batch_size": 32, "lr": 1e-3, "seed": 0}
+# 0 / "" = the model's own default (app.engine.gp.deep.DEFAULTS); the job drops them from its config
+GP_DEFAULTS: dict[str, Any] = {"folds": 5, "repeats": 1, "seed": 0, "group": "", "epochs": 0, "batch_size": 0,
+                               "lr": 0.0, "max_markers": 0}
+MODEL_DEFAULT_KEYS = ("epochs", "batch_size", "lr", "max_markers", "max_cells")
+
+
+def gp_model_defaults(task: str) -> dict[str, Any]:
+    """Scalar hyper-parameters of one deep GP model (``app.engine.gp.deep.DEFAULTS``), keyed
+    ``"dnngp.dropout1"``; {} for GBLUP, "compare" or when the deep models are not installed."""
+    if task not in ("dnngp", "deepgs", "dlgwas"):
+        return {}
+    try:
+        from app.engine.gp.deep import DEFAULTS
+    except Exception:  # a build without the deep models: GBLUP still works
+        return {}
+    return {f"{task}.{k}": v for k, v in DEFAULTS.get(task, {}).items()
+            if isinstance(v, bool | int | float | str) and k not in GP_DEFAULTS}
 
 
 class Events:
@@ -100,10 +116,12 @@ class AppState:
     pheno: pd.DataFrame | None = None
     pheno_path: str | None = None
     trait: str | None = None
+    traits: list[str] = field(default_factory=list)
     join: Any = None
     task: str = "finetune"
     params: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
+    compare_models: list[str] = field(default_factory=lambda: list(GP_MODELS))  # "compare": which ones
     runs: list[RunRecord] = field(default_factory=list)
     current: RunRecord | None = None
     embedding: np.ndarray | None = None  # cells x dim (X_celllm), aligned to adata.obs_names
@@ -148,10 +166,14 @@ class AppState:
             self.task = "compare"
         self.events.emit("dataset")
 
-    def set_phenotypes(self, path: str, pheno: pd.DataFrame, trait: str | None) -> None:
-        """A phenotype table was added; ``trait`` defaults to the first numeric column."""
+    def set_phenotypes(self, path: str, pheno: pd.DataFrame, trait: str | None,
+                       traits: list[str] | None = None) -> None:
+        """A phenotype table was added; ``trait`` defaults to the first numeric column (``traits``: the
+        columns a user may pick, ID columns left out)."""
         self.pheno_path, self.pheno = path, pheno
-        numeric = [c for c in pheno.columns if pd.api.types.is_numeric_dtype(pheno[c])]
+        numeric = traits if traits is not None else [c for c in pheno.columns
+                                                      if pd.api.types.is_numeric_dtype(pheno[c])]
+        self.traits = list(numeric)
         self.trait = trait if trait in numeric else (numeric[0] if numeric else None)
         self.events.emit("phenotypes")
 
@@ -187,7 +209,9 @@ class AppState:
     # -- jobs --------------------------------------------------------------------------------------
     def job_spec(self, run_dir: str | None = None) -> tuple[str, dict[str, Any]]:
         """(target, config) for the chosen task and settings: exactly what a CLI twin would pass."""
-        p = {k: v for k, v in self.params.items() if v not in (None, "", 0) or k == "seed"}
+        # 0 / "" mean "the engine's default" for the common settings; a model's own (dotted) values are kept
+        p = {k: v for k, v in self.params.items()
+             if "." in k or k == "seed" or not (v is None or v == "" or (not isinstance(v, bool) and v == 0))}
         if self.kind == "singlecell":
             if self.task not in SC_TASKS:
                 raise ValueError(f"unknown single-cell task {self.task!r}")
@@ -202,9 +226,15 @@ class AppState:
             cfg.update(p)
         elif self.kind == "genotype":
             target = GP_TARGET
-            models = list(GP_MODELS) if self.task == "compare" else [GP_TASKS[self.task]]
+            models = list(self.compare_models or GP_MODELS) if self.task == "compare" else [GP_TASKS[self.task]]
+            per_model: dict[str, dict[str, Any]] = {}
+            for k in [k for k in p if "." in k]:  # "dnngp.dropout1" -> params {"dnngp": {"dropout1": ..}}
+                name, key = k.split(".", 1)
+                per_model.setdefault(name, {})[key] = p.pop(k)
             cfg = {"geno": self.data_path, "pheno": self.pheno_path, "trait": self.trait, "models": models,
                    "device": self.device, **p}
+            if per_model:
+                cfg["params"] = per_model
         else:
             raise ValueError("open a dataset first")
         if run_dir:
@@ -288,6 +318,7 @@ class AppState:
         if not folds.empty:
             out["cv_pearson_r"] = folds
             out["cv_summary"] = folds.groupby("model")["r"].agg(["mean", "std", "count"])
+            out["cv_table"] = gp_wide_table(folds)
         preds = gp_predictions(r)
         if preds is not None:
             out["gebv"] = preds
@@ -327,21 +358,39 @@ def _jsonable(obj: Any) -> Any:
 
 
 def gp_fold_table(result: dict[str, Any]) -> pd.DataFrame:
-    """Pearson r per model and fold from a GP CV result, tolerant of the shapes the engine may report:
-    ``{"folds": [{"model", "fold", "r"|"pearson"}]}`` or ``{"models": {name: {"fold_r": [...]}}}``."""
+    """Pearson r per model and fold (columns model, repeat, fold, r) from a GP CV result.
+
+    Reads the per-fold rows of ``app.engine.gp.jobs:cv`` (``"folds": [{"model", "repeat", "fold",
+    "pearson", ...}]``); a result with only the per-model summaries falls back to
+    ``"models": {NAME: {"pearson_folds": [...]}}`` (folds numbered in order, one repeat)."""
     rows: list[dict[str, Any]] = []
     for f in result.get("folds", []) or []:
         if isinstance(f, dict):
-            r = f.get("r", f.get("pearson", f.get("pearson_r")))
-            rows.append({"model": f.get("model", "?"), "fold": int(f.get("fold", len(rows))), "r": float(r)})
-    models = result.get("models") or {}
-    if isinstance(models, dict):
-        for name, m in models.items():
-            if not isinstance(m, dict):
-                continue
-            for i, r in enumerate(m.get("fold_r", m.get("r_per_fold", m.get("pearson_per_fold", []))) or []):
-                rows.append({"model": name, "fold": i + 1, "r": float(r)})
-    return pd.DataFrame(rows, columns=["model", "fold", "r"])
+            r = f.get("pearson", f.get("r"))
+            rows.append({"model": str(f.get("model", "?")), "repeat": int(f.get("repeat", 1) or 1),
+                         "fold": int(f.get("fold", len(rows) + 1)), "r": np.nan if r is None else float(r)})
+    if not rows and isinstance(result.get("models"), dict):
+        for name, m in result["models"].items():
+            if isinstance(m, dict):
+                for i, r in enumerate(m.get("pearson_folds") or []):
+                    rows.append({"model": str(name), "repeat": 1, "fold": i + 1,
+                                 "r": np.nan if r is None else float(r)})
+    return pd.DataFrame(rows, columns=["model", "repeat", "fold", "r"])
+
+
+def gp_wide_table(folds: pd.DataFrame) -> pd.DataFrame:
+    """One row per model, one column per fold ("fold 3" or "r2 f3" with repeats), then mean and sd;
+    best model first."""
+    if folds.empty:
+        return pd.DataFrame()
+    many = folds["repeat"].nunique() > 1
+    label = folds.apply(lambda r: f"r{r['repeat']} f{r['fold']}" if many else f"fold {r['fold']}", axis=1)
+    f = folds.assign(col=label)
+    order = list(dict.fromkeys(f.sort_values(["repeat", "fold"])["col"]))
+    wide = f.pivot_table(index="model", columns="col", values="r", aggfunc="first")[order]
+    wide["mean"] = folds.groupby("model")["r"].mean()
+    wide["sd"] = folds.groupby("model")["r"].std(ddof=1)
+    return wide.sort_values("mean", ascending=False)
 
 
 def gp_predictions(result: dict[str, Any]) -> pd.DataFrame | None:
