@@ -303,13 +303,14 @@ def fit_gblup(train: GenotypeMatrix, y: np.ndarray, *, params: dict[str, Any] | 
     if not np.isfinite(y2).all():
         raise DataError("the phenotypes given to GBLUP contain NaN/inf", None, "drop lines without a phenotype")
     notes = FitNotes()
-    k, means, c = vanraden_grm(train)
-    sp = Spectral.of(k, y2)
+    means = marker_means(train).astype(np.float64)
+    w = centred(train, means)  # once: the GRM and the marker effects both need it
+    c = vanraden_scale(means, train.coding)
+    sp = Spectral.of((w @ w.T) / c, y2)
     m = train.n_markers
     effects = np.zeros((m, y2.shape[1]))
     intercept = np.zeros(y2.shape[1])
     varcomp: list[dict[str, Any]] = []
-    w = centred(train, means)
     for j in range(y2.shape[1]):
         ys = sp.ys[:, j]
         if p["delta"] is not None:
