@@ -111,6 +111,12 @@ class ModelTab(QWidget):
         self.editors: dict[str, QWidget] = {}
         self.model_defaults: dict[str, Any] = {}
 
+        self.cluster_btn = QPushButton("Several GPUs / cluster…")
+        self.cluster_btn.setToolTip("Pretrain on several GPUs of this machine (torchrun) or write a launch script "
+                                    "(Slurm or plain torchrun) for a cluster.")
+        self.cluster_btn.clicked.connect(self.open_cluster_dialog)
+        self.cluster_dialog: Any = None
+
         self.next_btn = QPushButton("Next: Train →")
         self.next_btn.clicked.connect(lambda: self.win.tabs.setCurrentWidget(self.win.train_tab))
         lay = QVBoxLayout(self)
@@ -120,6 +126,10 @@ class ModelTab(QWidget):
         lay.addWidget(self.compare_box)
         lay.addLayout(drow)
         lay.addWidget(self.advanced)
+        crow2 = QHBoxLayout()
+        crow2.addWidget(self.cluster_btn)
+        crow2.addStretch(1)
+        lay.addLayout(crow2)
         lay.addStretch(1)
         lay.addWidget(self.next_btn)
         self.model_btn.clicked.connect(self._choose_model)
@@ -164,6 +174,7 @@ class ModelTab(QWidget):
         self.task_help.setText(TASK_HELP.get(task, ""))
         self.model_box.setVisible(task in ("finetune", "embed"))
         self.compare_box.setVisible(task == "compare")
+        self.cluster_btn.setVisible(task == "pretrain")
         if self.state.kind == "genotype":
             self.model_defaults = gp_model_defaults(task)
             defaults = {**GP_DEFAULTS, **self.model_defaults}
@@ -260,6 +271,26 @@ class ModelTab(QWidget):
                 sender.setChecked(True)
             return
         self.state.compare_models = chosen
+
+    def open_cluster_dialog(self) -> Any:
+        """The pretraining settings as a multi-GPU / cluster launch (SCALE's dialog), non-modal."""
+        try:
+            from app.ui.cluster_dialog import ClusterDialog
+        except ImportError as exc:  # built without it: say so instead of failing
+            self.win.show_error("Not available", f"The cluster launcher is not part of this build ({exc}).")
+            return None
+        self.read_params()
+        try:
+            _, cfg = self.state.job_spec()
+        except ValueError as exc:
+            self.win.show_error("Open a dataset first", str(exc))
+            return None
+        dlg = ClusterDialog(cfg, self)
+        dlg.script_written.connect(lambda p: self.win.train_tab.append_log(f"launch script written: {p}"))
+        dlg.launched.connect(lambda d: self.win.train_tab.append_log(f"multi-GPU pretraining started in {d}"))
+        dlg.open()
+        self.cluster_dialog = dlg
+        return dlg
 
     # -- model / device ----------------------------------------------------------------------------
     def _choose_model(self) -> None:

@@ -2,9 +2,11 @@
 confusion matrices, observed-vs-predicted scatter and Manhattan plot.
 
 Plot rules measured in DESIGN.md: up to ``DENSE_ABOVE`` points, one ``ScatterPlotItem`` per category with
-shared brushes (pen=None, pxMode); beyond, a 2-D density image plus a random coloured subsample. Hover and
-lasso/box picking use a ``scipy.spatial.cKDTree`` / vectorised point-in-polygon on the FULL data, so what
-is picked never depends on what is drawn.
+shared brushes (pen=None, pxMode); beyond, a category-coloured density image (each bin takes the count-weighted
+mean colour of its cells, opacity by log density; one bincount pass) plus a random coloured subsample. DESIGN.md
+put the switch at ~200k; on this 2-vCPU box under load a repaint of 100k points took ~90 ms, so a pan or hover
+stalled the window: the switch is at 50k. Hover and lasso/box picking use a ``scipy.spatial.cKDTree`` /
+vectorised point-in-polygon on the FULL data, so what is picked never depends on what is drawn.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsPathItem, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-DENSE_ABOVE = 200_000
-SUBSAMPLE = 60_000
+DENSE_ABOVE = 50_000  # measured here (2 busy vCPUs, offscreen): 100k drawn points repaint in ~90 ms per pan step
+SUBSAMPLE = 8_000  # points drawn over the colour image when dense (~1.5 us each a repaint here)
+IMAGE_BINS = 512
+SHOW_SELECTED = 10_000
 MAX_LEGEND = 25
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
@@ -43,14 +47,47 @@ def category_codes(values: np.ndarray, max_bins: int = 10) -> tuple[np.ndarray, 
         return codes.astype(np.int32), names
     import pandas as pd
 
-    cat = pd.Categorical(pd.Series(vals).astype(str))
-    return cat.codes.astype(np.int32), [str(c) for c in cat.categories]
+    try:  # hash-based, no string copies: ~0.15 s for 1M labels
+        codes, uniques = pd.factorize(vals, sort=True, use_na_sentinel=True)
+        names = [str(u) for u in uniques]
+    except TypeError:  # mixed types cannot be sorted: compare them as text
+        codes, uniques = pd.factorize(pd.Series(vals).astype(str).to_numpy(), sort=True)
+        names = [str(u) for u in uniques]
+    codes = np.asarray(codes, dtype=np.int32)
+    if (codes < 0).any():  # missing values get their own category
+        codes[codes < 0] = len(names)
+        names.append("NA")
+    return codes, names
 
 
 def numeric_colours(n: int) -> list[str]:
     """A light-to-dark ramp for binned numeric values."""
     cmap = pg.colormap.get("viridis")
     return [cmap.map(x, mode="qcolor").name() for x in np.linspace(0, 1, max(n, 1))]
+
+
+def colour_density(xy: np.ndarray, codes: np.ndarray, colours: list[str], bins: int = IMAGE_BINS) -> np.ndarray:
+    """An RGBA image (bins x bins, x first as pyqtgraph expects) of ``xy``: each bin the count-weighted mean
+    colour of the categories in it, opacity rising with log(count); empty bins transparent."""
+    x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
+    lo = np.array([x.min(), y.min()], np.float64)
+    hi = np.array([x.max(), y.max()], np.float64)
+    scale = bins / np.where(hi > lo, hi - lo, 1.0)
+    k = max(len(colours), 1)
+    ix = np.minimum(((x - lo[0]) * scale[0]).astype(np.int32), bins - 1)
+    iy = np.minimum(((y - lo[1]) * scale[1]).astype(np.int32), bins - 1)
+    flat = (ix * bins + iy) * k + np.clip(codes, 0, k - 1).astype(np.int32)
+    counts = np.bincount(flat, minlength=bins * bins * k).reshape(bins * bins, k)
+    tot = counts.sum(1)
+    nz = np.flatnonzero(tot)
+    rgb = np.array([[QColor(c).red(), QColor(c).green(), QColor(c).blue()] for c in colours] or [[0, 0, 0]],
+                   dtype=np.float32)
+    img = np.zeros((bins * bins, 4), np.uint8)
+    t = tot[nz].astype(np.float32)
+    img[nz, :3] = np.clip(counts[nz].astype(np.float32) @ rgb / t[:, None], 0, 255).astype(np.uint8)
+    dens = np.log1p(t)
+    img[nz, 3] = (255 * (0.45 + 0.55 * dens / max(float(dens.max()), 1e-9))).astype(np.uint8)
+    return img.reshape(bins, bins, 4)
 
 
 class LassoViewBox(pg.ViewBox):
@@ -131,7 +168,8 @@ class EmbeddingView(QWidget):
         lay.addWidget(self.plot, 1)
         lay.addWidget(self.info)
         self.xy = np.zeros((0, 2), np.float32)
-        self.ids: np.ndarray = np.zeros(0, dtype=object)
+        self.lo, self.hi = np.zeros(2), np.ones(2)
+        self.ids: np.ndarray | None = None  # None: a cell's row number is its ID
         self.hover_cols: dict[str, np.ndarray] = {}
         self.codes = np.zeros(0, np.int32)
         self.names: list[str] = []
@@ -140,6 +178,7 @@ class EmbeddingView(QWidget):
         self.items: list[Any] = []
         self.density: pg.ImageItem | None = None
         self.drawn: np.ndarray | None = None  # indices drawn as points (subsample when dense)
+        # outlined symbols paint much slower than filled ones; large selections are shown as a subsample
         self.sel_item = pg.ScatterPlotItem(pen=pg.mkPen("#000000", width=1), brush=None, size=7, pxMode=True)
         self.sel_item.setZValue(10)
         self.hover_item = pg.ScatterPlotItem(pen=pg.mkPen("#d62728", width=2), brush=None, size=12, pxMode=True)
@@ -156,9 +195,26 @@ class EmbeddingView(QWidget):
 
         self.xy = np.ascontiguousarray(np.asarray(xy, dtype=np.float32)[:, :2])
         n = len(self.xy)
-        self.ids = np.asarray(ids) if ids is not None else np.arange(n).astype(str)
+        self.lo = np.array([self.xy[:, 0].min(), self.xy[:, 1].min()]) if n else np.zeros(2)
+        self.hi = np.array([self.xy[:, 0].max(), self.xy[:, 1].max()]) if n else np.ones(2)
+        self.ids = np.asarray(ids) if ids is not None else None  # 1M str(row) would cost ~0.5 s
         self.hover_cols = hover_cols or {}
-        self.tree = cKDTree(self.xy) if n else None
+        # unbalanced, non-compact build (1M points: ~0.7 s instead of ~1.4 s); above DENSE_ABOVE it is built
+        # in a worker thread so the window does not freeze (hover waits for it, lasso does not need it)
+        self.tree = None
+        self._tree_gen = getattr(self, "_tree_gen", 0) + 1
+        if n > DENSE_ABOVE:
+            from app.ui.workers import Worker
+
+            gen, pts = self._tree_gen, self.xy
+
+            def got(tree: Any) -> None:
+                if gen == self._tree_gen:
+                    self.tree = tree
+
+            self._tree_worker = Worker(cKDTree, pts, balanced_tree=False, compact_nodes=False).start(got)
+        elif n:
+            self.tree = cKDTree(self.xy, balanced_tree=False, compact_nodes=False)
         self.selection = np.zeros(0, np.int64)
         self.sel_item.setData([], [])
         self.hover_item.setData([], [])
@@ -182,39 +238,49 @@ class EmbeddingView(QWidget):
         colours = numeric_colours(len(self.names)) if numeric else [PALETTE[i % len(PALETTE)]
                                                                    for i in range(len(self.names))]
         if n > DENSE_ABOVE:
-            self._draw_density()
+            self._draw_density(colours)
             rng = np.random.default_rng(0)
             self.drawn = np.sort(rng.choice(n, SUBSAMPLE, replace=False))
         else:
             self.drawn = None
         idx_all = self.drawn if self.drawn is not None else np.arange(n)
         codes = self.codes[idx_all]
-        size = 4 if n > 20000 else 6
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(self.names) + 1))
-        for k, name in enumerate(self.names):
-            sel = idx_all[order[bounds[k]:bounds[k + 1]]]
-            if sel.size == 0:
-                continue
-            brush = pg.mkBrush(colours[k])
-            it = pg.ScatterPlotItem(x=self.xy[sel, 0], y=self.xy[sel, 1], pen=None, brush=brush, size=size,
-                                    pxMode=True, name=name)
+        size = 3 if n > DENSE_ABOVE else (4 if n > 20000 else 6)
+        totals = np.bincount(self.codes, minlength=len(self.names)) if n else np.zeros(len(self.names), int)
+        brushes = [pg.mkBrush(c) for c in colours]  # shared: one QBrush per category, never per point
+        self._legend_items = []
+        if self.drawn is not None:
+            # dense: the subsample is ONE item (pyqtgraph's per-item overhead dominated a repaint with 10+)
+            it = pg.ScatterPlotItem(x=self.xy[idx_all, 0], y=self.xy[idx_all, 1], pen=None, size=size, pxMode=True,
+                                    brush=[brushes[c] for c in codes])
             self.vb.addItem(it)
             self.items.append(it)
-            if len(self.items) <= MAX_LEGEND:
-                self.legend.addItem(it, f"{name} ({sel.size:,})" if self.drawn is None else name)
+            for k, name in enumerate(self.names[:MAX_LEGEND]):
+                sample = pg.ScatterPlotItem(pen=None, brush=brushes[k], size=8)  # legend swatch only
+                self._legend_items.append(sample)
+                self.legend.addItem(sample, f"{name} ({totals[k]:,})")
+        else:
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(self.names) + 1))
+            for k, name in enumerate(self.names):
+                sel = idx_all[order[bounds[k]:bounds[k + 1]]]
+                if sel.size == 0:
+                    continue
+                it = pg.ScatterPlotItem(x=self.xy[sel, 0], y=self.xy[sel, 1], pen=None, brush=brushes[k],
+                                        size=size, pxMode=True, name=name)
+                self.vb.addItem(it)
+                self.items.append(it)
+                if len(self.items) <= MAX_LEGEND:
+                    self.legend.addItem(it, f"{name} ({sel.size:,})")
         self.legend.setVisible(bool(title) or len(self.names) > 1)
         self.plot.setTitle(title)
 
-    def _draw_density(self, bins: int = 400) -> None:
-        lo, hi = self.xy.min(0), self.xy.max(0)
-        h, _, _ = np.histogram2d(self.xy[:, 0], self.xy[:, 1], bins=bins, range=[[lo[0], hi[0]], [lo[1], hi[1]]])
-        img = np.log1p(h).astype(np.float32)
-        self.density = pg.ImageItem(img)
-        self.density.setLookupTable(pg.colormap.get("CET-L1").getLookupTable(0.0, 0.7, 256)[::-1].copy())
-        self.density.setRect(float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1]))
+    def _draw_density(self, colours: list[str], bins: int = IMAGE_BINS) -> None:
+        """The category-coloured density image of all cells (RGBA, one ``np.bincount`` over bin x category)."""
+        self.density = pg.ImageItem(colour_density(self.xy, self.codes, colours, bins))
+        lo, hi = self.lo, self.hi
+        self.density.setRect(float(lo[0]), float(lo[1]), float(hi[0] - lo[0]) or 1.0, float(hi[1] - lo[1]) or 1.0)
         self.density.setZValue(-10)
-        self.density.setOpacity(0.6)
         self.vb.addItem(self.density)
 
     # -- interaction -------------------------------------------------------------------------------
@@ -234,7 +300,7 @@ class EmbeddingView(QWidget):
 
     def describe(self, i: int) -> str:
         """What hovering over cell ``i`` shows."""
-        parts = [f"<b>{self.ids[i]}</b>"]
+        parts = [f"<b>{self.ids[i] if self.ids is not None else f'cell {i}'}</b>"]
         for k, v in self.hover_cols.items():
             val = v[i]
             if isinstance(val, float | np.floating):
@@ -274,8 +340,8 @@ class EmbeddingView(QWidget):
         """Outline the selected cells (a subsample of them when there are many)."""
         self.selection = np.asarray(idx, dtype=np.int64)
         show = self.selection
-        if show.size > SUBSAMPLE:
-            show = np.random.default_rng(1).choice(show, SUBSAMPLE, replace=False)
+        if show.size > SHOW_SELECTED:
+            show = np.random.default_rng(1).choice(show, SHOW_SELECTED, replace=False)
         self.sel_item.setData(self.xy[show, 0], self.xy[show, 1])
         self.selectionChanged.emit(int(self.selection.size))
 
