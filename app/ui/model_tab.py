@@ -279,9 +279,11 @@ class ModelTab(QWidget):
         except ImportError as exc:  # built without it: say so instead of failing
             self.win.show_error("Not available", f"The cluster launcher is not part of this build ({exc}).")
             return None
+        from app.engine.rundir import default_runs_root, new_run_name
+
         self.read_params()
         try:
-            _, cfg = self.state.job_spec()
+            _, cfg = self.state.job_spec(str(default_runs_root() / new_run_name("pretrain")))
         except ValueError as exc:
             self.win.show_error("Open a dataset first", str(exc))
             return None
