@@ -480,10 +480,18 @@ def available_memory_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    """This process's peak resident memory so far. Linux: ``VmHWM`` of /proc/self/status (its own memory
+    image; ``ru_maxrss`` would also carry the peak of the parent it was forked from); elsewhere ``ru_maxrss``."""
     import resource
     import sys
 
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     return peak if sys.platform == "darwin" else peak * 1024
 

@@ -305,6 +305,62 @@ class _MemorySource:
         pass
 
 
+def tokenize_vocab_batch(x: Any, max_len: int | None, seed: int, n_bins: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``tokenize.tokenize_counts`` for a CSR batch already in vocabulary columns (what ``CellStream`` yields
+    with gene maps), vectorised over the batch: same tokens, bins and top-``max_len`` selection (by count;
+    ties broken at random, from ``seed``), several times faster (one pass over the batch instead of a sparse
+    re-indexing product and per-cell work)."""
+    import scipy.sparse as sp
+
+    from app.engine.celllm.tokenize import TARGET_SUM
+    from app.models.celllm.model import CLS_ID, GENE_OFFSET, cls_bin
+
+    x = sp.csr_matrix(x, dtype=np.float32)
+    x.sum_duplicates()  # also sorts indices
+    x.eliminate_zeros()
+    if x.nnz and float(x.data.min()) < 0:
+        raise DataError("the counts contain negative values", None,
+                        "CellLM needs raw counts (non-negative); pass layers['counts'] or the raw matrix.")
+    n = x.shape[0]
+    lens = np.diff(x.indptr)
+    rows = np.repeat(np.arange(n), lens)
+    vals = x.data.astype(np.float64)
+    genes = x.indices.astype(np.int64)
+    totals = np.bincount(rows, weights=vals, minlength=n)
+    scale = np.where(totals > 0, TARGET_SUM / np.where(totals > 0, totals, 1.0), 1.0)
+    bins = np.minimum(np.floor(np.log1p(vals * scale[rows])), n_bins - 1).astype(np.int64)
+    if max_len is not None and x.nnz and int(lens.max()) > int(max_len):
+        long_row = lens > int(max_len)
+        sub = np.flatnonzero(long_row[rows])  # only the values of cells over max_len need sorting
+        tie = np.random.default_rng(seed).random(sub.size)
+        v, rw = vals[sub], rows[sub]
+        if np.all(v == np.floor(v)):  # raw counts: one sort of (row, -count, random tie) packed into a float
+            key = rw * (float(v.max()) + 2.0) - v + 0.5 * tie
+            order = sub[np.argsort(key)]
+        else:
+            order = sub[np.lexsort((tie, -v, rw))]  # per row: most expressed first, ties at random
+        sub_lens = lens[long_row]
+        starts = np.concatenate([[0], np.cumsum(sub_lens)[:-1]])
+        rank = np.arange(sub.size) - np.repeat(starts, sub_lens)  # position within its row in ``order``
+        keep = ~long_row[rows]
+        keep[order[rank < int(max_len)]] = True  # ``order`` keeps rows contiguous and in row order
+        genes, bins, rows = genes[keep], bins[keep], rows[keep]  # still gene-sorted within each row
+        lens = np.bincount(rows, minlength=n)
+    ptr = np.concatenate([[0], np.cumsum(lens)])
+    cb = cls_bin(n_bins)
+    out = []
+    for r in range(n):
+        a, b = ptr[r], ptr[r + 1]
+        ids = np.empty(b - a + 1, np.int64)
+        ids[0] = CLS_ID
+        ids[1:] = genes[a:b] + GENE_OFFSET
+        bn = np.empty(b - a + 1, np.int64)
+        bn[0] = cb
+        bn[1:] = bins[a:b]
+        out.append((ids, bn))
+    return out
+
+
 class StreamSource:
     """Cells streamed from backed ``.h5ad`` files (``CellStream``: CSR blocks, shuffle buffer, this rank's
     share), tokenised batch by batch in a background thread. X is never read whole."""
@@ -333,7 +389,7 @@ class StreamSource:
 
     def _tokenise(self, cb: Any, epoch: int, b: int) -> tuple[list, np.ndarray | None]:
         tie_seed = (self.seed * 1_000_003 + epoch * 7_919 + b * 104_729 + self.info.rank) % (2**32)
-        cells = tokenize_counts(cb.counts, self.ident, max_len=self.max_len, seed=tie_seed, n_bins=self.n_bins)
+        cells = tokenize_vocab_batch(cb.counts, self.max_len, tie_seed, self.n_bins)
         self.short_cells += sum(1 for c in cells if len(c[0]) < 2)
         labels = self.label_of(cb.sources, cb.rows) if self.label_of is not None else None
         return cells, labels
