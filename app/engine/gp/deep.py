@@ -104,7 +104,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "dnngp": {
         # Paper era (2023): ReLU, Adam lr 0.01, MSE.
-        "v1": {"act": "relu", "optimizer": "adam", "lr": 0.01, "loss": "mse"},
+        "v1": {"act": "relu", "optimizer": "adam", "lr": 1e-3, "loss": "mse"},
         # Current v3.1: swish, Adadelta (the README's lr 1), 1 - concordance correlation.
         "v3": {"act": "swish", "optimizer": "adadelta", "lr": 1.0, "loss": "ccc"},
     },
