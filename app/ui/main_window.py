@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget, QWidget
 
 from app.data.errors import OmicsLabError
 from app.ui import loaders
@@ -79,6 +79,7 @@ class MainWindow(QMainWindow):
         self.restoreGeometry(self.settings.value("geometry", b""))  # type: ignore[arg-type]
         if not self.settings.value("geometry"):
             self.resize(1280, 820)
+        self._restore_layout()
         self.data_tab.set_recent(self.recent_files())
         self.state.events.connect("dataset", self._dataset_changed)
 
@@ -236,7 +237,24 @@ class MainWindow(QMainWindow):
         self.run_worker(loaders.gene_match, self.state.adata, self.state.model_dir, on_done=done,
                         what="matching genes")
 
-    # -- recent files (QSettings) ------------------------------------------------------------------
+    # -- layout and recent files (QSettings) --------------------------------------------------------
+    def _splitters(self) -> list[QSplitter]:
+        return self.findChildren(QSplitter)  # construction order: stable between runs
+
+    def _restore_layout(self) -> None:
+        """Splitter positions from the last session (the geometry is restored in __init__)."""
+        states = self.settings.value("splitters", [])
+        if isinstance(states, list | tuple):
+            for sp, st in zip(self._splitters(), states, strict=False):
+                if st:
+                    sp.restoreState(st)
+
+    def save_layout(self) -> None:
+        """Window geometry and splitter positions into QSettings."""
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("splitters", [sp.saveState() for sp in self._splitters()])
+        self.settings.sync()
+
     def recent_files(self) -> list[str]:
         v = self.settings.value("recent", [])
         if isinstance(v, str):
@@ -352,8 +370,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stop jobs, wait for worker threads, remember the layout. Safe to call twice."""
         try:
-            self.settings.setValue("geometry", self.saveGeometry())
-            self.settings.sync()
+            self.save_layout()
         except Exception:
             traceback.print_exc()
         job = self.train_tab.job

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--gp-epochs", type=int, default=30, help="epochs of the deep GP models")
     p.add_argument("--only", choices=["singlecell", "genotype"], default=None)
     args = p.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         shot(win, win.data_tab, "1-data-genotype.png")
         win.model_tab.set_task("compare")
         win.model_tab.advanced.expand(animate=False)
+        for k, v in {"folds": 3, "epochs": args.gp_epochs}.items():  # a quick run for the pictures
+            win.model_tab.set_param(k, v)
         shot(win, win.model_tab, "2-model-genotype.png")
         win.train_tab.train()
         try:
@@ -103,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             settle(app, 1.0)
             shot(win, win.train_tab, "3-train-genotype.png")
             shot(win, win.results_tab, "4-results-genotype.png")
+            shot(win, win.export_tab, "5-export-genotype.png")
         except TimeoutError as exc:
             print(exc, file=sys.stderr)
         win.close()

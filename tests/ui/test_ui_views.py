@@ -102,3 +102,21 @@ def test_pretrain_offers_the_cluster_dialog(qtbot, win, tmp_path: Path) -> None:
     assert dlg is not None and dlg.isVisible() and dlg.config["data"] == str(p)
     dlg.close()
     assert isinstance(AppState().compare_models, list)
+
+
+def test_layout_and_recent_files_are_remembered(qtbot, win) -> None:
+    from app.ui.main_window import MainWindow
+
+    win.add_recent("/data/a.h5ad")
+    win.add_recent("/data/b.h5ad")
+    sp = win._splitters()[0]
+    sp.setSizes([100, 900])
+    want = sp.sizes()
+    win.resize(1111, 777)
+    win.close()
+    w2 = MainWindow()
+    qtbot.addWidget(w2)
+    assert w2.recent_files()[:2] == ["/data/b.h5ad", "/data/a.h5ad"]
+    assert w2._splitters()[0].sizes() == want
+    assert w2.settings.value("geometry")  # restored on open (the offscreen screen clamps its size)
+    w2.close()
