@@ -90,7 +90,13 @@ def init_distributed(device: str = "auto", backend: str | None = None, timeout_s
         raise OmicsLabError(f"device {device!r} was asked for but no CUDA GPU is visible on rank {rank}.")
     if use_cuda:
         n_gpu = torch.cuda.device_count()
-        dev = torch.device("cuda", local_rank % max(1, n_gpu))
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if local_world > n_gpu:  # NCCL refuses two ranks on one GPU ("Duplicate GPU detected")
+            from app.data.errors import OmicsLabError
+
+            raise OmicsLabError(f"{local_world} ranks on this machine but only {n_gpu} GPU(s) visible; start "
+                                f"torchrun with --nproc-per-node {n_gpu} (or use --device cpu).")
+        dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu")
