@@ -12,6 +12,15 @@ grows with the chunk size, not the batch size.
 Run folder: checkpoints at every epoch end and on cancel (model + head + AdamW state + progress, with the
 config and vocabulary in the header, so ``load_model`` can open a checkpoint), ``metrics.jsonl`` one row per
 step, the final model in ``RUN/model`` (``model_io.save_model``).
+
+Data: held in memory (read whole, tokenised once), or streamed from backed ``.h5ad`` files (``CellStream``:
+contiguous CSR block reads, seeded shuffle buffer, tokenised batch by batch in a background thread) when asked
+(``stream="on"``) or when loading them whole would not fit (``stream="auto"``, see ``choose_streaming``).
+
+Under torchrun the same job runs on every rank (``distributed.init_distributed``): DDP, divide and conquer over
+the global batch with all-gathered embeddings (``distributed.dc_step_distributed``), each rank its share of the
+data, per-rank dropout seeded by (seed, step, rank), events and run-folder writes from rank 0 only. On one
+process nothing of this is used and results are identical to the single-process code.
 """
 
 from __future__ import annotations
