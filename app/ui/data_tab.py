@@ -52,6 +52,9 @@ class DataTab(QWidget):
         # -- open row
         self.open_btn = QPushButton("Open file…")
         self.open_btn.setToolTip("Open a single-cell or genotype file (Ctrl+O). You can also drop files here.")
+        from app.ui.launch import icon
+
+        self.open_btn.setIcon(icon("open"))
         self.open_dir_btn = QPushButton("Open 10x folder…")
         self.recent_btn = QToolButton()
         self.recent_btn.setText("Recent")

@@ -73,6 +73,13 @@ class ExportTab(QWidget):
         g3.addWidget(QLabel("Every plot of the Data, Train and Results tabs into a folder."), 0, 1)
         g3.addWidget(self.model_btn, 1, 0)
         g3.addWidget(QLabel("The current run's model folder (safetensors + vocabulary + config)."), 1, 1)
+        for b in (self.h5ad_btn, self.labels_btn, self.emb_btn, self.gebv_btn, self.cv_btn, self.plots_btn,
+                  self.model_btn):
+            b.setMinimumWidth(240)
+            b.setMaximumWidth(320)
+        for g_ in (g, g2, g3):
+            g_.setColumnStretch(1, 1)
+        self.sc_box, self.gp_box = sc, gp
         lay = QVBoxLayout(self)
         lay.addWidget(sc)
         lay.addWidget(gp)
@@ -99,6 +106,8 @@ class ExportTab(QWidget):
         self.labels_btn.setEnabled(sc)
         self.emb_btn.setEnabled(sc and (s.embedding is not None or s.layout is not None))
         has_gp = bool(s.gp_result)
+        self.sc_box.setVisible(s.kind != "genotype")  # show what fits the open data
+        self.gp_box.setVisible(s.kind != "singlecell")
         self.gebv_btn.setEnabled(has_gp)
         self.cv_btn.setEnabled(has_gp)
         self.model_btn.setEnabled(self._model_dir() is not None)

@@ -29,6 +29,14 @@ def app_icon() -> object:
     return icon
 
 
+def icon(name: str) -> object:
+    """A toolbar/button icon from resources/icons (SVG: sharp on high-DPI screens); empty when missing."""
+    from PySide6.QtGui import QIcon
+
+    p = ICONS / f"{name}.svg"
+    return QIcon(str(p)) if p.is_file() else QIcon()
+
+
 def make_app() -> object:
     """The QApplication (created once), high-DPI friendly."""
     from PySide6.QtCore import Qt

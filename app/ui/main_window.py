@@ -85,11 +85,15 @@ class MainWindow(QMainWindow):
 
     # -- chrome ------------------------------------------------------------------------------------
     def _menus(self) -> None:
+        from app.ui.launch import icon
+
         m = self.menuBar().addMenu("&File")
         for text, key, fn in (("&Open…", QKeySequence.StandardKey.Open, self.open_dialog),
                               ("&Export annotated data…", "Ctrl+E", self.export_shortcut),
                               ("&Quit", QKeySequence.StandardKey.Quit, self.close)):
             a = QAction(text, self)
+            if text == "&Open…":
+                a.setIcon(icon("open"))
             a.setShortcut(QKeySequence(key))
             a.triggered.connect(fn)
             m.addAction(a)
@@ -98,6 +102,8 @@ class MainWindow(QMainWindow):
                               ("&Stop", "Ctrl+.", self.train_tab.stop),
                               ("&Resume", "", lambda: self.train_tab.resume())):
             a = QAction(text, self)
+            if text in ("&Train", "&Stop"):
+                a.setIcon(icon(text.strip("&").lower()))
             if key:
                 a.setShortcut(QKeySequence(key))
             a.triggered.connect(fn)

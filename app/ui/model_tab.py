@@ -146,7 +146,7 @@ class ModelTab(QWidget):
             b.deleteLater()
         self.buttons = {}
         if self.state.kind == "genotype":
-            tasks = {k: (v if k != "compare" else "Compare all (GBLUP, DNNGP, DeepGS, DLGWAS)")
+            tasks = {k: (v if k != "compare" else "Compare models on the same folds (GBLUP, DNNGP, DeepGS, DLGWAS)")
                      for k, v in GP_TASKS.items()}
         else:
             tasks = {k: v[0] for k, v in SC_TASKS.items()}
@@ -214,13 +214,17 @@ class ModelTab(QWidget):
                 ed = QDoubleSpinBox()
                 ed.setDecimals(6 if val < 0.01 else 3)
                 ed.setRange(0.0, 1e6)
-                ed.setSingleStep(val / 10 if val else 0.1)
+                ed.setSingleStep(val / 10 if val else (1e-4 if key == "lr" else 0.1))
                 ed.setValue(val)
                 if key == "lr" and not val:
                     ed.setSpecialValueText("by preset" if self.state.kind != "genotype" else "model default")
             else:
                 ed = QLineEdit(str(val))
             ed.setMaximumWidth(260)
+            if key == "group":
+                ed.setToolTip("A phenotype column (e.g. family) to keep related lines in the same fold; empty: "
+                              "random folds.")
+                ed.setPlaceholderText("none (e.g. family)")
             self.editors[key] = ed
             label = key.split(".", 1)[-1].replace("_", " ")
             if "." in key:

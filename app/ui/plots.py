@@ -161,7 +161,8 @@ class EmbeddingView(QWidget):
         self.plot.hideAxis("bottom")
         self.info = QLabel("Hover over a cell to see its ID and labels.")
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.legend = pg.LegendItem(offset=(-5, 5), labelTextSize="8pt")
+        self.legend = pg.LegendItem(offset=(-5, 5), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 215),
+                                    pen=pg.mkPen("#cccccc"))
         self.legend.setParentItem(self.vb)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -219,7 +220,20 @@ class EmbeddingView(QWidget):
         self.sel_item.setData([], [])
         self.hover_item.setData([], [])
         self.recolour(values, title=title)
-        self.vb.autoRange(padding=0.02)
+        self.fit_view()
+
+    def fit_view(self) -> None:
+        """Show every cell, leaving the right-hand strip free for the legend (so it covers no cells)."""
+        if not len(self.xy):
+            return
+        lo, hi = self.lo.astype(float), self.hi.astype(float)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        right = 0.0
+        if self.legend.isVisible():
+            frac = min(0.6, (self.legend.boundingRect().width() + 20) / max(self.vb.width(), 200.0))
+            right = span[0] * frac / (1 - frac)
+        self.vb.setRange(xRange=(lo[0] - 0.02 * span[0], hi[0] + 0.02 * span[0] + right),
+                         yRange=(lo[1] - 0.02 * span[1], hi[1] + 0.02 * span[1]), padding=0)
 
     def recolour(self, values: np.ndarray | None, title: str = "") -> None:
         """Colour by new values without rebuilding the KD-tree."""
@@ -357,7 +371,7 @@ class CurvesWidget(QWidget):
         self.loss = pg.PlotWidget(title="Loss")
         self.metric = pg.PlotWidget(title="Validation metric")
         for w in (self.loss, self.metric):
-            w.addLegend(offset=(-5, 5))
+            w.addLegend(offset=(-5, 5), brush=pg.mkBrush(255, 255, 255, 215), pen=pg.mkPen("#cccccc"))
             w.showGrid(x=True, y=True, alpha=0.3)
             w.setLabel("bottom", "epoch / step")
         lay = QHBoxLayout(self)
@@ -412,6 +426,7 @@ def histogram(plot: pg.PlotWidget, values: np.ndarray, bins: int = 40, title: st
               xlabel: str = "") -> None:
     """A bar histogram of ``values`` (NaN ignored)."""
     plot.clear()
+    plot.getAxis("bottom").enableAutoSIPrefix(False)  # fractions stay fractions, not "x0.001"
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     plot.setTitle(title)
@@ -487,7 +502,7 @@ def scatter_obs_pred(plot: pg.PlotWidget, groups: dict[str, tuple[np.ndarray, np
     plot.clear()
     plot.setTitle(title)
     if not plot.plotItem.legend:
-        plot.addLegend(offset=(5, 5))
+        plot.addLegend(offset=(5, 5), brush=pg.mkBrush(255, 255, 255, 215), pen=pg.mkPen("#cccccc"))
     lo, hi = np.inf, -np.inf
     for k, (name, (obs, pred)) in enumerate(groups.items()):
         plot.addItem(pg.ScatterPlotItem(x=obs, y=pred, pen=None, size=5, brush=pg.mkBrush(PALETTE[k % 20]),

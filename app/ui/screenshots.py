@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         i = int(v.selection[0]) if v.selection.size else 0
         v.hover_at(float(xy[i, 0]), float(xy[i, 1]))
         shot(win, win.results_tab, "4-results-singlecell.png")
+        tmp = Path(tempfile.mkdtemp(prefix="omicslab-export-"))
+        win.export_tab.export_h5ad(str(tmp / "annotated.h5ad"))
+        wait_until(app, lambda: not win.workers, 120, "the export")
         shot(win, win.export_tab, "5-export-singlecell.png")
         win.close()
     if args.only in (None, "genotype"):
@@ -106,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             settle(app, 1.0)
             shot(win, win.train_tab, "3-train-genotype.png")
             shot(win, win.results_tab, "4-results-genotype.png")
+            tmp = Path(tempfile.mkdtemp(prefix="omicslab-export-"))
+            win.export_tab.export_gebv(str(tmp / "gebv.csv"))
+            wait_until(app, lambda: not win.workers, 120, "the export")
             shot(win, win.export_tab, "5-export-genotype.png")
         except TimeoutError as exc:
             print(exc, file=sys.stderr)

@@ -30,7 +30,7 @@ GP_TARGET = "app.engine.gp.jobs:cv"
 
 # defaults shown in the Advanced section (the engine fills anything not given from its own DEFAULTS)
 SC_DEFAULTS: dict[str, dict[str, Any]] = {
-    "finetune": {"epochs": 5, "batch_size": 32, "lr": 1e-4, "head_lr": 1e-3, "freeze": "none", "patience": 3,
+    "finetune": {"epochs": 5, "batch_size": 32, "lr": 0.0, "head_lr": 1e-3, "freeze": "none", "patience": 3,
                  "max_cells": 0, "val_frac": 0.15, "test_frac": 0.15, "seed": 0},
     "pretrain": {"preset": "tiny", "epochs": 1.0, "batch_size": 32, "lr": 0.0, "max_cells": 0, "seed": 0},
     "embed": {"batch_size": 64},

@@ -66,6 +66,12 @@ class TrainTab(QWidget):
         self.train_btn.setFont(f)
         self.train_btn.setToolTip("Start (Ctrl+T)")
         self.stop_btn = QPushButton("Stop")
+        from app.ui.launch import icon
+
+        self.train_btn.setIcon(icon("train"))
+        self.stop_btn.setIcon(icon("stop"))
+        self.train_btn.setToolTip("Start the chosen task (Ctrl+T)")
+        self.stop_btn.setToolTip("Stop; a checkpoint is kept and Resume continues from it (Ctrl+. or Esc)")
         self.stop_btn.setToolTip("Stop after the current batch; a checkpoint is kept (Esc or Ctrl+.)")
         self.stop_btn.setEnabled(False)
         self.stop_btn.setMinimumHeight(40)
