@@ -88,6 +88,9 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the job (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--inline", action="store_true",
+                   help="run the job in this process instead of a child process (debugging, profiling, scripts "
+                        "that already isolate runs); Ctrl-C then stops at once")
     p.add_argument("--json", action="store_true", help="print the job's result as one JSON object")
 
 
@@ -160,9 +163,45 @@ def fit_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(target: str, config: dict[str, Any], run_dir: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "inline", False):
+        return _run_inline(target, config, run_dir, args)
     from app.jobs.cli_runner import run_with_progress
 
     return run_with_progress(target, config, run_dir, quiet=bool(args.quiet))
+
+
+def _run_inline(target: str, config: dict[str, Any], run_dir: str | None, args: argparse.Namespace) -> dict[str, Any]:
+    """The same job function, run folder and result file as a child job would have, in this process."""
+    from app.data.errors import OmicsLabError
+    from app.engine.events import Event, Log
+    from app.engine.gp import jobs
+    from app.engine.reporter import Cancelled, Reporter
+    from app.jobs.process import prepare_run
+
+    rd, cfg, _ = prepare_run(target, config, run_dir, device=str(config.get("device", "cpu")), status="running")
+
+    def show(ev: Event) -> None:
+        if isinstance(ev, Log):
+            rd.log(ev.line)
+            if not args.quiet:
+                print(ev.line if ev.level == "info" else f"{ev.level}: {ev.line}", file=sys.stderr)
+
+    if args.threads:
+        from app.engine.device import set_threads
+
+        set_threads(args.threads)
+    fn = getattr(jobs, target.rpartition(":")[2])
+    try:
+        value = fn(cfg, Reporter(sink=show))
+    except Cancelled:
+        rd.set_status("cancelled")
+        return {"cancelled": True, "run_dir": str(rd.path)}
+    except OmicsLabError as exc:
+        rd.set_status("failed", message=str(exc))
+        raise
+    rd.write_result(value)
+    rd.set_status("done")
+    return value
 
 
 def _fmt(v: Any, digits: int = 3) -> str:

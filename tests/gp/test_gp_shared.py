@@ -1,7 +1,7 @@
 """Genomic prediction on every shared genotype dataset, in its own format, and GBLUP's wheat599 calibration.
 
 * ``gp cv`` through the CLI (GBLUP + one deep model at tiny epochs, on a subset where the data are wide);
-* train on the phenotyped lines and predict lines read back from the same file: GEBVs agree;
+* ``gp train`` on a subset of the phenotyped lines, ``gp predict`` on the same file: GEBVs agree;
 * GBLUP 10-fold x 5 repeats on wheat599 within 0.03 of the README's reference r for E1..E4.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +16,7 @@ import pytest
 
 from app.engine.gp.cv import ModelSpec, make_folds, run_cv
 from app.engine.gp.gblup import fit_gblup
-from app.engine.gp.jobs import load_inputs, predict, train
+from app.engine.gp.jobs import load_inputs
 
 pytestmark = pytest.mark.shared_data
 
@@ -39,16 +38,18 @@ def _runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("name", list(DATASETS))
-def test_cli_cv_then_train_and_predict(name: str, shared_data: Path, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_cv_train_predict(name: str, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Through ``app.cli.main`` with ``--inline`` (the job in this process: the spawned path is tested on the
+    demo in test_gp_cli.py; here the formats matter, and a child's torch import per call would cost ~9 s CPU)."""
     from app.cli import main
 
     geno_f, pheno_f, trait, deep, extra, n_lines, how = DATASETS[name]
     d = shared_data / "genotype" / name
     geno, pheno = str(d / geno_f), str(d / pheno_f)
+    common = ["--device", "cpu", "--quiet", "--inline"]
     run = tmp_path / "cv"
     rc = main(["gp", "cv", "--geno", geno, "--pheno", pheno, "--trait", trait, "--model", f"gblup,{deep}",
-               "--folds", "2", "--epochs", "2", "--device", "cpu", "--out", str(run), "--quiet", *extra])
+               "--folds", "2", "--epochs", "2", "--out", str(run), *common, *extra])
     out = capsys.readouterr()
     assert rc == 0, out.err[-3000:]
     m = json.loads((run / "metrics.json").read_text())
@@ -58,19 +59,24 @@ def test_cli_cv_then_train_and_predict(name: str, shared_data: Path, tmp_path: P
     assert len(m["models"]) == 2 and all(len(s["pearson_folds"]) == 2 for s in m["models"].values())
     # GBLUP predicts every one of these traits (README: r 0.47-0.82 with all lines)
     assert m["models"]["GBLUP"]["pearson_mean"] > 0.15, m["models"]["GBLUP"]
+    assert "GBLUP" in out.out and f"{m['models']['GBLUP']['pearson_mean']:.3f}" in out.out
     preds = pd.read_csv(run / "predictions.csv")
     assert len(preds) == 2 * n_lines and preds.predicted.notna().all()
 
-    # train (GBLUP, fast) on a quick subset of lines, then predict the same file: the same GEBVs
-    cfg: dict[str, Any] = {"geno": geno, "pheno": pheno, "trait": trait, "models": ["GBLUP"], "device": "cpu",
-                           "run_dir": str(tmp_path / "train"), "max_markers": 1500, "max_lines": 120}
-    res = train(cfg)
-    gebv = pd.read_csv(res["gebv_csv"], dtype={"ID": str})
-    assert gebv.training.sum() == 120 and len(gebv) == res["n_genotyped"]
-    p = predict({"model": res["run_dir"], "geno": geno, "out": str(tmp_path / "new.csv"), "device": "cpu"})
-    new = pd.read_csv(p["predictions_csv"], dtype={"ID": str})
-    assert res["n_markers"] == (1279 if name == "wheat599_numeric" else 1500)  # wheat has fewer than 1500
-    assert p["align"]["n_matched"] == p["align"]["n_reference"] == res["n_markers"]
+    # train GBLUP on a subset of lines and markers, then predict the same file: the same GEBVs for every line
+    train_dir, new_csv = tmp_path / "train", tmp_path / "new.csv"
+    rc = main(["gp", "train", "--geno", geno, "--pheno", pheno, "--trait", trait, "--model", "GBLUP",
+               "--max-markers", "1500", "--max-lines", "120", "--out", str(train_dir), *common])
+    assert rc == 0, capsys.readouterr().err[-3000:]
+    info = json.loads((train_dir / "gp_model.json").read_text())
+    assert info["n_markers"] == (1279 if name == "wheat599_numeric" else 1500)  # wheat has fewer than 1500
+    gebv = pd.read_csv(train_dir / "gebv.csv", dtype={"ID": str})
+    assert gebv.training.sum() == 120 and len(gebv) == info["n_genotyped"]
+    rc = main(["gp", "predict", "--model", str(train_dir), "--geno", geno, "--out", str(new_csv), *common])
+    out = capsys.readouterr()
+    assert rc == 0, out.err[-3000:]
+    assert f"{info['n_markers']} of {info['n_markers']} model markers found" in out.out
+    new = pd.read_csv(new_csv, dtype={"ID": str})
     assert list(new.ID) == list(gebv.ID) and np.allclose(new.GBLUP, gebv.GBLUP, atol=1e-8)
 
 
