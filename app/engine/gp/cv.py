@@ -22,7 +22,7 @@ import pandas as pd
 
 from app.data.errors import DataError
 from app.data.genotype import GenotypeMatrix
-from app.engine.events import Event, Log
+from app.engine.events import Event, Log, Progress
 from app.engine.gp.base import FitFn, FittedModel
 from app.engine.reporter import Reporter, ensure_reporter
 
@@ -184,15 +184,16 @@ class ModelSpec:
 
 
 class _FitReporter(Reporter):
-    """What a model's fit sees: cancellation and warnings pass through, per-fit chatter does not (a CV
-    runs dozens of fits; their info lines would bury the CV's own)."""
+    """What a model's fit sees: cancellation, warnings and its training curves (metrics) pass through; its
+    info lines and progress do not (a CV runs dozens of fits: the CV owns the progress bar, and the fits'
+    info lines would bury the CV's own)."""
 
     def __init__(self, parent: Reporter) -> None:
         super().__init__()
         self._parent = parent
 
     def emit(self, event: Event) -> None:
-        if isinstance(event, Log) and event.level == "info":
+        if isinstance(event, Progress) or (isinstance(event, Log) and event.level == "info"):
             return
         self._parent.emit(event)
 
