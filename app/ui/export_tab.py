@@ -65,6 +65,10 @@ class ExportTab(QWidget):
                      0, 1)
         g2.addWidget(self.cv_btn, 1, 0)
         g2.addWidget(QLabel("Pearson r per model and fold, with mean and standard deviation."), 1, 1)
+        self.gebv_all_btn = QPushButton("GEBVs of all lines CSV…")
+        g2.addWidget(self.gebv_all_btn, 2, 0)
+        g2.addWidget(QLabel("The final model's predictions for every genotyped line, phenotyped or not (Results: "
+                            "'Train this model on all lines')."), 2, 1)
         common = QGroupBox("Plots and model")
         g3 = QGridLayout(common)
         self.plots_btn = QPushButton("All plots (PNG + SVG)…")
@@ -72,9 +76,10 @@ class ExportTab(QWidget):
         g3.addWidget(self.plots_btn, 0, 0)
         g3.addWidget(QLabel("Every plot of the Data, Train and Results tabs into a folder."), 0, 1)
         g3.addWidget(self.model_btn, 1, 0)
-        g3.addWidget(QLabel("The current run's model folder (safetensors + vocabulary + config)."), 1, 1)
-        for b in (self.h5ad_btn, self.labels_btn, self.emb_btn, self.gebv_btn, self.cv_btn, self.plots_btn,
-                  self.model_btn):
+        g3.addWidget(QLabel("The current run's model folder (CellLM: safetensors + vocabulary + config; genomic "
+                            "prediction: the final model's run folder)."), 1, 1)
+        for b in (self.h5ad_btn, self.labels_btn, self.emb_btn, self.gebv_btn, self.cv_btn, self.gebv_all_btn,
+                  self.plots_btn, self.model_btn):
             b.setMinimumWidth(240)
             b.setMaximumWidth(320)
         for g_ in (g, g2, g3):
@@ -91,9 +96,10 @@ class ExportTab(QWidget):
         self.emb_btn.clicked.connect(lambda: self.export_embedding())
         self.gebv_btn.clicked.connect(lambda: self.export_gebv())
         self.cv_btn.clicked.connect(lambda: self.export_cv())
+        self.gebv_all_btn.clicked.connect(lambda: self.export_gebv_all())
         self.plots_btn.clicked.connect(lambda: self.export_plots())
         self.model_btn.clicked.connect(lambda: self.export_model())
-        for ev in ("dataset", "embedding", "gp_result", "runs", "metrics"):
+        for ev in ("dataset", "embedding", "gp_result", "gp_final", "runs", "metrics"):
             state.events.connect(ev, self.update_buttons)
         self.update_buttons()
         self.last_written: Path | None = None
@@ -110,6 +116,7 @@ class ExportTab(QWidget):
         self.gp_box.setVisible(s.kind != "singlecell")
         self.gebv_btn.setEnabled(has_gp)
         self.cv_btn.setEnabled(has_gp)
+        self.gebv_all_btn.setEnabled(bool(s.gp_final))
         self.model_btn.setEnabled(self._model_dir() is not None)
         self.plots_btn.setEnabled(s.kind is not None)
 
@@ -182,6 +189,18 @@ class ExportTab(QWidget):
         if path:
             self._run("predictions", write_csv_atomic, df, path, False)
 
+    def export_gebv_all(self, path: str | None = None) -> None:
+        """GEBVs of every genotyped line from the final model."""
+        from app.data.export import write_csv_atomic
+
+        src = (self.state.gp_final or {}).get("gebv_csv")
+        if not src or not Path(src).is_file():
+            self.win.show_error("No final model yet", "On the Results tab, train the chosen model on all lines.")
+            return
+        path = path or self._ask("Save GEBVs of all lines", "gebv_all_lines.csv", "CSV (*.csv)")
+        if path:
+            self._run("GEBVs", write_csv_atomic, pd.read_csv(src), path, False)
+
     def export_cv(self, path: str | None = None) -> None:
         """Pearson r per model and fold CSV."""
         from app.data.export import write_csv_atomic
@@ -228,6 +247,9 @@ class ExportTab(QWidget):
         return out
 
     def _model_dir(self) -> Path | None:
+        fin = self.state.gp_final
+        if self.state.kind == "genotype":  # the whole train run: models/, markers, GEBVs, gp_model.json
+            return Path(fin["run_dir"]) if fin and Path(fin.get("run_dir", "")).is_dir() else None
         rec = self.state.current
         if rec is None:
             return None
@@ -244,5 +266,6 @@ class ExportTab(QWidget):
             return
         folder = folder or QFileDialog.getExistingDirectory(self, "Folder to save the model into")
         if folder:
-            dst = Path(folder) / f"celllm-{Path(self.state.current.path).name}"
+            prefix = "gp" if self.state.kind == "genotype" else "celllm"
+            dst = Path(folder) / f"{prefix}-{src.name if prefix == 'gp' else Path(self.state.current.path).name}"
             self._run("the model", copy_tree_atomic, src, dst)

@@ -7,6 +7,7 @@ message box saying what to do, with details in the log pane; nothing a worker do
 
 from __future__ import annotations
 
+import json
 import os
 import traceback
 from pathlib import Path
@@ -245,20 +246,32 @@ class MainWindow(QMainWindow):
 
     # -- layout and recent files (QSettings) --------------------------------------------------------
     def _splitters(self) -> list[QSplitter]:
-        return self.findChildren(QSplitter)  # construction order: stable between runs
+        """Every splitter, named "<tab>/<n>" so sizes are restored onto the same one."""
+        out: list[QSplitter] = []
+        for t in range(self.tabs.count()):
+            for i, sp in enumerate(self.tabs.widget(t).findChildren(QSplitter)):
+                sp.setObjectName(f"tab{t}/{i}")
+                out.append(sp)
+        return out
 
     def _restore_layout(self) -> None:
-        """Splitter positions from the last session (the geometry is restored in __init__)."""
-        states = self.settings.value("splitters", [])
-        if isinstance(states, list | tuple):
-            for sp, st in zip(self._splitters(), states, strict=False):
-                if st:
-                    sp.restoreState(st)
+        """Splitter sizes from the last session (only sizes: never an orientation; the geometry is restored
+        in __init__)."""
+        raw = self.settings.value("splitter_sizes", "")
+        try:
+            saved = json.loads(raw) if isinstance(raw, str) and raw else {}
+        except ValueError:  # a damaged settings file must not stop the window
+            saved = {}
+        for sp in self._splitters():
+            sizes = saved.get(sp.objectName())
+            if isinstance(sizes, list) and len(sizes) == sp.count() and sum(sizes) > 0:
+                sp.setSizes([int(v) for v in sizes])
 
     def save_layout(self) -> None:
-        """Window geometry and splitter positions into QSettings."""
+        """Window geometry and splitter sizes into QSettings."""
         self.settings.setValue("geometry", self.saveGeometry())
-        self.settings.setValue("splitters", [sp.saveState() for sp in self._splitters()])
+        self.settings.setValue("splitter_sizes", json.dumps({sp.objectName(): sp.sizes()
+                                                             for sp in self._splitters()}))
         self.settings.sync()
 
     def recent_files(self) -> list[str]:

@@ -380,6 +380,25 @@ class CurvesWidget(QWidget):
         lay.addWidget(self.metric)
         self.data: dict[str, tuple[list[float], list[float]]] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
+        self.on_left: Any = lambda name: "loss" in name
+
+    def set_labels(self, metric_title: str = "Validation metric", xlabel: str = "epoch / step",
+                   loss_title: str = "Loss", loss_xlabel: str | None = None,
+                   on_left: Any = None) -> None:
+        """Titles for the kind of run shown (a GP cross-validation plots r per fold on the right and the
+        current fit's curves on the left); ``on_left(series_name)`` says which plot a series goes to."""
+        self.metric.setTitle(metric_title)
+        self.loss.setTitle(loss_title)
+        self.metric.setLabel("bottom", xlabel)
+        self.loss.setLabel("bottom", loss_xlabel or xlabel)
+        self.on_left = on_left or (lambda name: "loss" in name)
+
+    def _show_used(self) -> None:
+        """A run that reports no loss (GP cross-validation) gets the whole width for its metric."""
+        has_loss = any(self.on_left(n) for n in self.curves)
+        has_metric = any(not self.on_left(n) for n in self.curves)
+        self.loss.setVisible(has_loss or not has_metric)
+        self.metric.setVisible(has_metric or not has_loss)
 
     def clear(self) -> None:
         """Forget every series."""
@@ -388,6 +407,7 @@ class CurvesWidget(QWidget):
         self.loss.clear()
         self.metric.clear()
         self.data, self.curves = {}, {}
+        self._show_used()
 
     @staticmethod
     def series_name(key: str, split: str) -> str:
@@ -404,10 +424,13 @@ class CurvesWidget(QWidget):
                 continue
             name = self.series_name(key, split)
             xs, ys = self.data.setdefault(name, ([], []))
+            if xs and float(x) < xs[-1]:  # a new fit began (next fold / model): show it from its start
+                xs.clear()
+                ys.clear()
             xs.append(float(x))
             ys.append(float(v))
             if name not in self.curves:
-                target = self.loss if "loss" in name else self.metric
+                target = self.loss if self.on_left(name) else self.metric
                 colour = PALETTE[len(self.curves) % len(PALETTE)]
                 style = Qt.PenStyle.DashLine if name.startswith("val") else Qt.PenStyle.SolidLine
                 self.curves[name] = target.plot([], [], name=name, pen=pg.mkPen(colour, width=2, style=style),
@@ -415,6 +438,7 @@ class CurvesWidget(QWidget):
                                                 symbolBrush=colour, skipFiniteCheck=True)
                 self.curves[name].setDownsampling(auto=True)
                 self.curves[name].setClipToView(True)
+                self._show_used()
             self.curves[name].setData(np.asarray(xs), np.asarray(ys))
 
     def n_points(self) -> int:
@@ -488,10 +512,13 @@ def manhattan(plot: pg.PlotWidget, chrom: np.ndarray, pos: np.ndarray, score: np
                                         brush=pg.mkBrush("#1f77b4" if k % 2 == 0 else "#7f7f7f")))
         offsets += p.max() * 1.02 + 1
     if causal is not None and np.any(causal):
+        if plot.plotItem.legend is None:
+            plot.addLegend(offset=(-5, 5), brush=pg.mkBrush(255, 255, 255, 215), pen=pg.mkPen("#cccccc"))
         cm = np.asarray(causal, dtype=bool)
         plot.addItem(pg.ScatterPlotItem(x=x[cm], y=score[cm], pen=pg.mkPen("#d62728", width=1.5), brush=None,
                                         size=9, name="causal (simulated truth)"))
     plot.getAxis("bottom").setTicks([ticks])
+    plot.getAxis("left").enableAutoSIPrefix(False)
     plot.setLabel("bottom", "chromosome")
     plot.setLabel("left", "importance")
 

@@ -247,9 +247,15 @@ class ResultsTab(QWidget):
         sc = QWidget()
         scl = QVBoxLayout(sc)
         scl.setContentsMargins(0, 0, 0, 0)
+        self.final_btn = QPushButton("Train this model on all lines")
+        self.final_btn.setToolTip("Fit the chosen model on every phenotyped line (same settings) and predict GEBVs "
+                                  "of every genotyped line; then export the model and the GEBVs.")
+        self.final_btn.setEnabled(False)
+        self.final_btn.clicked.connect(lambda: self.win.train_tab.train_final(self.fold_combo.currentText()))
         row = QHBoxLayout()
         row.addWidget(QLabel("Model:"))
         row.addWidget(self.fold_combo, 1)
+        row.addWidget(self.final_btn)
         scl.addLayout(row)
         scl.addWidget(self.scatter, 1)
         top.addWidget(tl)
@@ -295,6 +301,7 @@ class ResultsTab(QWidget):
         self.fold_combo.clear()
         self.fold_combo.addItems([str(m) for m in wide.index])
         self.fold_combo.blockSignals(False)
+        self.final_btn.setEnabled(True)
         self._draw_scatter(str(best))
 
     def _draw_scatter(self, model: str) -> None:

@@ -27,6 +27,7 @@ SC_TASKS = {
 GP_MODELS = ("GBLUP", "DNNGP", "DeepGS", "DLGWAS")
 GP_TASKS = {"compare": "Compare all"} | {m.lower(): m for m in GP_MODELS}
 GP_TARGET = "app.engine.gp.jobs:cv"
+GP_TRAIN_TARGET = "app.engine.gp.jobs:train"  # the final model(s) on every phenotyped line + GEBVs of all
 
 # defaults shown in the Advanced section (the engine fills anything not given from its own DEFAULTS)
 SC_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -131,13 +132,14 @@ class AppState:
     manual: np.ndarray | None = None  # object array of manual labels ("" = none)
     metrics: dict[str, Any] | None = None  # finetune metrics.json
     gp_result: dict[str, Any] | None = None
+    gp_final: dict[str, Any] | None = None  # result of the GP train job (models folder, gebv_csv)
     events: Events = field(default_factory=Events)
 
     # -- dataset -----------------------------------------------------------------------------------
     def clear_results(self) -> None:
         """Forget everything derived from the previous dataset."""
         self.embedding = self.layout = self.predictions = self.manual = None
-        self.metrics = self.gp_result = self.gene_match = None
+        self.metrics = self.gp_result = self.gp_final = self.gene_match = None
         self.layout_kind = ""
 
     def set_singlecell(self, path: str, data_path: str, adata: Any, summary: Any, gene_match: Any = None) -> None:

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from app.engine.events import Failed, Log, Metrics, Progress, Result
 from app.ui.plots import CurvesWidget
 from app.ui.qt_jobs import QtJob
-from app.ui.state import GP_TARGET, SC_TASKS, AppState, RunRecord
+from app.ui.state import GP_TARGET, GP_TRAIN_TARGET, SC_TASKS, AppState, RunRecord
 
 if TYPE_CHECKING:
     from app.ui.main_window import MainWindow
@@ -200,6 +200,13 @@ class TrainTab(QWidget):
         self.after = purpose
         if purpose == "train" and not resume:
             self.curves.clear()
+        if purpose == "train":
+            if target == GP_TARGET:
+                self.curves.set_labels("Pearson r on each held-out fold", "fold (one model after another)",
+                                       "Current fit (deep models): loss and validation score", "epoch",
+                                       on_left=lambda name: not name.endswith("pearson"))
+            else:
+                self.curves.set_labels()
         self._t0 = None
         self.bar.setValue(0)
         self.bar.setFormat("starting…")
@@ -277,7 +284,11 @@ class TrainTab(QWidget):
     def _on_metrics(self, ev: Metrics) -> None:
         if self.after != "train":
             return
-        x = ev.epoch if ev.epoch is not None and ev.split != "train" else ev.step
+        gp = self.state.current is not None and self.state.current.target == GP_TARGET
+        if gp and ev.split in ("train", "val") and ev.epoch is not None:
+            x = ev.epoch + 1  # a deep model's fit inside one fold: by epoch, restarting each fold
+        else:
+            x = ev.epoch if ev.epoch is not None and ev.split != "train" else ev.step
         self.curves.add(x, ev.values, ev.split)
 
     def _on_log(self, ev: Log) -> None:
@@ -303,7 +314,8 @@ class TrainTab(QWidget):
             else:
                 if purpose == "train" and rec is not None:
                     rec.status, rec.result = "done", final.value
-                self.status.setText("Finished." if purpose == "train" else "Cells embedded.")
+                self.status.setText({"train": "Finished.", "gp-final": "Final model trained on all lines."}
+                                    .get(purpose or "", "Cells embedded."))
                 self._after_success(purpose, final.value)
         finally:  # the DeepLabCut lesson: buttons come back whatever happened
             self.bar.setRange(0, 1000)
@@ -327,6 +339,12 @@ class TrainTab(QWidget):
         if purpose == "embed-all":
             self.win.load_embedding(value.get("out"))
             return
+        if purpose == "gp-final":
+            s.gp_final = value
+            s.events.emit("gp_final")
+            self.append_log(f"final model(s) {', '.join(value.get('models', []))} saved in {value.get('models_dir')}; "
+                            f"GEBVs of all {value.get('n_genotyped', '?')} lines in {value.get('gebv_csv')}")
+            return
         if rec is None:
             return
         if rec.target == GP_TARGET:
@@ -344,6 +362,21 @@ class TrainTab(QWidget):
         elif rec.kind == "pretrain" and value.get("model_dir"):
             self.win.model_tab.set_model_dir(str(value["model_dir"]))
             self.append_log("the pretrained model is now the starting model for fine-tuning")
+
+    def train_final(self, model: str) -> None:
+        """After a cross-validation: fit ``model`` on every phenotyped line (same data and settings) and
+        predict GEBVs of every genotyped line; the model folder can then be exported."""
+        rec = self.state.current
+        if self.running or rec is None or rec.target != GP_TARGET:
+            self.win.show_error("Cross-validate first", "Run a cross-validation, then train the chosen model "
+                                "on all lines.")
+            return
+        from app.engine.rundir import default_runs_root, new_run_name
+
+        run_dir = str(default_runs_root() / new_run_name(f"gp-train-{model.lower()}"))
+        cfg = {k: v for k, v in rec.config.items() if k not in ("run_dir", "folds", "repeats", "group")}
+        cfg.update(models=[model], run_dir=run_dir)
+        self._start(GP_TRAIN_TARGET, cfg, run_dir, resume=False, purpose="gp-final")
 
     def embed_all(self, model_dir: str, parent_run: str) -> None:
         """Apply a model at once: embed (and label) every cell, then map them."""

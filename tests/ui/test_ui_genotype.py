@@ -50,6 +50,10 @@ def test_genotype_workflow(qtbot, win, idle, shared_data: Path, tmp_path: Path) 
     assert isinstance(done.args[0], Result), win.train_tab.log.toPlainText()[-2000:]
     assert s.current.status == "done" and s.gp_result is not None
     assert tt.curves.n_points() >= 6  # one Pearson point per model and fold, live
+    assert {"GBLUP pearson", "DNNGP pearson"} <= set(tt.curves.data)
+    # the deep model's own fit (loss by epoch) on the left, restarted each fold: at most 3 epochs shown
+    assert "train loss" in tt.curves.data and len(tt.curves.data["train loss"][0]) <= 3
+    assert not tt.curves.loss.isHidden() and not tt.curves.metric.isHidden()
     rt = win.results_tab
     assert win.tabs.currentWidget() is rt
     # table: one row per model, three folds, mean and sd; mean equals the engine's
@@ -78,3 +82,23 @@ def test_genotype_workflow(qtbot, win, idle, shared_data: Path, tmp_path: Path) 
     assert len(pd.read_csv(cv)) == 6
     files = win.export_tab.export_plots(str(tmp_path / "plots"))
     assert {"gp_scatter.png", "gp_scatter.svg", "marker_importance.png"} <= {f.name for f in files}
+
+    # the final model: GBLUP on all lines, GEBVs of every line, model folder exported
+    rt.fold_combo.setCurrentText("GBLUP")
+    assert rt.final_btn.isEnabled()
+    rt.final_btn.click()
+    with qtbot.waitSignal(tt.job.finished, timeout=120000) as fin:
+        pass
+    assert isinstance(fin.args[0], Result), win.train_tab.log.toPlainText()[-2000:]
+    assert s.gp_final is not None and s.gp_final["models"] == ["GBLUP"]
+    assert s.current.target == "app.engine.gp.jobs:cv"  # the CV stays the run the Results show
+    all_lines = tmp_path / "gebv_all.csv"
+    win.export_tab.export_gebv_all(str(all_lines))
+    idle(win)
+    g = pd.read_csv(all_lines)
+    assert len(g) == 599 and g["GBLUP"].notna().all()
+    assert win.export_tab.model_btn.isEnabled()
+    win.export_tab.export_model(str(tmp_path / "models"))
+    idle(win)
+    saved = list((tmp_path / "models").glob("gp-*/models/GBLUP"))
+    assert saved and any(saved[0].iterdir())
