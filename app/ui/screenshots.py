@@ -109,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
             settle(app, 1.0)
             shot(win, win.train_tab, "3-train-genotype.png")
             shot(win, win.results_tab, "4-results-genotype.png")
+            win.results_tab.fold_combo.setCurrentText("GBLUP")  # the final model on all lines (fast)
+            win.results_tab.final_btn.click()
+            wait_until(app, lambda: win.state.gp_final is not None and not win.train_tab.running, 600,
+                       "the final model")
             tmp = Path(tempfile.mkdtemp(prefix="omicslab-export-"))
-            win.export_tab.export_gebv(str(tmp / "gebv.csv"))
+            win.export_tab.export_gebv_all(str(tmp / "gebv_all_lines.csv"))
             wait_until(app, lambda: not win.workers, 120, "the export")
             shot(win, win.export_tab, "5-export-genotype.png")
         except TimeoutError as exc:

@@ -286,7 +286,7 @@ class TrainTab(QWidget):
             return
         gp = self.state.current is not None and self.state.current.target == GP_TARGET
         if gp and ev.split in ("train", "val") and ev.epoch is not None:
-            x = ev.epoch + 1  # a deep model's fit inside one fold: by epoch, restarting each fold
+            x = ev.epoch  # a deep model's fit inside one fold: by epoch (1-based), restarting each fold
         else:
             x = ev.epoch if ev.epoch is not None and ev.split != "train" else ev.step
         self.curves.add(x, ev.values, ev.split)

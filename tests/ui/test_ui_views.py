@@ -117,6 +117,8 @@ def test_layout_and_recent_files_are_remembered(qtbot, win) -> None:
     w2 = MainWindow()
     qtbot.addWidget(w2)
     assert w2.recent_files()[:2] == ["/data/b.h5ad", "/data/a.h5ad"]
-    assert w2._splitters()[0].sizes() == want
+    got = w2._splitters()[0].sizes()  # Qt rescales sizes to the new widget width: compare proportions
+    assert got[0] / sum(got) == pytest.approx(want[0] / sum(want), abs=0.05)
+    assert got[0] / sum(got) < 0.2  # not the default split
     assert w2.settings.value("geometry")  # restored on open (the offscreen screen clamps its size)
     w2.close()
