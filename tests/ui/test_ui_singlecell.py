@@ -116,3 +116,12 @@ def test_singlecell_workflow(qtbot, win, idle, pbmc_small: Path, tmp_path: Path)
     win.export_tab.export_model(str(tmp_path / "models"))
     idle(win)
     assert list((tmp_path / "models").glob("celllm-*/model.safetensors"))
+
+    # the run history: the finished run is listed and reopens with its curves and scores
+    names = [tt.history.item(i).text() for i in range(tt.history.count())]
+    assert any(run_dir.name in n and "[done]" in n for n in names)
+    s.metrics = None
+    tt.reopen(str(run_dir))
+    assert tt.curves.n_points() >= 2 and "Reopened" in tt.status.text()
+    assert s.metrics is not None and s.current.path == str(run_dir)
+    idle(win)
