@@ -47,17 +47,25 @@ def test_singlecell_workflow(qtbot, win, idle, pbmc_small: Path, tmp_path: Path)
     # 2 Model: fine-tune from the bundled tiny CellLM, two short epochs
     win.model_tab.set_task("finetune")
     win.model_tab.set_param("epochs", 2)
-    win.model_tab.set_param("batch_size", 16)
+    win.model_tab.set_param("batch_size", 8)  # ~26 batches an epoch: a stop lands inside epoch 2
     win.model_tab.set_param("patience", 5)
 
     # 3 Train: curves get a point at the end of epoch 1, then Stop keeps a checkpoint
     tt = win.train_tab
     tt.train()
     assert tt.running and not tt.train_btn.isEnabled() and tt.stop_btn.isEnabled()
-    qtbot.waitUntil(lambda: tt.curves.n_points() >= 1, timeout=120000)
+    seen: dict[str, int] = {}
+
+    def stop_in_epoch_2(ev) -> None:  # as soon as epoch 2 runs (the curves have epoch 1's point)
+        if ev.epoch == 1 and ev.step < ev.total and not seen:
+            seen["points"] = tt.curves.n_points()
+            tt.stop()
+
+    tt.job.progress.connect(stop_in_epoch_2)
+    with qtbot.waitSignal(tt.job.finished, timeout=180000):
+        pass
+    assert seen["points"] >= 1, "the curves had no point when epoch 2 began"
     assert "train loss" in tt.curves.data and "val macro f1" in tt.curves.data
-    with qtbot.waitSignal(tt.job.finished, timeout=60000):
-        tt.stop()
     assert s.current is not None and s.current.status == "cancelled"
     assert tt.train_btn.isEnabled() and tt.resume_btn.isEnabled() and not tt.stop_btn.isEnabled()
     run_dir = Path(s.current.path)
