@@ -94,3 +94,17 @@ def test_wheat599_gblup_matches_the_readme(shared_data: Path) -> None:
         got[env] = res.models["GBLUP"]["pearson_mean"]
         assert abs(got[env] - ref) <= 0.03, (env, got[env], ref)
     print("wheat599 GBLUP 10x5:", {k: round(v, 3) for k, v in got.items()})
+
+
+def test_bench_gp_json_is_one_object(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from app.bench.gp import main
+
+    rc = main(["--json", "--models", "gblup", "--datasets", "wheat599", "--traits", "E2", "--folds", "3",
+               "--data", str(shared_data), "--threads", "1"])
+    out = capsys.readouterr().out.strip()
+    assert rc == 0 and len(out.splitlines()) == 1
+    doc = json.loads(out)
+    (row,) = doc["rows"]
+    assert row["trait"] == "E2" and row["n_lines"] == 599 and row["readme_gblup_10x5"] == 0.505
+    assert 0.35 < row["models"]["GBLUP"]["pearson_mean"] < 0.65 and row["models"]["GBLUP"]["seconds"] >= 0
+    assert main(["--datasets", "barley"]) == 2
