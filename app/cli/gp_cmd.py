@@ -208,6 +208,14 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _join_line(result: dict[str, Any]) -> str:
+    """How the genotypes met the phenotype table, in one line."""
+    j = result.get("join") or {}
+    return (f"joined {j.get('n_both')} genotyped lines to phenotype rows (by {j.get('how')}); "
+            f"{j.get('n_geno_only')} genotyped without a phenotype row, {j.get('n_pheno_only')} phenotype rows "
+            f"without genotypes, {j.get('n_trait_missing')} with no value for the trait")
+
+
 def results_table(result: dict[str, Any]) -> str:
     """The CV results as a plain-text table (one row per model)."""
     head = (f"{result.get('trait')}: {result.get('n_lines')} lines x {result.get('n_markers')} markers, "
@@ -215,7 +223,7 @@ def results_table(result: dict[str, Any]) -> str:
             + (f", grouped by {result['group']} ({result.get('n_groups')} groups)" if result.get("group") else ""))
     cols = f"{'model':<8} {'pearson r':>9} {'sd':>6} {'spearman':>8} {'rmse':>9} {'ndcg@1%':>8} {'ndcg@10%':>8} " \
            f"{'seconds':>8}"
-    lines = [head, cols, "-" * len(cols)]
+    lines = [head, _join_line(result), cols, "-" * len(cols)]
     for name, m in (result.get("models") or {}).items():
         lines.append(f"{name:<8} {_fmt(m.get('pearson_mean')):>9} {_fmt(m.get('pearson_sd')):>6} "
                      f"{_fmt(m.get('spearman_mean')):>8} {_fmt(m.get('rmse_mean'), 4):>9} "
@@ -256,7 +264,7 @@ def run_train(args: argparse.Namespace) -> int:
     if result.get("cancelled"):
         return _finish(result, args, "")
     lines = [f"trained {', '.join(result['models'])} on {result['n_train']} lines x {result['n_markers']} markers "
-             f"(trait {result['trait']})"]
+             f"(trait {result['trait']})", _join_line(result)]
     for name, f in (result.get("fits") or {}).items():
         vc = f.get("varcomp") or []
         extra = f", REML h2 {vc[0]['h2']:.3f}" if vc and vc[0].get("h2") is not None else ""
