@@ -1,8 +1,9 @@
 """2-D layouts of embeddings, run in a worker thread (no Qt): a fast preview, then a refined UMAP.
 
-The preview is a randomized PCA of (at most) all cells: well under a second for 100k x 32, so something
-shows at once. The refinement runs umap-learn on at most ``max_fit`` cells (initialised from the preview
-so the picture does not jump) and places the remaining cells with ``transform``.
+The preview is a PCA of all cells (exact from the covariance for up to 256 dimensions, randomized above):
+tens of milliseconds for 100k x 32, so something shows at once. The refinement runs umap-learn on at most
+``max_fit`` cells (initialised from the preview so the picture does not jump) and places the remaining cells
+with ``transform``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ def pca_preview(emb: np.ndarray, seed: int = 0) -> np.ndarray:
     x = np.asarray(emb, dtype=np.float32)
     if x.shape[1] <= 2:
         return np.pad(x, ((0, 0), (0, 2 - x.shape[1])))
+    if x.shape[1] <= 256:
+        # exact PCA from the d x d covariance (one BLAS pass over the cells): 100k x 32 in ~20 ms, where
+        # scikit-learn's randomized solver took ~1 s on a busy 2-core box
+        mean = x.mean(0, dtype=np.float64)
+        xc = x - mean.astype(np.float32)
+        cov = (xc.T.astype(np.float64) @ xc.astype(np.float64)) / max(len(x) - 1, 1)
+        _, vecs = np.linalg.eigh(cov)
+        top = vecs[:, ::-1][:, :2]
+        top *= np.sign(top[np.argmax(np.abs(top), axis=0), [0, 1]])  # a fixed sign: the map does not flip
+        return (xc @ top.astype(np.float32)).astype(np.float32)
     from sklearn.decomposition import PCA
 
     sub = x if len(x) <= 200_000 else x[np.random.default_rng(seed).choice(len(x), 200_000, replace=False)]

@@ -18,7 +18,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QPainterPath, QPen
-from PySide6.QtWidgets import QGraphicsPathItem, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsPathItem, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 DENSE_ABOVE = 50_000  # measured here (2 busy vCPUs, offscreen): 100k drawn points repaint in ~90 ms per pan step
 SUBSAMPLE = 8_000  # points drawn over the colour image when dense (~1.5 us each a repaint here)
@@ -161,7 +161,11 @@ class EmbeddingView(QWidget):
         self.plot.hideAxis("bottom")
         self.info = QLabel("Hover over a cell to see its ID and labels.")
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.legend = pg.LegendItem(offset=(-5, 5), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 215),
+        # a fixed-size line: hover text changing 30x a second must not relayout (and repaint) the whole tab
+        self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.info.setFixedHeight(self.info.fontMetrics().height() + 6)
+        # opaque: it sits in a strip kept free of cells, and blending a translucent box cost ~2 ms a repaint
+        self.legend = pg.LegendItem(offset=(-5, 5), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255),
                                     pen=pg.mkPen("#cccccc"))
         self.legend.setParentItem(self.vb)
         lay = QVBoxLayout(self)

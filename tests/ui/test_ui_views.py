@@ -122,3 +122,25 @@ def test_layout_and_recent_files_are_remembered(qtbot, win) -> None:
     assert got[0] / sum(got) < 0.2  # not the default split
     assert w2.settings.value("geometry")  # restored on open (the offscreen screen clamps its size)
     w2.close()
+
+
+def test_drop_a_file_opens_it_and_recent_menu_reopens(qtbot, win, tmp_path: Path) -> None:
+    import anndata as ad
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    p = tmp_path / "dropped.h5ad"
+    ad.AnnData(np.random.default_rng(1).poisson(1.0, (25, 6)).astype(np.float32)).write_h5ad(p)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p))])
+    ev = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                    Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(win.datasetLoaded, timeout=30000):
+        win.dropEvent(ev)
+    assert win.state.n_items == 25 and win.recent_files()[0] == str(p)
+    qtbot.waitUntil(lambda: not win.workers, timeout=30000)
+    acts = win.data_tab.recent_menu.actions()
+    assert acts and acts[0].text() == str(p)
+    with qtbot.waitSignal(win.datasetLoaded, timeout=30000):
+        acts[0].trigger()
+    qtbot.waitUntil(lambda: not win.workers, timeout=30000)
