@@ -27,7 +27,7 @@ FITS = {"dnngp": fit_dnngp, "deepgs": fit_deepgs, "dlgwas": fit_dlgwas}
 # Small, fast settings (the networks are the real ones; only training length and input size are small).
 FAST = {
     "dnngp": {"epochs": 30, "patience": 10, "batch_size": 32, "lr": 3e-3, "val_frac": 0.2},
-    "deepgs": {"epochs": 80, "patience": 20, "batch_size": 32, "lr": 3e-3, "val_frac": 0.2},
+    "deepgs": {"epochs": 80, "patience": 20, "batch_size": 32, "lr": 3e-3, "val_frac": 0.2, "ensemble": 1},
     "dlgwas": {"epochs": 40, "patience": 10, "batch_size": 32, "lr": 3e-3, "val_frac": 0.2},
 }
 
@@ -148,6 +148,7 @@ def test_early_stopping_only_uses_training_lines(pop) -> None:
     train_ids, test_ids = set(gtr.samples), set(gte.samples)
     vals = m.notes.info["inner_val_samples"]
     assert len(vals) == 2 and vals[0] != vals[1]  # each ensemble member has its own inner split
+    assert len(m.nets) == 2
     for v in vals:
         assert len(v) == round(FAST["deepgs"]["val_frac"] * gtr.n_samples)
         assert set(v) <= train_ids and not set(v) & test_ids

@@ -57,7 +57,7 @@ def test_dnngp_layers_and_parameter_count() -> None:
     # (batch, 1, k) input too, and several traits.
     assert DNNGP(30, n_out=3)(torch.randn(4, 1, 30)).shape == (4, 3)
     # Truncated-normal conv init, std 0.05.
-    w = DNNGP(251).conv2.weight
+    w = DNNGP(251).conv2.weight.detach()
     assert w.abs().max() <= 0.1 + 1e-6 and 0.03 < float(w.std()) < 0.06
     with pytest.raises(ValueError):
         DNNGP(10, act="tanh")
