@@ -128,9 +128,19 @@ def phase_training(app: Any, win: Any, seconds: float, meter: StallMeter) -> dic
     if not wait_for(app, lambda: tt.bar.value() > 0 or tt.curves.n_points() > 0 or not tt.running, 180):
         tt.stop()
         return {"error": "the fine-tune sent no progress"}
+    # what the GUI handled around the longest stall (a diagnostic: which signal's slot was slow, if any)
+    seen: list[tuple[float, str]] = []
+    job = tt.job
+    for name in ("progress", "metrics", "log", "artifact", "device"):
+        getattr(job, name).connect(lambda _ev, n=name: seen.append((time.perf_counter(), n)))
     meter.start()
     pump(app, seconds)
+    ticks = list(meter.t)
     out = meter.stop()
+    if len(ticks) > 1:
+        k = int(np.argmax(np.diff(ticks)))
+        a, b = ticks[k], ticks[k + 1]
+        out["worst_window_signals"] = sorted({n for t, n in seen if a - 0.001 <= t <= b + 0.001})
     out["curve_points"] = tt.curves.n_points()
     out["log_lines"] = tt.log.blockCount()
     tt.stop()
@@ -140,6 +150,10 @@ def phase_training(app: Any, win: Any, seconds: float, meter: StallMeter) -> dic
         QTimer.singleShot(60000, loop.quit)
         loop.exec()
     wait_for(app, lambda: tt.job is None or (not tt.job.running and not tt.job.handle.is_alive()), 30)
+    import multiprocessing as mp
+
+    out["job_processes_left"] = len(mp.active_children())
+    pump(app, 2.0)  # let the stopped job's last events and files settle before the next phase
     return out
 
 

@@ -225,6 +225,7 @@ class ExportTab(QWidget):
             return []
         out: list[Path] = []
         Path(folder).mkdir(parents=True, exist_ok=True)
+        self.win.train_tab.curves.flush()  # points still waiting for the batched redraw
         named = {
             "qc_counts": self.win.data_tab.qc_counts, "qc_genes": self.win.data_tab.qc_genes,
             "qc_missingness": self.win.data_tab.qc_miss, "qc_maf": self.win.data_tab.qc_maf,

@@ -422,6 +422,7 @@ class TrainTab(QWidget):
             x = row.get("epoch", row.get("step", 0))
             self.curves.add(x, {k: v for k, v in row.items() if k not in ("epoch", "step")},
                             "val" if "epoch" in row else "train")
+        self.curves.flush()
 
     def reopen(self, path: str) -> None:
         """Show a past run: its curves, log and (when finished) its results."""
