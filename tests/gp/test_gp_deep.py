@@ -299,3 +299,15 @@ def test_fit_functions_match_the_contract() -> None:
         sig = inspect.signature(fn)
         assert list(sig.parameters)[:2] == ["train", "y"]
         assert {"params", "seed", "device", "reporter", "all_geno"} <= set(sig.parameters)
+
+
+def test_device_choice(pop) -> None:
+    geno, y, _ = pop
+    params = {**FAST["deepgs"], "epochs": 2}
+    m = fit_deepgs(geno, y, params=params, device="auto")
+    assert m.notes.info["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        from app.data.errors import OmicsLabError
+
+        with pytest.raises(OmicsLabError, match="CUDA"):
+            fit_deepgs(geno, y, params=params, device="cuda")
