@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     win = MainWindow()
     win.setWindowIcon(app_icon())
     if args.smoke:
-        return _smoke(app, win, args.smoke_timeout)
+        return _smoke(app, win, args.smoke_timeout, args.demo or "singlecell")
     win.show()
     if args.demo:
         QTimer.singleShot(0, lambda: win.open_demo(args.demo))
@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         win.shutdown()
 
 
-def _smoke(app: object, win: object, timeout_s: float) -> int:
-    """Build the window, read the single-cell demo summary through the real worker path, quit."""
+def _smoke(app: object, win: object, timeout_s: float, demo: str = "singlecell") -> int:
+    """Build the window, read a demo's summary (single-cell unless ``--demo genotype``) through the real
+    worker path, quit."""
     from PySide6.QtCore import QTimer
 
     result = {"rc": 1}
@@ -96,8 +97,9 @@ def _smoke(app: object, win: object, timeout_s: float) -> int:
     def check(_kind: str = "") -> None:
         ok = win.tabs.count() == 5 and win.state.summary is not None and win.state.n_items > 0
         result["rc"] = 0 if ok else 1
-        print(f"smoke: window with {win.tabs.count()} tabs; demo summary: "
-              f"{win.state.n_items} cells x {getattr(win.state.summary, 'n_genes', '?')} genes -> "
+        shape = (f"{win.state.n_items} cells x {getattr(win.state.summary, 'n_genes', '?')} genes"
+                 if demo == "singlecell" else f"{win.state.n_items} lines")
+        print(f"smoke: window with {win.tabs.count()} tabs; {demo} demo: {shape} -> "
               f"{'ok' if ok else 'FAILED'}", flush=True)
         app.quit()
 
@@ -107,7 +109,7 @@ def _smoke(app: object, win: object, timeout_s: float) -> int:
 
     win.datasetLoaded.connect(check)
     win.errorShown.connect(failed)
-    QTimer.singleShot(0, lambda: win.open_demo("singlecell"))
+    QTimer.singleShot(0, lambda: win.open_demo(demo))
     QTimer.singleShot(int(timeout_s * 1000), lambda: failed("timed out"))
     app.exec()
     win.shutdown()
