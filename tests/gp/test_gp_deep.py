@@ -311,3 +311,17 @@ def test_device_choice(pop) -> None:
 
         with pytest.raises(OmicsLabError, match="CUDA"):
             fit_deepgs(geno, y, params=params, device="cuda")
+
+
+@pytest.mark.shared_data
+def test_dnngp_on_wheat599_uses_251_pcs_of_all_lines(shared_data) -> None:
+    # DNNGP's own wheat599_pc95.tsv has 251 PCs (PCA on all 599 lines); the network then has 81,799 weights.
+    from app.data.genotype import read_genotypes
+
+    geno = read_genotypes(shared_data / "genotype" / "wheat599_numeric" / "wheat.X")
+    y = np.loadtxt(shared_data / "genotype" / "wheat599_numeric" / "wheat.Y")[:, 0]
+    train = geno.subset(geno.samples[:60])
+    m = fit_dnngp(train, y[:60], params={"epochs": 1, "batch_size": 30}, all_geno=geno)
+    assert m.notes.info["n_pcs"] == 251 and m.notes.info["pca_lines"] == 599
+    assert sum(p.numel() for p in m.nets[0].parameters()) == 81_799
+    assert m.predict(geno.subset(geno.samples[60:70])).shape == (10,)
