@@ -133,9 +133,11 @@ MEASURED: dict[str, dict[str, Any]] = {
     "deepgs": {"E1": 0.537, "E2": 0.413, "E3": 0.362, "E4": 0.484, "folds": 5,
                "note": "ensemble 3; ~42 CPU-s per fold (1 thread)"},
     "deepgs_single": {"E1": 0.500, "E2": 0.393, "E3": 0.339, "E4": 0.429, "folds": 5, "note": "ensemble 1"},
+    "deepgs_original": {"E1": 0.482, "folds": 1, "note": "SGD preset, 2000 epochs max (best 721); GBLUP 0.461"},
     "dlgwas": {"E1": 0.514, "E2": 0.453, "E3": 0.379, "E4": 0.429, "folds": 2,
                "gblup_same_folds": {"E1": 0.530, "E2": 0.473, "E3": 0.377, "E4": 0.417}},
-    "dnngp_v1": {"E1": 0.439, "folds": 3, "note": "60 epochs max", "gblup_same_folds": {"E1": 0.505}},
+    "dnngp_v1": {"E1": 0.447, "folds": 3, "note": "150 epochs max (best 86-98); 0.439 with 60",
+                 "gblup_same_folds": {"E1": 0.505}},
     "dnngp_v3": {"E1": 0.400, "folds": 3, "note": "60 epochs max"},
 }
 
