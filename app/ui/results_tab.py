@@ -294,7 +294,7 @@ class ResultsTab(QWidget):
         best = wide.index[0]
         n, trait = r.get("n_lines", "?"), r.get("trait", self.state.trait)
         self.gp_label.setText(
-            f"<b>Pearson r between predicted and observed</b> on held-out folds (trait {trait},"
+            f"<b>Pearson r between predicted and observed</b> on held-out folds (trait '{trait}',"
             f" {n} lines, {r.get('n_markers', '?')} markers). Best: <b>{best}</b> (mean {wide.loc[best, 'mean']:.3f}"
             f" ± {0 if pd.isna(wide.loc[best, 'sd']) else wide.loc[best, 'sd']:.3f} SD).")
         self.fold_combo.blockSignals(True)
