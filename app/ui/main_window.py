@@ -23,6 +23,7 @@ from app.data.errors import OmicsLabError
 from app.ui import loaders
 from app.ui.data_tab import OPEN_FILTER, DataTab
 from app.ui.export_tab import ExportTab
+from app.ui.gc_guard import MainThreadGC
 from app.ui.model_tab import ModelTab
 from app.ui.results_tab import ResultsTab
 from app.ui.state import AppState
@@ -50,6 +51,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, umap_refine: bool = True) -> None:
         super().__init__()
+        self.gc_guard = MainThreadGC(parent=self)  # GC only on this thread (see gc_guard.py)
         self.setWindowTitle("OmicsLab")
         self.setAcceptDrops(True)
         self.state = AppState()
@@ -400,6 +402,7 @@ class MainWindow(QMainWindow):
             except Exception:
                 traceback.print_exc()
         wait_all()
+        self.gc_guard.stop()
 
     def closeEvent(self, ev: Any) -> None:
         self.shutdown()
