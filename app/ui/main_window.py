@@ -323,7 +323,7 @@ class MainWindow(QMainWindow):
 
     def compute_layout(self, refine: bool = True) -> None:
         """PCA preview at once, then (optionally) a refined UMAP, both in workers; a newer request wins."""
-        from app.ui import layout_compute as lc
+        from app.engine import layout as lc
 
         s = self.state
         if s.kind != "singlecell":

@@ -1,4 +1,4 @@
-"""2-D layouts of embeddings, run in a worker thread (no Qt): a fast preview, then a refined UMAP.
+"""2-D layouts of embeddings (no Qt; the window runs them in a worker thread): a fast preview, then a refined UMAP.
 
 The preview is a PCA of all cells (exact from the covariance for up to 256 dimensions, randomized above):
 tens of milliseconds for 100k x 32, so something shows at once. The refinement runs umap-learn on at most
