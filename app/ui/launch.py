@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-ICONS = Path(__file__).resolve().parents[2] / "resources" / "icons"
+from app.resources import ICONS
 
 
 def app_icon() -> object:
@@ -30,7 +29,7 @@ def app_icon() -> object:
 
 
 def icon(name: str) -> object:
-    """A toolbar/button icon from resources/icons (SVG: sharp on high-DPI screens); empty when missing."""
+    """A toolbar/button icon shipped in app/resources/icons (SVG: sharp on high-DPI screens); empty when missing."""
     from PySide6.QtGui import QIcon
 
     p = ICONS / f"{name}.svg"

@@ -31,7 +31,7 @@ def read_vocab(model_dir: str | Path) -> list[str]:
         if cand.is_file():
             return [g.strip() for g in cand.read_text(encoding="utf-8").splitlines() if g.strip()]
     raise DataError("this folder holds no CellLM model (vocab.txt missing)", p,
-                    "Choose a model folder (resources/models/celllm-tiny or a finished fine-tune run).")
+                    "Choose a model folder (the shipped celllm-tiny or a finished fine-tune run).")
 
 
 def gene_match(adata: Any, model_dir: str | Path) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "celllm-tiny"
+from app.resources import CELLLM_TINY as BUNDLED_MODEL
 
 SC_TASKS = {
     "finetune": ("Fine-tune CellLM", "app.engine.celllm.finetune:finetune"),

@@ -7,7 +7,7 @@ F6-like recombinant inbred lines, so markers are in linkage disequilibrium withi
 frequencies differ between subpopulations. A trait is the sum of ``n_causal`` marker effects plus noise
 scaled to the requested heritability. Everything follows from ``seed``.
 
-Regenerate the demo files: ``python -m app.data.genotype.simulate --out resources/demo/genotype``
+Regenerate the demo files: ``python -m app.data.genotype.simulate --out app/resources/demo/genotype``
 (the entry point lives in ``simulate.py``).
 """
 
@@ -208,7 +208,7 @@ DEMO_FILES = ("genotypes.csv", "marker_map.csv", "pheno.csv", "causal_markers.cs
 
 _README = """# Simulated genotype demo (generated; do not edit by hand)
 
-Regenerate with `python -m app.data.genotype.simulate --out resources/demo/genotype` (seed {seed}).
+Regenerate with `python -m app.data.genotype.simulate --out app/resources/demo/genotype` (seed {seed}).
 
 - `genotypes.csv`: {n} lines x {m} markers, numeric 0/1/2 = copies of the `alt` allele, `NA` = missing
   (~1 % of calls, and {n_bad} markers with 20-40 % missing for the call-rate filter). First column `id`.

@@ -1,4 +1,4 @@
-"""Entry point: ``python -m app.data.genotype.simulate --out resources/demo/genotype`` writes the demo files.
+"""Entry point: ``python -m app.data.genotype.simulate --out app/resources/demo/genotype`` writes the demo files.
 
 The simulation itself is in :mod:`app.data.genotype.population` (imported by the package, so that running
 this module with ``-m`` does not import it twice).
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m app.data.genotype.simulate", description="Write the simulated genotype demo files."
     )
-    ap.add_argument("--out", required=True, help="output folder (e.g. resources/demo/genotype)")
+    ap.add_argument("--out", required=True, help="output folder (e.g. app/resources/demo/genotype)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--n-lines", type=int, default=400)
     ap.add_argument("--n-markers", type=int, default=2000)

@@ -19,11 +19,11 @@ import torch
 
 from app.data.errors import DataError
 from app.engine.reporter import Reporter, ensure_reporter
+from app.resources import CELLLM_TINY
 
 HEAD_FILE = "head.safetensors"
 MODEL_SUBDIR = "model"
-_REPO = Path(__file__).resolve().parents[3]
-SHIPPED_TINY = _REPO / "resources" / "models" / "celllm-tiny"
+SHIPPED_TINY = CELLLM_TINY
 """The pretrained ``tiny`` model shipped with OmicsLab (the default ``--init``)."""
 
 
@@ -34,7 +34,7 @@ def resolve_model_dir(path: str | Path | None) -> Path:
     """Where the model files are for a run folder, a model folder or a checkpoint file.
 
     A fine-tuning or pretraining run folder keeps its final model in ``RUN/model``; a model folder (like the
-    shipped ``resources/models/celllm-tiny``) holds it directly. ``None`` means the shipped tiny model.
+    shipped ``app/resources/models/celllm-tiny``) holds it directly. ``None`` means the shipped tiny model.
     """
     p = Path(path) if path is not None else SHIPPED_TINY
     if not p.exists():

@@ -317,7 +317,7 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
 
     config: ``data`` (path), ``label_key`` (.obs column or column of ``labels``), optional ``labels``
     (table joined by cell ID), ``init`` (run folder, model folder or checkpoint; default the shipped
-    ``resources/models/celllm-tiny``), ``run_dir`` (required), ``split_key`` (use a train/val/test column
+    ``app/resources/models/celllm-tiny``), ``run_dir`` (required), ``split_key`` (use a train/val/test column
     instead of the seeded split), ``resume`` and the keys of ``DEFAULTS``.
     Returns the metrics dict (also written to ``run_dir/metrics.json``), with ``cancelled`` True when a
     stop request ended the run (a checkpoint is saved; ``resume`` continues it).

@@ -14,9 +14,9 @@ from threadpoolctl import threadpool_limits
 
 from app.data.genotype import MISSING, join_phenotypes, read_genotypes, read_phenotypes, simulate_population
 from app.data.genotype.population import DEMO_FILES
+from app.resources import GENOTYPE_DEMO as DEMO
 
 REPO = Path(__file__).resolve().parents[3]
-DEMO = REPO / "resources" / "demo" / "genotype"
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 ``pbmc68k_reduced.X`` is scaled (z-scores) and ``.raw.X`` is log1p(counts / n_counts * 1e4) for 765 genes,
 where ``obs['n_counts']`` is each cell's total over all genes. So counts = expm1(raw.X) * n_counts / 1e4,
 which comes out within 0.09 of an integer for every entry (float32 rounding): rounding gives the raw counts
-back exactly. Usage: ``python resources/models/make_pbmc68k_counts.py OUT.h5ad``.
+back exactly. Usage: ``python app/resources/models/make_pbmc68k_counts.py OUT.h5ad``.
 """
 
 from __future__ import annotations

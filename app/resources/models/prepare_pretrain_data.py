@@ -8,7 +8,7 @@ for which no offline ID table exists here, stay Ensembl IDs), subsample to at mo
 (seeded), and write ``OUT/NAME.h5ad``. scanpy's ``pbmc68k_reduced`` is added with its counts recovered
 exactly (``make_pbmc68k_counts.py``). ``pretrain`` then builds its vocabulary as the union of these files.
 
-Usage: ``python resources/models/prepare_pretrain_data.py SHARED_SINGLECELL_DIR OUT_DIR``
+Usage: ``python app/resources/models/prepare_pretrain_data.py SHARED_SINGLECELL_DIR OUT_DIR``
 """
 
 from __future__ import annotations
