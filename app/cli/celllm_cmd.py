@@ -1,4 +1,4 @@
-"""``python -m app celllm pretrain|finetune|embed``: the CLI twins of the GUI's CellLM buttons.
+"""``python -m app celllm pretrain|finetune|embed|annotate``: the CLI twins of the GUI's CellLM buttons.
 
 Each subcommand builds the job config and runs the engine job through
 ``app.jobs.cli_runner.run_with_progress`` (a spawned job with a progress bar; Ctrl-C cancels gracefully and
@@ -19,7 +19,7 @@ FREEZE_HELP = ("what to keep fixed: none (train all), embeddings, encoder (train
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``celllm`` with its ``pretrain``, ``finetune`` and ``embed`` subcommands."""
+    """Add ``celllm`` with its ``pretrain``, ``finetune``, ``embed`` and ``annotate`` subcommands."""
     p = subparsers.add_parser("celllm", help="CellLM: pretrain, fine-tune for cell types, embed cells",
                               description="CellLM single-cell foundation model: pretrain, fine-tune, embed.")
     sub = p.add_subparsers(dest="celllm_command", metavar="STEP")
@@ -92,6 +92,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     em.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     _common(em)
     em.set_defaults(func=run_embed)
+
+    an = sub.add_parser("annotate", help="label a new dataset with a fine-tuned model (confidence, Unassigned)",
+                        description="Annotate a query dataset with a fine-tuned CellLM run: per-cell label and "
+                                    "confidence, 'Unassigned' under --min-confidence, reference and query on one "
+                                    "map, and, when the query has labels of its own, transfer accuracy beside "
+                                    "the baseline. Writes OUT.h5ad, OUT_labels.csv, OUT_joint_map.csv/.png and "
+                                    "OUT_annotate.json.")
+    an.add_argument("--model", required=True, metavar="RUN", help="fine-tune run folder (or its model folder)")
+    an.add_argument("--data", required=True, metavar="QUERY", help="single-cell counts to annotate")
+    an.add_argument("--out", required=True, metavar="OUT.h5ad", help="annotated query AnnData")
+    an.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                    help="cells whose top probability is under P become Unassigned (default 0.5)")
+    an.add_argument("--labels", default=None, metavar="FILE", help="the query's own labels table (by cell ID)")
+    an.add_argument("--label-key", default=None, metavar="COL",
+                    help="the query's own label column (an .obs column or a --labels column): scored")
+    an.add_argument("--gene-map", default=None, metavar="FILE",
+                    help="two-column gene ID table (query ID, model gene name) for genes not matched directly")
+    an.add_argument("--min-gene-match", type=float, default=None, metavar="F",
+                    help="refuse when fewer than this fraction of the query's genes are in the model (default 0.1)")
+    an.add_argument("--reference", default=None, metavar="PATH",
+                    help="reference cells for the joint map and the baseline (default: the run's own data)")
+    an.add_argument("--reference-labels", default=None, metavar="FILE", help="labels table of --reference")
+    an.add_argument("--reference-label-key", default=None, metavar="COL", help="label column of --reference")
+    an.add_argument("--map", choices=("umap", "pca"), default=None, help="joint map layout (default umap)")
+    an.add_argument("--batch-size", type=int, default=None, metavar="N", help="default 64")
+    an.add_argument("--max-len", type=int, default=None, metavar="L")
+    an.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    _common(an)
+    an.set_defaults(func=run_annotate)
 
 
 def add_pretrain_arguments(pre: argparse.ArgumentParser) -> None:
@@ -186,6 +215,18 @@ def embed_config(args: argparse.Namespace) -> dict[str, Any]:
     return _clean({
         "data": str(args.data), "model": args.model, "out": str(args.out), "labels": args.labels,
         "batch_size": args.batch_size, "max_len": args.max_len, "device": args.device, "threads": args.threads,
+    })
+
+
+def annotate_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Job config for ``app.engine.celllm.annotate:annotate`` from the parsed options."""
+    return _clean({
+        "model": str(args.model), "data": str(args.data), "out": str(args.out),
+        "min_confidence": args.min_confidence, "labels": args.labels, "label_key": args.label_key,
+        "gene_map": args.gene_map, "min_gene_match": args.min_gene_match, "reference": args.reference,
+        "reference_labels": args.reference_labels, "reference_label_key": args.reference_label_key,
+        "map": args.map, "batch_size": args.batch_size, "max_len": args.max_len, "device": args.device,
+        "threads": args.threads,
     })
 
 
@@ -344,3 +385,28 @@ def run_embed(args: argparse.Namespace) -> int:
     config = embed_config(args)
     result = _run("app.engine.celllm.embed:embed", config, None, args)
     return _finish(result, args, f"wrote {result.get('n_cells')} cells x {result.get('dim')} dims to {config['out']}")
+
+
+def run_annotate(args: argparse.Namespace) -> int:
+    """``celllm annotate``: per-class counts, Unassigned cells and, with query labels, the transfer scores."""
+    config = annotate_config(args)
+    r = _run("app.engine.celllm.annotate:annotate", config, None, args)
+    if r.get("cancelled"):
+        return _finish(r, args, "")
+    counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items())
+    lines = [r["gene_match_text"].splitlines()[0],
+             f"{r['n_cells']} cells at confidence >= {r['min_confidence']:g}: {counts}"]
+    sc, top, base = r.get("scores"), r.get("scores_top_label"), r.get("baseline")
+    if sc and sc.get("n_scored"):
+        lines.append(f"transfer accuracy {sc['accuracy']:.3f}  macro-F1 {sc['macro_f1']:.3f}  "
+                     f"({sc['assigned_fraction']:.1%} assigned; accuracy of assigned cells "
+                     f"{sc['accuracy_assigned']:.3f}; Unassigned counted as wrong)")
+        lines.append(f"without threshold: accuracy {top['accuracy']:.3f}  macro-F1 {top['macro_f1']:.3f}")
+        if base and "accuracy" in base:
+            lines.append(f"baseline accuracy {base['accuracy']:.3f}  macro-F1 {base['macro_f1']:.3f}  "
+                         f"(L1 logistic regression, {base['n_shared_genes']:,} shared genes)")
+        if sc.get("unknown_classes"):
+            lines.append("query classes the model never saw: " + ", ".join(sc["unknown_classes"]))
+    lines += r.get("notes") or []
+    lines.append("wrote " + ", ".join(r["files"].values()))
+    return _finish(r, args, "\n".join(lines))

@@ -8,7 +8,10 @@ The rules of ``harmonise_genes``, in the order they are tried for each data gene
                    ``ENSG00000111640``);
 4. ``case``        ignoring upper/lower case (``Cd3e`` -> ``CD3E``); when several vocabulary entries differ
                    only in case the first one is used and the gene is listed in ``GeneMatch.ambiguous``;
-5. ``map``         through an optional ID table (e.g. Ensembl ID -> symbol), then rules 1-4 on the result.
+5. ``map``         through an optional ID table (e.g. Ensembl ID -> symbol), then rules 1-4 on the result;
+6. ``table``       through the shipped Ensembl ID <-> symbol tables (human, mouse) and, when the data and the
+                   vocabulary are of different species, the one-to-one human <-> mouse orthologues
+                   (``app.data.gene_tables``), then rules 1-4 on the result.
 
 Each vocabulary entry is used at most once: when two data genes land on the same entry, the one with the
 better rule (then the earlier column) keeps it and the other is reported in ``GeneMatch.collisions``.
@@ -25,7 +28,7 @@ import numpy as np
 
 from app.data.errors import DataError
 
-HOW_ORDER = ("exact", "whitespace", "version", "case", "map")
+HOW_ORDER = ("exact", "whitespace", "version", "case", "map", "table")
 
 _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$", re.IGNORECASE)
 _ENSEMBL_VERSION = re.compile(r"^(ENS[A-Z]*[GTP]\d{6,})\.\d+$", re.IGNORECASE)
@@ -149,6 +152,11 @@ class GeneMatch:
         rules = ", ".join(f"{v:,} {k}" for k, v in self.how.items() if v)
         if rules:
             lines.append(f"Matched by: {rules}.")
+        if self.how.get("table"):
+            from app.data.gene_tables import SOURCE
+
+            lines.append(f"{self.how['table']:,} genes were matched through other IDs of the same gene (Ensembl "
+                         f"ID <-> symbol, or a one-to-one human <-> mouse orthologue) from the {SOURCE}.")
         if self.unmatched:
             ex = ", ".join(self.unmatched[:8])
             lines.append(f"{len(self.unmatched):,} genes were not found (e.g. {ex}); CellLM ignores them.")
@@ -183,7 +191,7 @@ _ID_WORDS = {
 
 
 def harmonise_genes(data_genes: list[str], vocab: list[str], *,
-                    id_map: Mapping[str, str] | None = None) -> GeneMatch:
+                    id_map: Mapping[str, str] | None = None, tables: bool = True) -> GeneMatch:
     """Map each data gene onto a vocabulary index (see the module docstring for the rules).
 
     Args:
@@ -232,6 +240,23 @@ def harmonise_genes(data_genes: list[str], vocab: list[str], *,
                 idx, _, amb = direct(target)
                 rule = "map" if idx >= 0 else ""
         hits.append((idx, rule, amb))
+
+    missed = [j for j, h in enumerate(hits) if h[0] < 0]
+    gene_tables = None
+    if tables and missed:
+        from app.data.gene_tables import alternatives, load_gene_tables, species_of
+
+        gene_tables = load_gene_tables()
+    if gene_tables is not None:
+        sp_data, sp_vocab = species_of(data[:5000]), species_of(vocab[:5000])
+        cross = (f"{sp_data}->{sp_vocab}" if "unknown" not in (sp_data, sp_vocab) and sp_data != sp_vocab
+                 else None)
+        for j in missed:
+            for alt in alternatives(data[j], gene_tables, cross):
+                idx, _, amb = direct(alt)
+                if idx >= 0:
+                    hits[j] = (idx, "table", amb)
+                    break
 
     # Each vocabulary entry goes to one data gene: better rule first, then earlier column.
     rank = {r: k for k, r in enumerate(HOW_ORDER)}

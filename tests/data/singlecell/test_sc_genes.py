@@ -18,7 +18,7 @@ def test_each_rule_is_applied_and_counted() -> None:
     assert isinstance(m, GeneMatch)
     assert m.data_to_vocab.dtype == np.int64
     assert m.data_to_vocab.tolist() == [0, 1, 2, 3, -1]
-    assert m.how == {"exact": 1, "whitespace": 1, "version": 1, "case": 1, "map": 0}
+    assert m.how == {"exact": 1, "whitespace": 1, "version": 1, "case": 1, "map": 0, "table": 0}
     assert m.n_matched == 4 and m.match_rate == pytest.approx(0.8) and m.vocab_coverage == pytest.approx(0.8)
     assert m.unmatched == ["NOPE"]
     assert "4 of 5 genes" in m.to_text() and "NOPE" in m.to_text()
