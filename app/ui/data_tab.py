@@ -1,6 +1,7 @@
 """Step 1, Data: open a dataset (dialog, drag-and-drop, recent files, demos) and see its summary.
 
-Reading and summarising happen in a worker thread; this tab only shows what ``AppState`` holds.
+Reading and summarising happen in a worker thread (the window's ``Shell`` services); this tab only shows
+what ``AppState`` holds and writes the user's choices (label column, trait) back to it.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import plots
-from app.ui.state import AppState
 
 if TYPE_CHECKING:
-    from app.ui.main_window import MainWindow
+    from app.ui.session import Session
+    from app.ui.shell import Shell
 
 OPEN_FILTER = ("Datasets (*.h5ad *.h5 *.loom *.csv *.tsv *.txt *.gz *.mtx *.bed *.vcf *.hmp.txt);;"
                "Single-cell (*.h5ad *.h5 *.loom *.csv *.tsv *.gz);;Genotypes (*.bed *.vcf *.vcf.gz *.hmp.txt *.csv);;"
@@ -46,9 +47,9 @@ class DataTab(QWidget):
 
     labelColumnChanged = Signal(str)
 
-    def __init__(self, state: AppState, win: MainWindow) -> None:
+    def __init__(self, session: Session, shell: Shell) -> None:
         super().__init__()
-        self.state, self.win = state, win
+        self.session, self.state, self.shell = session, session.state, shell
         # -- open row
         self.open_btn = QPushButton("Open file…")
         self.open_btn.setToolTip("Open a single-cell or genotype file (Ctrl+O). You can also drop files here.")
@@ -105,13 +106,15 @@ class DataTab(QWidget):
         lay.addWidget(self.hint)
         lay.addWidget(split, 1)
 
-        self.open_btn.clicked.connect(lambda: self.win.open_dialog())
+        self.open_btn.clicked.connect(lambda: self.shell.open_dialog())
         self.open_dir_btn.clicked.connect(self._open_dir)
-        self.demo_sc_btn.clicked.connect(lambda: self.win.open_demo("singlecell"))
-        self.demo_geno_btn.clicked.connect(lambda: self.win.open_demo("genotype"))
-        state.events.connect("dataset", self.refresh)
-        state.events.connect("phenotypes", self.refresh_pheno)
-        state.events.connect("gene_match", self.refresh_gene_match)
+        self.demo_sc_btn.clicked.connect(lambda: self.shell.open_demo("singlecell"))
+        self.demo_geno_btn.clicked.connect(lambda: self.shell.open_demo("genotype"))
+        ev = self.state.events
+        ev.dataset.connect(self.refresh)
+        ev.phenotypes.connect(self.refresh_pheno)
+        ev.gene_match.connect(self.refresh_gene_match)
+        ev.label_key.connect(self._show_label_key)
 
     # -- panels ------------------------------------------------------------------------------------
     def _build_sc_panel(self) -> QWidget:
@@ -184,24 +187,29 @@ class DataTab(QWidget):
     def _open_dir(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Open a 10x folder (matrix.mtx, barcodes, genes/features)")
         if d:
-            self.win.open_path(d)
+            self.shell.open_path(d)
 
     def _add_pheno(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Add a phenotype table", "", "Tables (*.csv *.tsv *.txt *.fam);;"
                                               "All files (*)")
         if path:
-            self.win.add_phenotypes(path)
+            self.shell.add_phenotypes(path)
 
     def _label_changed(self, text: str) -> None:
         if text and self.state.kind == "singlecell" and text != self.state.label_key:
-            self.state.label_key = text
-            self._fill_classes()
-            self.labelColumnChanged.emit(text)
-            self.state.events.emit("label_key")
+            self.state.label_key = text  # emits label_key: this tab's classes, the map's hover, the Train button
+
+    def _show_label_key(self, key: str | None) -> None:
+        if key and self.label_combo.currentText() != key:
+            self.label_combo.blockSignals(True)
+            self.label_combo.setCurrentText(key)
+            self.label_combo.blockSignals(False)
+        self._fill_classes()
+        self.labelColumnChanged.emit(key or "")
 
     def _trait_changed(self, text: str) -> None:
         if text and self.state.pheno is not None and text != self.state.trait:
-            self.win.add_phenotypes(self.state.pheno_path, trait=text)
+            self.shell.add_phenotypes(self.state.pheno_path, trait=text)
 
     def set_busy(self, busy: bool, what: str = "") -> None:
         """Show the spinner while a file is read."""
@@ -215,7 +223,7 @@ class DataTab(QWidget):
         self.recent_menu.clear()
         for p in paths:
             act = self.recent_menu.addAction(p)
-            act.triggered.connect(lambda _=False, p=p: self.win.open_path(p))
+            act.triggered.connect(lambda _=False, p=p: self.shell.open_path(p))
         self.recent_btn.setEnabled(bool(paths))
 
     # -- views -------------------------------------------------------------------------------------
@@ -234,7 +242,7 @@ class DataTab(QWidget):
             self.label_combo.blockSignals(False)
             self._fill_classes()
             self.refresh_gene_match()
-            qc = self.win.last_qc or {}
+            qc = s.cell_qc or {}
             if "counts_per_cell" in qc:
                 plots.histogram(self.qc_counts, np.log10(np.maximum(qc["counts_per_cell"], 1)),
                                 title="Counts per cell", xlabel="log10 counts")
@@ -305,3 +313,9 @@ class DataTab(QWidget):
         return {"summary": self.summary.toPlainText(), "label": self.label_combo.currentText(),
                 "match": self.match_label.text(), "classes": self.class_table.rowCount(),
                 "trait": self.trait_combo.currentText(), "join": self.join_text.toPlainText()}
+
+    def plots(self) -> dict[str, Any]:
+        """The QC histograms that have something drawn (``PlotSource``)."""
+        named = {"qc_counts": self.qc_counts, "qc_genes": self.qc_genes, "qc_missingness": self.qc_miss,
+                 "qc_maf": self.qc_maf, "qc_trait": self.qc_trait}
+        return {k: w for k, w in named.items() if w.plotItem.items}

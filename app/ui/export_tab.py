@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from PySide6.QtWidgets import QFileDialog, QGridLayout, QGroupBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from app.ui.state import AppState
-
 if TYPE_CHECKING:
-    from app.ui.main_window import MainWindow
+    from app.ui.session import Session
+    from app.ui.shell import Shell
 
 
 def copy_tree_atomic(src: str | Path, dst: str | Path) -> Path:
@@ -37,9 +36,9 @@ def copy_tree_atomic(src: str | Path, dst: str | Path) -> Path:
 class ExportTab(QWidget):
     """Buttons that save what the session produced."""
 
-    def __init__(self, state: AppState, win: MainWindow) -> None:
+    def __init__(self, session: Session, shell: Shell) -> None:
         super().__init__()
-        self.state, self.win = state, win
+        self.session, self.state, self.shell = session, session.state, shell
         self.status = QLabel("Nothing exported yet.")
         self.status.setWordWrap(True)
         sc = QGroupBox("Single-cell")
@@ -99,8 +98,9 @@ class ExportTab(QWidget):
         self.gebv_all_btn.clicked.connect(lambda: self.export_gebv_all())
         self.plots_btn.clicked.connect(lambda: self.export_plots())
         self.model_btn.clicked.connect(lambda: self.export_model())
-        for ev in ("dataset", "embedding", "gp_result", "gp_final", "runs", "metrics"):
-            state.events.connect(ev, self.update_buttons)
+        ev = self.state.events
+        for sig in (ev.dataset, ev.embedding, ev.layout, ev.gp_result, ev.gp_final, ev.runs, ev.metrics):
+            sig.connect(self.update_buttons)
         self.update_buttons()
         self.last_written: Path | None = None
 
@@ -127,11 +127,11 @@ class ExportTab(QWidget):
     def _done(self, path: Any) -> None:
         self.last_written = Path(path)
         self.status.setText(f"Saved {path}")
-        self.win.train_tab.append_log(f"exported {path}")
+        self.session.log(f"exported {path}")
 
     def _run(self, what: str, fn: Any, *args: Any) -> None:
         self.status.setText(f"Saving {what}…")
-        self.win.run_worker(fn, *args, on_done=self._done, what=f"saving {what}")
+        self.shell.run_worker(fn, *args, on_done=self._done, what=f"saving {what}")
 
     # -- single-cell -------------------------------------------------------------------------------
     def export_h5ad(self, path: str | None = None) -> None:
@@ -139,7 +139,7 @@ class ExportTab(QWidget):
         from app.data.export import write_h5ad_atomic
 
         if self.state.kind != "singlecell":
-            self.win.show_error("Nothing to export", "Open a single-cell dataset first.")
+            self.shell.show_error("Nothing to export", "Open a single-cell dataset first.")
             return
         path = path or self._ask("Save annotated AnnData", "annotated.h5ad", "AnnData (*.h5ad)")
         if not path:
@@ -182,7 +182,7 @@ class ExportTab(QWidget):
         tables = self.state.gp_tables()
         df = tables.get("gebv")
         if df is None:
-            self.win.show_error("No predictions to export",
+            self.shell.show_error("No predictions to export",
                                 "This run did not write per-sample predictions. Run the cross-validation again.")
             return
         path = path or self._ask("Save predictions (GEBV)", "gebv.csv", "CSV (*.csv)")
@@ -195,7 +195,7 @@ class ExportTab(QWidget):
 
         src = (self.state.gp_final or {}).get("gebv_csv")
         if not src or not Path(src).is_file():
-            self.win.show_error("No final model yet", "On the Results tab, train the chosen model on all lines.")
+            self.shell.show_error("No final model yet", "On the Results tab, train the chosen model on all lines.")
             return
         path = path or self._ask("Save GEBVs of all lines", "gebv_all_lines.csv", "CSV (*.csv)")
         if path:
@@ -207,7 +207,7 @@ class ExportTab(QWidget):
 
         df = self.state.gp_tables().get("cv_pearson_r")
         if df is None:
-            self.win.show_error("No CV results to export", "Cross-validate on the Train tab first.")
+            self.shell.show_error("No CV results to export", "Cross-validate on the Train tab first.")
             return
         path = path or self._ask("Save CV table", "cv_pearson_r.csv", "CSV (*.csv)")
         if path:
@@ -215,9 +215,8 @@ class ExportTab(QWidget):
 
     # -- common ------------------------------------------------------------------------------------
     def export_plots(self, folder: str | None = None) -> list[Path]:
-        """Every plot as PNG and SVG into ``folder`` (on the GUI thread: pyqtgraph renders there)."""
-        import pyqtgraph as pg
-
+        """Every plot of every view as PNG and SVG into ``folder`` (on the GUI thread: pyqtgraph renders
+        there). Each view says which of its plots have something to show (``PlotSource.plots``)."""
         from app.ui.plots import export_plot
 
         folder = folder or QFileDialog.getExistingDirectory(self, "Folder for the plots")
@@ -225,25 +224,13 @@ class ExportTab(QWidget):
             return []
         out: list[Path] = []
         Path(folder).mkdir(parents=True, exist_ok=True)
-        self.win.train_tab.curves.flush()  # points still waiting for the batched redraw
-        named = {
-            "qc_counts": self.win.data_tab.qc_counts, "qc_genes": self.win.data_tab.qc_genes,
-            "qc_missingness": self.win.data_tab.qc_miss, "qc_maf": self.win.data_tab.qc_maf,
-            "loss": self.win.train_tab.curves.loss, "metric": self.win.train_tab.curves.metric,
-            "cell_map": self.win.results_tab.view.plot, "confusion_celllm": self.win.results_tab.cm_celllm,
-            "confusion_baseline": self.win.results_tab.cm_base, "gp_scatter": self.win.results_tab.scatter,
-            "marker_importance": self.win.results_tab.manh,
-        }
-        for name, w in named.items():
-            empty = (len(self.win.results_tab.view.xy) == 0 if name == "cell_map"
-                     else not w.plotItem.items)  # the map draws straight into its own ViewBox
-            if not isinstance(w, pg.PlotWidget) or empty:
-                continue
-            for ext in (".png", ".svg"):
-                try:
-                    out.append(export_plot(w, Path(folder) / f"{name}{ext}"))
-                except Exception as exc:  # one plot failing must not stop the others
-                    self.win.train_tab.append_log(f"could not save {name}{ext}: {exc}", "warning")
+        for source in self.shell.plot_sources():
+            for name, w in source.plots().items():
+                for ext in (".png", ".svg"):
+                    try:
+                        out.append(export_plot(w, Path(folder) / f"{name}{ext}"))
+                    except Exception as exc:  # one plot failing must not stop the others
+                        self.session.log(f"could not save {name}{ext}: {exc}", "warning")
         self.status.setText(f"Saved {len(out)} plot files into {folder}")
         return out
 
@@ -263,7 +250,7 @@ class ExportTab(QWidget):
         """Copy the current run's model folder (atomically)."""
         src = self._model_dir()
         if src is None:
-            self.win.show_error("No trained model", "Finish a training run first (or reopen one).")
+            self.shell.show_error("No trained model", "Finish a training run first (or reopen one).")
             return
         folder = folder or QFileDialog.getExistingDirectory(self, "Folder to save the model into")
         if folder:

@@ -1,8 +1,10 @@
 """The OmicsLab main window: one tab per step (Data, Model, Train, Results, Export), DeepLabCut style.
 
-The window owns the ``AppState`` (plain Python), the tabs (views), the worker threads for short work and
-the coordination between steps. Long work goes through ``QtJob`` (spawned processes). Errors become a
-message box saying what to do, with details in the log pane; nothing a worker does can close the window.
+The window is the composition root: it makes the ``Session`` (the evented ``AppState`` plus the Qt-free
+workflow), the ``JobRunner`` (long work in spawned processes) and the tabs (views that know only the session
+and the ``Shell`` services this window provides), and carries out what the session asks for (start a job,
+read an embedding, compute a map, show a step) with worker threads for short work. Errors become a message
+box saying what to do, with details in the log pane; nothing a worker does can close the window.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from app.ui import loaders
 from app.ui.data_tab import OPEN_FILTER, DataTab
 from app.ui.export_tab import ExportTab
 from app.ui.gc_guard import MainThreadGC
+from app.ui.job_runner import JobRunner
 from app.ui.model_tab import ModelTab
 from app.ui.results_tab import ResultsTab
-from app.ui.state import AppState
+from app.ui.session import Session
+from app.ui.shell import PlotSource
 from app.ui.train_tab import TrainTab
 from app.ui.workers import Worker, wait_all
 
@@ -54,22 +58,23 @@ class MainWindow(QMainWindow):
         self.gc_guard = MainThreadGC(parent=self)  # GC only on this thread (see gc_guard.py)
         self.setWindowTitle("OmicsLab")
         self.setAcceptDrops(True)
-        self.state = AppState()
-        self.state.events.on_error = lambda msg: self.train_tab.append_log(msg, "error")
+        self.session = Session(refine_layout=umap_refine)
+        self.state = self.session.state
+        self.runner = JobRunner(self.session, self)
         self.umap_refine = umap_refine
-        self.last_qc: dict[str, Any] | None = None
-        self.causal: pd.DataFrame | None = None
         self.last_error: tuple[str, str] | None = None
         self.workers: list[Worker] = []
         self._layout_worker: Worker | None = None
         self._layout_gen = 0
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        self.train_tab = TrainTab(self.state, self)  # made first: other tabs log into it
-        self.data_tab = DataTab(self.state, self)
-        self.model_tab = ModelTab(self.state, self)
-        self.results_tab = ResultsTab(self.state, self)
-        self.export_tab = ExportTab(self.state, self)
+        self.train_tab = TrainTab(self.session, self, self.runner)  # first: it shows the log of the others
+        self.data_tab = DataTab(self.session, self)
+        self.model_tab = ModelTab(self.session, self)
+        self.results_tab = ResultsTab(self.session, self)
+        self.export_tab = ExportTab(self.session, self)
+        self.steps: dict[str, QWidget] = {"data": self.data_tab, "model": self.model_tab, "train": self.train_tab,
+                                          "results": self.results_tab, "export": self.export_tab}
         for w, name in ((self.data_tab, "1 · Data"), (self.model_tab, "2 · Model"), (self.train_tab, "3 · Train"),
                         (self.results_tab, "4 · Results"), (self.export_tab, "5 · Export")):
             self.tabs.addTab(w, name)
@@ -84,7 +89,12 @@ class MainWindow(QMainWindow):
             self.resize(1280, 820)
         self._restore_layout()
         self.data_tab.set_recent(self.recent_files())
-        self.state.events.connect("dataset", self._dataset_changed)
+        ev = self.session.events
+        ev.step_requested.connect(lambda step: self.tabs.setCurrentWidget(self.steps[step]))
+        ev.problem.connect(self.show_error)
+        ev.embedding_requested.connect(self.load_embedding)
+        ev.layout_requested.connect(lambda refine: self.compute_layout(refine=refine))
+        ev.gene_match_requested.connect(self.recompute_gene_match)
 
     # -- chrome ------------------------------------------------------------------------------------
     def _menus(self) -> None:
@@ -101,9 +111,9 @@ class MainWindow(QMainWindow):
             a.triggered.connect(fn)
             m.addAction(a)
         r = self.menuBar().addMenu("&Run")
-        for text, key, fn in (("&Train", "Ctrl+T", self.train_tab.train),
+        for text, key, fn in (("&Train", "Ctrl+T", self.session.train),
                               ("&Stop", "Ctrl+.", self.train_tab.stop),
-                              ("&Resume", "", lambda: self.train_tab.resume())):
+                              ("&Resume", "", lambda: self.session.resume())):
             a = QAction(text, self)
             if text in ("&Train", "&Stop"):
                 a.setIcon(icon(text.strip("&").lower()))
@@ -130,13 +140,17 @@ class MainWindow(QMainWindow):
         elif self.state.gp_result:
             self.export_tab.export_gebv()
 
+    def plot_sources(self) -> list[PlotSource]:
+        """The views that have plots (the Export tab saves them all)."""
+        return [t for t in self.steps.values() if isinstance(t, PlotSource)]
+
     # -- errors and workers ------------------------------------------------------------------------
     def show_error(self, title: str, message: str, details: str = "") -> None:
         """A clear message box (non-blocking) and the details in the log pane."""
         self.last_error = (title, message)
-        self.train_tab.append_log(f"{title}: {message}", "error")
+        self.session.log(f"{title}: {message}", "error")
         if details:
-            self.train_tab.append_log(details.strip(), "error")
+            self.session.log(details.strip(), "error")
         self.status_label.setText(title)
         box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
         if details:
@@ -205,7 +219,8 @@ class MainWindow(QMainWindow):
                                on_done=self._pheno_loaded, what="joining phenotypes")
 
     def _pheno_loaded(self, out: dict[str, Any]) -> None:
-        self.state.join = out["join"]
+        with self.state.events.blocked():  # announced with the table, by the phenotypes event
+            self.state.join = out["join"]
         self.state.set_phenotypes(out["path"], out["pheno"], out["trait"], out.get("traits"))
 
     def _loaded(self, out: dict[str, Any], path: str | None) -> None:
@@ -215,12 +230,10 @@ class MainWindow(QMainWindow):
             self._pheno_loaded(out)
             return
         if kind == "singlecell":
-            self.last_qc = out.get("qc")
             self.state.set_singlecell(out["path"], out["data_path"], out["adata"], out["summary"],
-                                      out.get("gene_match"))
+                                      out.get("gene_match"), cell_qc=out.get("qc"))
         else:
-            self.causal = out.get("causal")
-            self.state.set_genotype(out["path"], out["geno"], out["qc"], out["summary"])
+            self.state.set_genotype(out["path"], out["geno"], out["qc"], out["summary"], causal=out.get("causal"))
             if out.get("pheno"):
                 self._pheno_loaded(out["pheno"])
         if path:
@@ -229,19 +242,13 @@ class MainWindow(QMainWindow):
         self.status_label.setText(f"Opened {out['path']}")
         self.datasetLoaded.emit(kind)
 
-    def _dataset_changed(self) -> None:
-        s = self.state
-        if s.kind == "singlecell" and s.layout is None:
-            self.compute_layout(refine=False)
-
     def recompute_gene_match(self) -> None:
         """After the model changed: how many of the data's genes does it know?"""
         if self.state.adata is None:
             return
 
         def done(gm: Any) -> None:
-            self.state.gene_match = gm
-            self.state.events.emit("gene_match")
+            self.state.gene_match = gm  # emits gene_match
 
         self.run_worker(loaders.gene_match, self.state.adata, self.state.model_dir, on_done=done,
                         what="matching genes")
@@ -316,8 +323,7 @@ class MainWindow(QMainWindow):
             preds = out["preds"].iloc[pos].set_axis(names) if out["preds"] is not None else None
             self.state.set_embedding(out["emb"][pos], preds)
             self.embeddingLoaded.emit()
-            self.compute_layout(refine=self.umap_refine)
-            self.tabs.setCurrentWidget(self.results_tab)
+            self.session.embedding_loaded()  # the workflow: map the cells, show Results
 
         self.run_worker(read, h5ad_path, on_done=done, what="reading embeddings")
 
@@ -372,10 +378,6 @@ class MainWindow(QMainWindow):
 
         self.run_worker(preview, on_done=got_preview, what="computing a preview map")
 
-    def job_finished(self, purpose: str | None, final: Any) -> None:
-        """Hook after any job (the Results/Export tabs refresh via state events)."""
-        self.export_tab.update_buttons()
-
     # -- drag and drop -----------------------------------------------------------------------------
     def dragEnterEvent(self, ev: Any) -> None:
         if ev.mimeData().hasUrls():
@@ -394,13 +396,10 @@ class MainWindow(QMainWindow):
             self.save_layout()
         except Exception:
             traceback.print_exc()
-        job = self.train_tab.job
-        if job is not None and job.handle is not None and not job.handle.done:
-            job.cancel(grace_s=2.0)
-            try:
-                job.handle.join(timeout=8.0)
-            except Exception:
-                traceback.print_exc()
+        try:
+            self.runner.shutdown(grace_s=2.0, wait_s=8.0)
+        except Exception:
+            traceback.print_exc()
         wait_all()
         self.gc_guard.stop()
 

@@ -31,12 +31,12 @@ from app.ui.state import (
     MODEL_DEFAULT_KEYS,
     SC_DEFAULTS,
     SC_TASKS,
-    AppState,
     gp_model_defaults,
 )
 
 if TYPE_CHECKING:
-    from app.ui.main_window import MainWindow
+    from app.ui.session import Session
+    from app.ui.shell import Shell
 
 TASK_HELP = {
     "finetune": "Train a cell-type classifier on your labelled cells, starting from a pretrained CellLM "
@@ -58,9 +58,9 @@ FREEZE = ["none", "embeddings", "encoder", "last:1", "last:2"]
 class ModelTab(QWidget):
     """Choose the task, the starting model, hyper-parameters and the device."""
 
-    def __init__(self, state: AppState, win: MainWindow) -> None:
+    def __init__(self, session: Session, shell: Shell) -> None:
         super().__init__()
-        self.state, self.win = state, win
+        self.session, self.state, self.shell = session, session.state, shell
         self.task_box = QGroupBox("What to do")
         self.task_lay = QVBoxLayout(self.task_box)
         self.group = QButtonGroup(self)
@@ -118,7 +118,7 @@ class ModelTab(QWidget):
         self.cluster_dialog: Any = None
 
         self.next_btn = QPushButton("Next: Train →")
-        self.next_btn.clicked.connect(lambda: self.win.tabs.setCurrentWidget(self.win.train_tab))
+        self.next_btn.clicked.connect(lambda: self.session.show_step("train"))
         lay = QVBoxLayout(self)
         lay.addWidget(self.task_box)
         lay.addWidget(self.task_help)
@@ -134,8 +134,9 @@ class ModelTab(QWidget):
         lay.addWidget(self.next_btn)
         self.model_btn.clicked.connect(self._choose_model)
         self.model_reset.clicked.connect(lambda: self.set_model_dir(str(BUNDLED_MODEL)))
-        state.events.connect("dataset", self.rebuild)
-        state.events.connect("model_dir", lambda: self.model_edit.setText(self.state.model_dir))
+        self.state.events.dataset.connect(self.rebuild)
+        self.state.events.model_dir.connect(lambda path: self.model_edit.setText(str(path)))
+        self.state.events.device.connect(self._show_device)
         self.rebuild()
 
     # -- building ----------------------------------------------------------------------------------
@@ -182,8 +183,6 @@ class ModelTab(QWidget):
             self.model_defaults = {}
             defaults = dict(SC_DEFAULTS.get(task) or {})
         self._fill_editors(defaults)
-        self.win.train_tab.update_button() if hasattr(self.win, "train_tab") else None
-        self.state.events.emit("task")
 
     def _fill_editors(self, defaults: dict[str, Any]) -> None:
         while self.adv_form.rowCount():
@@ -226,11 +225,21 @@ class ModelTab(QWidget):
                               "random folds.")
                 ed.setPlaceholderText("none (e.g. family)")
             self.editors[key] = ed
+            self._watch(ed)
             label = key.split(".", 1)[-1].replace("_", " ")
             if "." in key:
                 ed.setToolTip(f"{key.split('.')[0].upper()} hyper-parameter (default {val!r})")
             self.adv_form.addRow(label + ":", ed)
         self.read_params()
+
+    def _watch(self, ed: QWidget) -> None:
+        """Every edit writes the settings back to the state at once (no one has to ask the form)."""
+        if isinstance(ed, QSpinBox | QDoubleSpinBox):
+            ed.valueChanged.connect(self.read_params)
+        elif isinstance(ed, QComboBox):
+            ed.currentTextChanged.connect(self.read_params)
+        elif isinstance(ed, QLineEdit):
+            ed.textChanged.connect(self.read_params)
 
     def read_params(self) -> dict[str, Any]:
         """The Advanced values into ``state.params``."""
@@ -281,19 +290,16 @@ class ModelTab(QWidget):
         try:
             from app.ui.cluster_dialog import ClusterDialog
         except ImportError as exc:  # built without it: say so instead of failing
-            self.win.show_error("Not available", f"The cluster launcher is not part of this build ({exc}).")
+            self.shell.show_error("Not available", f"The cluster launcher is not part of this build ({exc}).")
             return None
-        from app.engine.rundir import default_runs_root, new_run_name
-
-        self.read_params()
         try:
-            _, cfg = self.state.job_spec(str(default_runs_root() / new_run_name("pretrain")))
+            _, cfg = self.state.job_spec(self.session.new_run_dir("pretrain"))
         except ValueError as exc:
-            self.win.show_error("Open a dataset first", str(exc))
+            self.shell.show_error("Open a dataset first", str(exc))
             return None
         dlg = ClusterDialog(cfg, self)
-        dlg.script_written.connect(lambda p: self.win.train_tab.append_log(f"launch script written: {p}"))
-        dlg.launched.connect(lambda d: self.win.train_tab.append_log(f"multi-GPU pretraining started in {d}"))
+        dlg.script_written.connect(lambda p: self.session.log(f"launch script written: {p}"))
+        dlg.launched.connect(lambda d: self.session.log(f"multi-GPU pretraining started in {d}"))
         dlg.open()
         self.cluster_dialog = dlg
         return dlg
@@ -305,10 +311,12 @@ class ModelTab(QWidget):
             self.set_model_dir(d)
 
     def set_model_dir(self, path: str) -> None:
-        """Use another model; the gene match is recomputed."""
+        """Use another model (the session then recomputes the gene match)."""
         self.state.model_dir = path
-        self.model_edit.setText(path)
-        self.win.recompute_gene_match()
 
     def _device_changed(self, text: str) -> None:
         self.state.device = text or "auto"
+
+    def _show_device(self, device: str) -> None:
+        if self.device_combo.findText(device) >= 0 and self.device_combo.currentText() != device:
+            self.device_combo.setCurrentText(device)

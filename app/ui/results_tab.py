@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,18 +25,19 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import plots
-from app.ui.state import AppState, gp_fold_table, gp_wide_table
+from app.ui.state import gp_fold_table, gp_wide_table
 
 if TYPE_CHECKING:
-    from app.ui.main_window import MainWindow
+    from app.ui.session import Session
+    from app.ui.shell import Shell
 
 
 class ResultsTab(QWidget):
     """Results of the current dataset and run."""
 
-    def __init__(self, state: AppState, win: MainWindow) -> None:
+    def __init__(self, session: Session, shell: Shell) -> None:
         super().__init__()
-        self.state, self.win = state, win
+        self.session, self.state, self.shell = session, session.state, shell
         self.stack = QStackedWidget()
         self.empty = QLabel("Results appear here after a run (or, for single-cell data, once a dataset with a "
                             "layout is open).")
@@ -45,11 +46,13 @@ class ResultsTab(QWidget):
         self.stack.addWidget(self._build_sc())
         self.stack.addWidget(self._build_gp())
         QVBoxLayout(self).addWidget(self.stack)
-        for ev in ("dataset", "layout", "embedding"):
-            state.events.connect(ev, self.refresh_map)
-        state.events.connect("manual", self._manual_changed)
-        state.events.connect("metrics", self.refresh_scores)
-        state.events.connect("gp_result", self.refresh_gp)
+        ev = self.state.events
+        for sig in (ev.dataset, ev.layout, ev.embedding):
+            sig.connect(self.refresh_map)
+        ev.manual.connect(self._manual_changed)
+        ev.label_key.connect(self._label_key_changed)
+        ev.metrics.connect(self.refresh_scores)
+        ev.gp_result.connect(self.refresh_gp)
 
     # -- single-cell -------------------------------------------------------------------------------
     def _build_sc(self) -> QWidget:
@@ -125,7 +128,7 @@ class ResultsTab(QWidget):
         QVBoxLayout(w).addWidget(split)
         self.assign_btn.clicked.connect(self._assign)
         self.label_edit.returnPressed.connect(self._assign)
-        self.umap_btn.clicked.connect(lambda: self.win.compute_layout(refine=True))
+        self.umap_btn.clicked.connect(lambda: self.session.request_layout(refine=True))
         return w
 
     def refresh_map(self) -> None:
@@ -188,7 +191,11 @@ class ResultsTab(QWidget):
         if not label or self.view.selection.size == 0:
             return
         n = self.state.assign_manual(self.view.selection, label)
-        self.win.train_tab.append_log(f"manual label '{label}' given to {n:,} cells")
+        self.session.log(f"manual label '{label}' given to {n:,} cells")
+
+    def _label_key_changed(self) -> None:
+        if self.state.layout is not None and len(self.view.xy) == len(self.state.layout):
+            self.view.hover_cols = self._hover_cols()
 
     def _manual_changed(self) -> None:
         cols = self.state.obs_columns()
@@ -251,7 +258,7 @@ class ResultsTab(QWidget):
         self.final_btn.setToolTip("Fit the chosen model on every phenotyped line (same settings) and predict GEBVs "
                                   "of every genotyped line; then export the model and the GEBVs.")
         self.final_btn.setEnabled(False)
-        self.final_btn.clicked.connect(lambda: self.win.train_tab.train_final(self.fold_combo.currentText()))
+        self.final_btn.clicked.connect(lambda: self.session.train_final(self.fold_combo.currentText()))
         row = QHBoxLayout()
         row.addWidget(QLabel("Model:"))
         row.addWidget(self.fold_combo, 1)
@@ -338,9 +345,22 @@ class ResultsTab(QWidget):
             pick = ""
         score = next((c for c in ("importance", "saliency", "score") if c in imp.columns), imp.columns[-1])
         causal = None
-        if self.win.causal is not None and "marker" in imp.columns:
-            ids = set(self.win.causal.iloc[:, 0].astype(str))
+        if self.state.causal is not None and "marker" in imp.columns:
+            ids = set(self.state.causal.iloc[:, 0].astype(str))
             causal = imp["marker"].astype(str).isin(ids).to_numpy()
         plots.manhattan(self.manh, imp.get("chrom", pd.Series(["1"] * len(imp))).to_numpy(),
                         imp.get("pos", pd.Series(np.arange(len(imp)))).to_numpy(), imp[score].to_numpy(), causal,
                         title=f"Marker importance along the genome ({pick})" if pick else "Marker importance")
+
+    # -- plots for export --------------------------------------------------------------------------
+    def plots(self) -> dict[str, Any]:
+        """The map, confusion matrices, GP scatter and marker importance that have something drawn
+        (``PlotSource``)."""
+        out: dict[str, Any] = {}
+        if len(self.view.xy):  # the map draws straight into its own ViewBox
+            out["cell_map"] = self.view.plot
+        for name, w in (("confusion_celllm", self.cm_celllm), ("confusion_baseline", self.cm_base),
+                        ("gp_scatter", self.scatter), ("marker_importance", self.manh)):
+            if w.plotItem.items:
+                out[name] = w
+        return out

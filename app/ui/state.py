@@ -1,21 +1,28 @@
 """The window's model: plain Python, no Qt (napari's model/view split).
 
 ``AppState`` holds what the scientist has loaded and done (dataset, summary, chosen task and settings,
-runs, embeddings, predictions, manual labels, genomic-prediction results) and announces changes through a
-tiny observer (``state.events.connect(name, fn)``). Widgets subscribe and redraw; they never own data.
-Everything here is testable without a display, and the export functions build their outputs from it.
+runs, embeddings, predictions, manual labels, genomic-prediction results). It is an evented dataclass
+(psygnal's ``SignalGroupDescriptor``): assigning a field emits ``state.events.<field>`` with the new and
+the old value, so views subscribe to exactly what they show (``state.events.layout.connect(redraw)``) and
+write back by assigning. Changes that touch many fields at once (a new dataset, a phenotype table) emit one
+compound event (``dataset``, ``phenotypes``) instead of a burst of field events. Everything here is
+testable without a display, and the export functions build their outputs from it.
+
+Why psygnal's dataclass descriptor and not ``EventedModel``: ``EventedModel`` needs pydantic, and the
+state holds AnnData, DataFrames and arrays that pydantic would have to be told to leave alone; the
+descriptor gives the same "assign = event" contract on a plain dataclass with one small dependency.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from psygnal import Signal, SignalGroup, SignalGroupDescriptor
 
 from app.resources import CELLLM_TINY as BUNDLED_MODEL
 
@@ -55,33 +62,17 @@ def gp_model_defaults(task: str) -> dict[str, Any]:
             if isinstance(v, bool | int | float | str) and k not in GP_DEFAULTS}
 
 
-class Events:
-    """Minimal observer: ``connect(name, fn)`` and ``emit(name, *args)``; a failing listener is reported
-    to ``on_error`` (the log pane) instead of breaking the others."""
+class StateEvents(SignalGroup):
+    """The compound events of ``AppState``; psygnal adds one signal per field beside them."""
 
-    def __init__(self) -> None:
-        self._subs: dict[str, list[Callable[..., Any]]] = {}
-        self.on_error: Callable[[str], None] | None = None
+    dataset = Signal()  # a new dataset replaced everything (kind, data, summary, layout, labels...)
+    phenotypes = Signal()  # a phenotype table was joined (pheno, pheno_path, traits, trait, join)
 
-    def connect(self, name: str, fn: Callable[..., Any]) -> None:
-        """Call ``fn(*args)`` whenever ``name`` is emitted."""
-        self._subs.setdefault(name, []).append(fn)
 
-    def disconnect(self, name: str, fn: Callable[..., Any]) -> None:
-        """Stop calling ``fn`` for ``name``."""
-        with contextlib.suppress(ValueError, KeyError):
-            self._subs[name].remove(fn)
-
-    def emit(self, name: str, *args: Any) -> None:
-        """Notify every listener of ``name``."""
-        for fn in list(self._subs.get(name, [])):
-            try:
-                fn(*args)
-            except Exception as exc:  # a broken view must not take the model down
-                if self.on_error is not None:
-                    self.on_error(f"{name} listener failed: {exc!r}")
-                else:
-                    raise
+# big values are compared by identity: an element-wise comparison of two AnnData/arrays on every assignment
+# would cost more than the redraw it saves (and DataFrame/ndarray "==" is not a truth value)
+_BY_IDENTITY = ("summary", "adata", "gene_match", "geno", "qc", "causal", "cell_qc", "pheno", "join", "runs", "current",
+                "embedding", "layout", "predictions", "manual", "metrics", "gp_result", "gp_final", "params")
 
 
 @dataclass
@@ -102,7 +93,7 @@ class RunRecord:
 
 @dataclass
 class AppState:
-    """Everything the window shows, as plain data."""
+    """Everything the window shows, as plain data; assigning a field emits ``events.<field>``."""
 
     kind: str | None = None  # "singlecell" | "genotype"
     path: str | None = None  # what the user opened
@@ -113,7 +104,9 @@ class AppState:
     model_dir: str = str(BUNDLED_MODEL)
     gene_match: Any = None
     geno: Any = None
-    qc: Any = None
+    qc: Any = None  # genotype QC
+    causal: pd.DataFrame | None = None  # the simulated demo's causal markers (circled on the importance plot)
+    cell_qc: dict[str, Any] | None = None  # single-cell QC arrays (counts/genes per cell) for the histograms
     pheno: pd.DataFrame | None = None
     pheno_path: str | None = None
     trait: str | None = None
@@ -133,7 +126,8 @@ class AppState:
     metrics: dict[str, Any] | None = None  # finetune metrics.json
     gp_result: dict[str, Any] | None = None
     gp_final: dict[str, Any] | None = None  # result of the GP train job (models folder, gebv_csv)
-    events: Events = field(default_factory=Events)
+    events: ClassVar[SignalGroupDescriptor] = SignalGroupDescriptor(
+        signal_group_class=StateEvents, equality_operators=dict.fromkeys(_BY_IDENTITY, operator.is_))
 
     # -- dataset -----------------------------------------------------------------------------------
     def clear_results(self) -> None:
@@ -142,42 +136,49 @@ class AppState:
         self.metrics = self.gp_result = self.gp_final = self.gene_match = None
         self.layout_kind = ""
 
-    def set_singlecell(self, path: str, data_path: str, adata: Any, summary: Any, gene_match: Any = None) -> None:
-        """A single-cell dataset was read (in a worker)."""
-        self.clear_results()
-        self.kind, self.path, self.data_path, self.adata, self.summary = "singlecell", path, data_path, adata, summary
-        self.geno = self.qc = self.pheno = self.join = None
-        self.gene_match = gene_match
-        cols = list(getattr(summary, "label_columns", {}) or {})
-        self.label_key = pick_label_column(cols)
-        self.manual = np.full(adata.n_obs, "", dtype=object)
-        if self.task not in SC_TASKS:
-            self.task = "finetune"
-        if "X_umap" in getattr(adata, "obsm", {}):
-            self.layout = np.asarray(adata.obsm["X_umap"], dtype=np.float32)[:, :2]
-            self.layout_kind = "dataset X_umap"
-        self.events.emit("dataset")
+    def set_singlecell(self, path: str, data_path: str, adata: Any, summary: Any, gene_match: Any = None,
+                       cell_qc: dict[str, Any] | None = None) -> None:
+        """A single-cell dataset was read (in a worker). Emits ``dataset`` once, no field events."""
+        with self.events.blocked():
+            self.clear_results()
+            self.kind, self.path, self.data_path, self.adata, self.summary = (
+                "singlecell", path, data_path, adata, summary)
+            self.geno = self.qc = self.pheno = self.join = self.causal = None
+            self.gene_match, self.cell_qc = gene_match, cell_qc
+            cols = list(getattr(summary, "label_columns", {}) or {})
+            self.label_key = pick_label_column(cols)
+            self.manual = np.full(adata.n_obs, "", dtype=object)
+            if self.task not in SC_TASKS:
+                self.task = "finetune"
+            if "X_umap" in getattr(adata, "obsm", {}):
+                self.layout = np.asarray(adata.obsm["X_umap"], dtype=np.float32)[:, :2]
+                self.layout_kind = "dataset X_umap"
+        self.events.dataset.emit()
 
-    def set_genotype(self, path: str, geno: Any, qc: Any, summary: dict[str, Any]) -> None:
-        """A genotype matrix was read and QC'd (in a worker)."""
-        self.clear_results()
-        self.kind, self.path, self.data_path, self.geno, self.qc, self.summary = (
-            "genotype", path, path, geno, qc, summary)
-        self.adata = self.label_key = None
-        if self.task not in GP_TASKS:
-            self.task = "compare"
-        self.events.emit("dataset")
+    def set_genotype(self, path: str, geno: Any, qc: Any, summary: dict[str, Any],
+                     causal: pd.DataFrame | None = None) -> None:
+        """A genotype matrix was read and QC'd (in a worker). Emits ``dataset`` once, no field events."""
+        with self.events.blocked():
+            self.clear_results()
+            self.kind, self.path, self.data_path, self.geno, self.qc, self.summary = (
+                "genotype", path, path, geno, qc, summary)
+            self.causal = causal
+            self.adata = self.label_key = self.cell_qc = None
+            if self.task not in GP_TASKS:
+                self.task = "compare"
+        self.events.dataset.emit()
 
     def set_phenotypes(self, path: str, pheno: pd.DataFrame, trait: str | None,
                        traits: list[str] | None = None) -> None:
         """A phenotype table was added; ``trait`` defaults to the first numeric column (``traits``: the
         columns a user may pick, ID columns left out)."""
-        self.pheno_path, self.pheno = path, pheno
         numeric = traits if traits is not None else [c for c in pheno.columns
                                                       if pd.api.types.is_numeric_dtype(pheno[c])]
-        self.traits = list(numeric)
-        self.trait = trait if trait in numeric else (numeric[0] if numeric else None)
-        self.events.emit("phenotypes")
+        with self.events.blocked():
+            self.pheno_path, self.pheno = path, pheno
+            self.traits = list(numeric)
+            self.trait = trait if trait in numeric else (numeric[0] if numeric else None)
+        self.events.phenotypes.emit()
 
     @property
     def n_items(self) -> int:
@@ -245,22 +246,27 @@ class AppState:
 
     def add_run(self, rec: RunRecord) -> None:
         """A run started (or was reopened)."""
-        self.runs = [r for r in self.runs if r.path != rec.path] + [rec]
         self.current = rec
-        self.events.emit("runs")
+        self.runs = [r for r in self.runs if r.path != rec.path] + [rec]
+
+    def update_run(self, rec: RunRecord, status: str, result: dict[str, Any] | None = None) -> None:
+        """A run's status changed (done / failed / cancelled): the ``runs`` event fires."""
+        rec.status = status
+        if result is not None:
+            rec.result = result
+        self.runs = list(self.runs)  # a new list: listeners of ``runs`` hear about the in-place change
 
     # -- results -----------------------------------------------------------------------------------
     def set_embedding(self, emb: np.ndarray, predictions: pd.DataFrame | None = None) -> None:
         """Embeddings (and predictions) for every cell of the dataset."""
-        self.embedding = np.asarray(emb, dtype=np.float32)
-        if predictions is not None:
+        if predictions is not None:  # first: listeners of ``embedding`` see the predictions that came with it
             self.predictions = predictions
-        self.events.emit("embedding")
+        self.embedding = np.asarray(emb, dtype=np.float32)
 
     def set_layout(self, xy: np.ndarray, kind: str) -> None:
         """A 2-D layout (preview or refined UMAP)."""
-        self.layout, self.layout_kind = np.asarray(xy, dtype=np.float32), kind
-        self.events.emit("layout")
+        self.layout_kind = kind  # first: listeners of ``layout`` read the kind of the new layout
+        self.layout = np.asarray(xy, dtype=np.float32)
 
     def assign_manual(self, indices: np.ndarray, label: str) -> int:
         """Give ``label`` to the selected cells (empty label clears). Returns how many changed."""
@@ -268,7 +274,7 @@ class AppState:
             raise ValueError("no single-cell dataset is open")
         idx = np.asarray(indices, dtype=np.int64)
         self.manual[idx] = label.strip()
-        self.events.emit("manual")
+        self.events.manual.emit(self.manual, self.manual)  # changed in place: no assignment to announce it
         return int(idx.size)
 
     def annotated_adata(self) -> Any:

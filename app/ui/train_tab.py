@@ -1,13 +1,12 @@
 """Step 3, Train: one button, progress with ETA, live curves, log, Stop (checkpoint kept), run history.
 
-Every job runs in a spawned process through ``app.ui.qt_jobs.QtJob``; this tab only relays its events.
-After a fine-tune the new model is applied at once (cellpose's flow): an embed job maps every cell with it,
-and the Results tab shows the cells coloured by prediction.
+A view: it shows what the window's ``JobRunner`` relays (progress, metrics, log) and forwards the buttons to
+the ``Session``, which decides what runs and what follows (after a fine-tune the new model embeds every cell
+and Results shows them, cellpose's flow). It knows no other tab.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,14 +26,14 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine.events import Failed, Log, Metrics, Progress, Result
+from app.ui.job_runner import JobRunner
 from app.ui.plots import CurvesWidget
 from app.ui.qt_jobs import QtJob
-from app.ui.state import GP_TARGET, GP_TRAIN_TARGET, SC_TASKS, AppState, RunRecord
+from app.ui.session import JobRequest, Session
+from app.ui.state import GP_TARGET, SC_TASKS
 
 if TYPE_CHECKING:
-    from app.ui.main_window import MainWindow
-
-EMBED_TARGET = SC_TASKS["embed"][1]
+    from app.ui.shell import Shell
 
 
 def fmt_s(s: float) -> str:
@@ -50,12 +49,9 @@ def fmt_s(s: float) -> str:
 class TrainTab(QWidget):
     """Start, watch, stop and resume runs."""
 
-    def __init__(self, state: AppState, win: MainWindow) -> None:
+    def __init__(self, session: Session, shell: Shell, runner: JobRunner) -> None:
         super().__init__()
-        self.state, self.win = state, win
-        self.job: QtJob | None = None
-        self.jobs_started = 0
-        self.after: str | None = None  # what the finished job was for: "train" | "embed-all"
+        self.session, self.state, self.shell, self.runner = session, session.state, shell, runner
         self._t0: float | None = None
         self._s0 = 0
         self.train_btn = QPushButton("Train")
@@ -126,8 +122,18 @@ class TrainTab(QWidget):
         self.reopen_btn.clicked.connect(self._reopen_selected)
         self.resume_btn.clicked.connect(self._resume_selected)
         self.refresh_btn.clicked.connect(self.refresh_history)
-        state.events.connect("task", self.update_button)
-        state.events.connect("dataset", self.update_button)
+        st = self.state.events
+        for sig in (st.task, st.dataset, st.label_key, st.trait):
+            sig.connect(self.update_button)
+        st.runs.connect(self.refresh_history)
+        session.events.message.connect(self.append_log)
+        session.events.run_opened.connect(self._show_run)
+        runner.started.connect(self._on_started)
+        runner.progress.connect(self._on_progress)
+        runner.metrics.connect(self._on_metrics)
+        runner.log.connect(self._on_log)
+        runner.device.connect(lambda d: self.device_label.setText(f"device: {d.device} {d.name}"))
+        runner.finished.connect(self._on_finished)
         self.update_button()
         self.refresh_history()
 
@@ -147,7 +153,22 @@ class TrainTab(QWidget):
 
     @property
     def running(self) -> bool:
-        return self.job is not None and self.job.running
+        """A job is running."""
+        return self.runner.running
+
+    @property
+    def job(self) -> QtJob | None:
+        """The current (or last) job."""
+        return self.runner.job
+
+    @property
+    def jobs_started(self) -> int:
+        return self.runner.jobs_started
+
+    @property
+    def after(self) -> str | None:
+        """What the current (or last) job is for: "train" | "embed-all" | "gp-final"."""
+        return self.runner.req.purpose if self.runner.req is not None else None
 
     def append_log(self, line: str, level: str = "info") -> None:
         """One line in the log pane (warnings and errors marked)."""
@@ -155,53 +176,35 @@ class TrainTab(QWidget):
         mark = {"warning": "⚠ ", "error": "✖ "}.get(level, "")
         self.log.appendPlainText(f"{stamp} {mark}{line}")
 
-    def _check_ready(self) -> str | None:
-        s = self.state
-        if s.kind is None:
-            return "Open a dataset on the Data tab first."
-        if s.kind == "singlecell" and s.task == "finetune" and not s.label_key:
-            return ("This dataset has no label column to learn from. Add a labels table, or choose "
-                    "'Embed with a model' or 'Pretrain CellLM' on the Model tab.")
-        if s.kind == "genotype" and (s.pheno_path is None or not s.trait):
-            return "Add a phenotype table and pick a trait on the Data tab before training."
-        return None
-
     # -- start / stop ------------------------------------------------------------------------------
     def train(self) -> None:
-        """The one button: start the chosen task as a spawned job."""
-        if self.running:
-            return
-        problem = self._check_ready()
-        if problem:
-            self.win.show_error("Not ready to train", problem)
-            return
-        from app.engine.rundir import default_runs_root, new_run_name
-
-        self.win.model_tab.read_params()
-        run_dir = str(default_runs_root() / new_run_name(self.state.task))
-        try:
-            target, cfg = self.state.job_spec(run_dir)
-        except ValueError as exc:
-            self.win.show_error("Not ready to train", str(exc))
-            return
-        self._start(target, cfg, run_dir, resume=False, purpose="train")
+        """The one button: the session starts the chosen task."""
+        self.session.train()
 
     def _start(self, target: str, cfg: dict[str, Any], run_dir: str, *, resume: bool, purpose: str) -> None:
-        from app.ui.loaders import env_threads
+        """Start a job directly (tests and tools; the buttons go through the session)."""
+        self.runner.start(JobRequest(target, cfg, run_dir, resume=resume, purpose=purpose))
 
-        if env_threads() and not cfg.get("threads"):
-            cfg["threads"] = env_threads()
-        job = QtJob(self)
-        job.progress.connect(self._on_progress)
-        job.metrics.connect(self._on_metrics)
-        job.log.connect(self._on_log)
-        job.device.connect(lambda d: self.device_label.setText(f"device: {d.device} {d.name}"))
-        job.finished.connect(self._on_finished)
-        self.after = purpose
-        if purpose == "train" and not resume:
+    def stop(self) -> None:
+        """Ask the job to stop; it saves a checkpoint (Resume continues from it)."""
+        if self.running:
+            self.status.setText("Stopping… (saving a checkpoint)")
+            self.stop_btn.setEnabled(False)
+            self.runner.stop()
+
+    def resume(self, run_dir: str | None = None) -> None:
+        """Continue a stopped run from its last checkpoint."""
+        self.session.resume(run_dir)
+
+    def reopen(self, path: str) -> None:
+        """Show a past run: its curves, log and (when finished) its results."""
+        self.session.reopen(path)
+
+    def _on_started(self, req: JobRequest) -> None:
+        if req.purpose == "train" and not req.resume:
             self.curves.clear()
-        if purpose == "train":
-            if target == GP_TARGET:
+        if req.purpose == "train":
+            if req.target == GP_TARGET:
                 self.curves.set_labels("Pearson r on each held-out fold", "fold (one model after another)",
                                        "Current fit (deep models): loss and validation score", "epoch",
                                        on_left=lambda name: not name.endswith("pearson"))
@@ -210,58 +213,10 @@ class TrainTab(QWidget):
         self._t0 = None
         self.bar.setValue(0)
         self.bar.setFormat("starting…")
-        self.append_log(f"starting {target} in {run_dir}" + (" (resume)" if resume else ""))
-        try:
-            job.start(target, cfg, run_dir, device="cuda" if str(cfg.get("device", "")).startswith("cuda")
-                      else "cpu", resume=resume)
-        except Exception as exc:  # a start failure (bad folder, spawn error) is a message, not a crash
-            job.deleteLater()
-            self.win.show_error("The job could not start", str(exc))
-            return
-        self.job = job
-        self.jobs_started += 1
-        if purpose == "train":
-            rec = RunRecord(path=run_dir, kind=self.state.task, target=target, config=cfg)
-            self.state.add_run(rec)
         self.train_btn.setEnabled(False)
         self.stop_btn.setEnabled(True)
         self.resume_btn.setEnabled(False)
-        self.status.setText(("Resuming" if resume else "Running") + f": {Path(run_dir).name}")
-
-    def stop(self) -> None:
-        """Ask the job to stop; it saves a checkpoint (Resume continues from it)."""
-        if self.running:
-            self.append_log("stop requested: the job saves a checkpoint and ends")
-            self.status.setText("Stopping… (saving a checkpoint)")
-            self.stop_btn.setEnabled(False)
-            self.job.cancel()
-
-    def resume(self, run_dir: str | None = None) -> None:
-        """Continue a stopped run from its last checkpoint."""
-        if self.running:
-            return
-        from app.engine.rundir import RunDir
-
-        rec = self.state.current
-        path = run_dir or (rec.path if rec else None)
-        if not path:
-            self.win.show_error("Nothing to resume", "Choose a stopped run in the run history.")
-            return
-        try:
-            rd = RunDir.open(path)
-            cfg = rd.read_config()
-            target = rd.target or (rec.target if rec else None)
-        except Exception as exc:
-            self.win.show_error("This run cannot be resumed", str(exc))
-            return
-        if not target:
-            self.win.show_error("This run cannot be resumed", "Its folder does not say which job made it.")
-            return
-        cfg = {k: v for k, v in cfg.items() if k != "resume"}
-        self.state.add_run(RunRecord(path=str(path), kind=rd.kind, target=target, config=cfg,
-                                     status="running"))
-        self._reload_curves(rd)
-        self._start(target, cfg, str(path), resume=True, purpose="train")
+        self.status.setText(("Resuming" if req.resume else "Running") + f": {Path(req.run_dir).name}")
 
     # -- events ------------------------------------------------------------------------------------
     def _on_progress(self, ev: Progress) -> None:
@@ -294,96 +249,26 @@ class TrainTab(QWidget):
     def _on_log(self, ev: Log) -> None:
         self.append_log(ev.line, ev.level)
 
-    def _on_finished(self, final: Result | Failed) -> None:
-        job, purpose = self.job, self.after
+    def _on_finished(self, req: JobRequest, final: Result | Failed) -> None:
         try:
-            rec = self.state.current
             if isinstance(final, Failed):
-                if rec is not None:
-                    rec.status = "failed"
-                self.append_log(final.message, "error")
-                if final.details:
-                    self.append_log(final.details, "error")
                 self.status.setText("Failed — see the message and the log.")
-                self.win.show_error("The run failed", final.message, final.details)
             elif final.cancelled or final.value.get("cancelled"):
-                if rec is not None:
-                    rec.status = "cancelled"
                 self.status.setText("Stopped. A checkpoint was kept: press Resume to continue.")
                 self.append_log("stopped; checkpoint kept")
             else:
-                if purpose == "train" and rec is not None:
-                    rec.status, rec.result = "done", final.value
                 self.status.setText({"train": "Finished.", "gp-final": "Final model trained on all lines."}
-                                    .get(purpose or "", "Cells embedded."))
-                self._after_success(purpose, final.value)
+                                    .get(req.purpose, "Cells embedded."))
         finally:  # the DeepLabCut lesson: buttons come back whatever happened
             self.bar.setRange(0, 1000)
-            if not (job is not None and job is not self.job):
-                self.stop_btn.setEnabled(False)
-            if self.job is job:
-                self.train_btn.setEnabled(self.state.kind is not None)
-                self.resume_btn.setEnabled(True)
+            self.stop_btn.setEnabled(False)
+            self.train_btn.setEnabled(self.state.kind is not None)
+            self.resume_btn.setEnabled(True)
             if isinstance(final, Result) and not final.cancelled:
                 self.bar.setValue(1000)
                 self.bar.setFormat("done")
             else:
                 self.bar.setFormat("stopped" if isinstance(final, Result) else "failed")
-            self.state.events.emit("runs")
-            self.refresh_history()
-            self.win.job_finished(purpose, final)
-
-    def _after_success(self, purpose: str | None, value: dict[str, Any]) -> None:
-        s = self.state
-        rec = s.current
-        if purpose == "embed-all":
-            self.win.load_embedding(value.get("out"))
-            return
-        if purpose == "gp-final":
-            s.gp_final = value
-            s.events.emit("gp_final")
-            self.append_log(f"final model(s) {', '.join(value.get('models', []))} saved in {value.get('models_dir')}; "
-                            f"GEBVs of all {value.get('n_genotyped', '?')} lines in {value.get('gebv_csv')}")
-            return
-        if rec is None:
-            return
-        if rec.target == GP_TARGET:
-            s.gp_result = value
-            s.events.emit("gp_result")
-            self.win.tabs.setCurrentWidget(self.win.results_tab)
-        elif rec.kind == "finetune":
-            mpath = Path(rec.path) / "metrics.json"
-            if mpath.is_file():
-                s.metrics = json.loads(mpath.read_text())
-                s.events.emit("metrics")
-            self.embed_all(str(Path(rec.path) / "model"), rec.path)
-        elif rec.kind == "embed":
-            self.win.load_embedding(value.get("out"))
-        elif rec.kind == "pretrain" and value.get("model_dir"):
-            self.win.model_tab.set_model_dir(str(value["model_dir"]))
-            self.append_log("the pretrained model is now the starting model for fine-tuning")
-
-    def train_final(self, model: str) -> None:
-        """After a cross-validation: fit ``model`` on every phenotyped line (same data and settings) and
-        predict GEBVs of every genotyped line; the model folder can then be exported."""
-        rec = self.state.current
-        if self.running or rec is None or rec.target != GP_TARGET:
-            self.win.show_error("Cross-validate first", "Run a cross-validation, then train the chosen model "
-                                "on all lines.")
-            return
-        from app.engine.rundir import default_runs_root, new_run_name
-
-        run_dir = str(default_runs_root() / new_run_name(f"gp-train-{model.lower()}"))
-        cfg = {k: v for k, v in rec.config.items() if k not in ("run_dir", "folds", "repeats", "group")}
-        cfg.update(models=[model], run_dir=run_dir)
-        self._start(GP_TRAIN_TARGET, cfg, run_dir, resume=False, purpose="gp-final")
-
-    def embed_all(self, model_dir: str, parent_run: str) -> None:
-        """Apply a model at once: embed (and label) every cell, then map them."""
-        run_dir = str(Path(parent_run) / "embed-all")
-        cfg = {"data": self.state.data_path, "model": model_dir, "out": str(Path(run_dir) / "embedded.h5ad"),
-               "device": self.state.device, "run_dir": run_dir}
-        self._start(EMBED_TARGET, cfg, run_dir, resume=False, purpose="embed-all")
 
     # -- history -----------------------------------------------------------------------------------
     def refresh_history(self) -> None:
@@ -424,30 +309,24 @@ class TrainTab(QWidget):
                             "val" if "epoch" in row else "train")
         self.curves.flush()
 
-    def reopen(self, path: str) -> None:
-        """Show a past run: its curves, log and (when finished) its results."""
+    def _show_run(self, path: str) -> None:
+        """A run was reopened or resumed: its curves and the tail of its log."""
         from app.engine.rundir import RunDir
 
         try:
             rd = RunDir.open(path)
-        except Exception as exc:
-            self.win.show_error("This run cannot be opened", str(exc))
+        except Exception:  # the session already said why it cannot be opened
             return
         self._reload_curves(rd)
-        self.log.clear()
-        for line in rd.tail_log(200):
-            self.log.appendPlainText(line)
-        rec = RunRecord(path=str(path), kind=rd.kind, target=rd.target or "", config=rd.read_config(),
-                        status=rd.status, result=rd.read_result())
-        self.state.add_run(rec)
-        self.status.setText(f"Reopened {Path(path).name} ({rd.status})")
-        if rec.target == GP_TARGET and rec.result:
-            self.state.gp_result = rec.result
-            self.state.events.emit("gp_result")
-        mpath = Path(path) / "metrics.json"
-        if mpath.is_file():
-            self.state.metrics = json.loads(mpath.read_text())
-            self.state.events.emit("metrics")
-        emb = Path(path) / "embed-all" / "embedded.h5ad"
-        if emb.is_file() and self.state.adata is not None:
-            self.win.load_embedding(str(emb))
+        rec = self.state.current
+        if rec is not None and rec.status != "running":  # reopened (a resume keeps the live log)
+            self.log.clear()
+            for line in rd.tail_log(200):
+                self.log.appendPlainText(line)
+            self.status.setText(f"Reopened {Path(path).name} ({rd.status})")
+
+    def plots(self) -> dict[str, Any]:
+        """The loss and metric curves (``PlotSource``), with the points still waiting for the batched redraw."""
+        self.curves.flush()
+        return {name: w for name, w in (("loss", self.curves.loss), ("metric", self.curves.metric))
+                if w.plotItem.items}
