@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from app.data.errors import OmicsLabError
 from app.ui.state import (
     BUNDLED_MODEL,
     GP_DEFAULTS,
@@ -294,7 +295,7 @@ class ModelTab(QWidget):
             return None
         try:
             _, cfg = self.state.job_spec(self.session.new_run_dir("pretrain"))
-        except ValueError as exc:
+        except (ValueError, OmicsLabError) as exc:
             self.shell.show_error("Open a dataset first", str(exc))
             return None
         dlg = ClusterDialog(cfg, self)

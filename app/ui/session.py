@@ -28,6 +28,7 @@ from typing import Any
 
 from psygnal import Signal, SignalGroup
 
+from app.data.errors import OmicsLabError
 from app.engine.events import Failed, Result
 from app.ui.state import GP_TARGET, GP_TRAIN_TARGET, SC_TASKS, AppState, RunRecord
 
@@ -161,7 +162,7 @@ class Session:
         run_dir = self.new_run_dir(self.state.task)
         try:
             target, cfg = self.state.job_spec(run_dir)
-        except ValueError as exc:
+        except (ValueError, OmicsLabError) as exc:  # a setting the job's config refuses: say which
             self._problem("Not ready to train", str(exc))
             return None
         return self.request(JobRequest(target, cfg, run_dir, purpose="train", kind=self.state.task))
