@@ -5,6 +5,7 @@
     python -m app --demo singlecell     opens on scanpy's bundled pbmc68k_reduced (no download)
     python -m app --demo genotype       opens on the simulated breeding population
     python -m app --smoke               builds the window, reads the single-cell demo summary, quits (0 = ok)
+    python -m app --install-desktop     Linux: a menu entry with the icon, opening .h5ad files (app.ui.desktop_entry)
 """
 
 from __future__ import annotations
@@ -58,12 +59,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--demo", choices=["singlecell", "genotype"], help="open a bundled demo dataset")
     p.add_argument("--smoke", action="store_true", help="build the window, read the demo summary and quit")
     p.add_argument("--smoke-timeout", type=float, default=120.0, help=argparse.SUPPRESS)
+    p.add_argument("--install-desktop", action="store_true",
+                   help="Linux: add OmicsLab to the applications menu and as the opener of .h5ad files, then quit")
+    p.add_argument("--uninstall-desktop", action="store_true", help="Linux: remove that launcher, then quit")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Open the window (or run the smoke check)."""
     args = parse(list(sys.argv[1:] if argv is None else argv))
+    if args.install_desktop or args.uninstall_desktop:  # no window: write (or remove) the launcher files
+        from app.ui.desktop_entry import main as desktop_main
+
+        return desktop_main(remove=args.uninstall_desktop)
     if args.smoke and "QT_QPA_PLATFORM" not in os.environ and not os.environ.get("DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     app = make_app()

@@ -57,7 +57,8 @@ def test_wheel_has_model_vocab_icons_and_demo(wheel: zipfile.ZipFile) -> None:
 def test_wheel_has_the_omicslab_commands(wheel: zipfile.ZipFile) -> None:
     (ep,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(ep).decode()
-    assert re.search(r"^omicslab = app\.__main__:main$", text, re.M), text
+    assert re.search(r"^\[console_scripts\]\nomicslab = app\.__main__:main$", text, re.M), text
+    assert re.search(r"^\[gui_scripts\]\nomicslab-gui = app\.__main__:main$", text, re.M), text
 
 
 def test_resources_live_inside_the_package() -> None:
