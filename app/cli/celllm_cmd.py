@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 PRESETS = ("tiny", "small", "full")
+LIVE_HELP = "cells of the live map, embedded at every refresh (default 5000, all when fewer; 0 = off)"
 FREEZE_HELP = ("what to keep fixed: none (train all), embeddings, encoder (train only the head), "
                "last:K (train only the last K encoder layers + head)")
 
@@ -77,6 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ft.add_argument("--max-cells", type=int, default=None, metavar="N",
                     help="stratified subsample of N cells (quick runs)")
     ft.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    ft.add_argument("--live-cells", type=int, default=None, metavar="N", help=LIVE_HELP)
+    ft.add_argument("--batch-key", default=None, metavar="COL",
+                    help="batch column: the live map also reports batch mixing (iLISI, graph connectivity)")
     ft.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     _common(ft)
     ft.set_defaults(func=run_finetune)
@@ -144,6 +148,13 @@ def add_pretrain_arguments(pre: argparse.ArgumentParser) -> None:
                      help="optional .obs column for the supervised CLS loss (e.g. tumour vs normal)")
     pre.add_argument("--init", default=None, metavar="RUN_OR_CKPT", help="start from this model")
     pre.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    pre.add_argument("--live-cells", type=int, default=None, metavar="N", help=LIVE_HELP)
+    pre.add_argument("--live-every", type=int, default=None, metavar="K",
+                     help="steps between live-map refreshes (default 0: about 20 refreshes per run)")
+    pre.add_argument("--label-key", default=None, metavar="COL",
+                     help="column that colours and scores the live map (not trained on)")
+    pre.add_argument("--batch-key", default=None, metavar="COL",
+                     help="batch column (or _dataset = the input file): the live map reports batch mixing")
     st = pre.add_mutually_exclusive_group()
     st.add_argument("--stream", dest="stream", action="store_const", const="on", default=None,
                     help="stream cells from backed .h5ad files block by block, never loading X whole "
@@ -187,6 +198,8 @@ def pretrain_config(args: argparse.Namespace) -> dict[str, Any]:
         "supervised_key": args.supervised_key, "init": args.init, "resume": bool(args.resume) or None,
         "threads": args.threads, "stream": getattr(args, "stream", None),
         "shuffle_buffer": getattr(args, "shuffle_buffer", None), "block_cells": getattr(args, "block_cells", None),
+        "live_cells": args.live_cells, "live_every": args.live_every, "label_key": args.label_key,
+        "batch_key": args.batch_key,
     })}
     cfg.setdefault("preset", "tiny")
     cfg.setdefault("device", "auto")
@@ -206,7 +219,7 @@ def finetune_config(args: argparse.Namespace) -> dict[str, Any]:
         "patience": args.patience, "freeze": args.freeze, "seed": args.seed, "val_frac": args.val_frac,
         "test_frac": args.test_frac, "split_key": args.split_key, "max_len": args.max_len,
         "max_cells": args.max_cells, "device": args.device, "resume": bool(args.resume) or None,
-        "threads": args.threads,
+        "threads": args.threads, "live_cells": args.live_cells, "batch_key": args.batch_key,
     })
 
 

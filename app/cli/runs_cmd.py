@@ -50,6 +50,13 @@ def cmd_show(args: argparse.Namespace) -> int:
            "last_metrics": metrics[-1] if metrics else None,
            "checkpoint": str(rd.last_checkpoint()) if rd.last_checkpoint() else None,
            "log_tail": rd.tail_log(args.lines)}
+    from app.engine.celllm import live
+
+    out["live"] = live.read_index(rd.path)
+    if args.live_png:
+        from app.engine.celllm.live_png import write_live_pngs
+
+        out["live_png"] = [str(p) for p in write_live_pngs(rd.path, args.live_png, colour=args.colour)]
     if args.json:
         print(json.dumps(out, default=str))
         return 0
@@ -62,6 +69,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     if out["result"] is not None:
         print("result:     " + json.dumps(out["result"], default=str)[:2000])
     print("config:     " + json.dumps(out["config"], default=str))
+    table = live.quality_table(rd.path)
+    if table:
+        print("live map quality per refresh (PCA-HVG = the reference on the same cells):")
+        for line in table:
+            print("  " + line)
+    if out.get("live_png"):
+        print(f"live map PNGs: {len(out['live_png'])} in {args.live_png}")
     if out["log_tail"]:
         print(f"last {len(out['log_tail'])} log lines:")
         for line in out["log_tail"]:
@@ -114,6 +128,11 @@ def register(subparsers: Any) -> None:
     sp.add_argument("--root", help="runs folder used to find a run by name")
     sp.add_argument("--lines", type=int, default=15, help="log lines to show (default 15)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.add_argument("--live-png", default=None, metavar="DIR",
+                    help="write a PNG of the live cell map per refresh into DIR (UMAP, each initialised from the "
+                         "previous refresh's layout so cells move rather than jump)")
+    sp.add_argument("--colour", default="label", choices=("label", "batch", "predicted", "confidence"),
+                    help="what colours the --live-png maps (default label)")
     sp.set_defaults(func=cmd_show)
 
     rp = sub.add_parser("resume", help="continue a run from its last checkpoint")

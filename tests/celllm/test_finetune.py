@@ -53,7 +53,7 @@ def test_finetune_end_to_end_writes_metrics(shared_data: Path, tmp_path: Path) -
     assert "NA" not in m["classes"]
     assert res["test"]["accuracy"] == m["test"]["accuracy"]
     # per-epoch metrics reported and logged, checkpoint per epoch, model + head saved for embed
-    vals = [e for e in rep.history if type(e).__name__ == "Metrics"]
+    vals = [e for e in rep.history if type(e).__name__ == "Metrics" and e.split == "val"]
     assert vals and {"train_loss", "val_macro_f1", "val_accuracy"} <= set(vals[-1].values)
     assert (run / "model" / "head.safetensors").is_file()
     assert any((run / "checkpoints").glob("*.safetensors"))

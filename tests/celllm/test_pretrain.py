@@ -40,7 +40,7 @@ class StopAfter(Reporter):
         self.n = n
 
     def should_stop(self) -> bool:
-        return sum(isinstance(e, Metrics) for e in self.history) >= self.n
+        return sum(isinstance(e, Metrics) and e.split == "train" for e in self.history) >= self.n
 
 
 def _cfg(data: list[Path], run: Path, **kw: object) -> dict:
@@ -55,13 +55,14 @@ def test_two_step_pretrain_writes_loadable_model(tmp_path: Path) -> None:
     rep = Reporter(keep=True)
     res = pretrain(_cfg([data], tmp_path / "run"), rep)
     assert res["steps"] == 2 and not res["cancelled"] and res["vocab_size"] == 40
-    metrics = [e for e in rep.history if isinstance(e, Metrics)]
+    metrics = [e for e in rep.history if isinstance(e, Metrics) and e.split == "train"]
     assert len(metrics) == 2
     for m in metrics:
         assert {"loss", "mlm", "contrastive", "lr"} <= set(m.values) and np.isfinite(m.values["loss"])
         assert m.values["loss"] == pytest.approx(m.values["mlm"] + m.values["contrastive"], rel=1e-5)
     assert [e.step for e in rep.history if isinstance(e, Progress)] == [1, 2]
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "kind" not in r]  # training rows (live-map rows carry a kind)
     assert [r["step"] for r in rows] == [1, 2]
     assert list((tmp_path / "run" / "checkpoints").glob("step-2.safetensors"))
     model, cfg, vocab, extra = load_model(tmp_path / "run")  # a run folder -> its model/
@@ -87,7 +88,8 @@ def test_cancel_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     b, *_ = load_model(tmp_path / "cut")
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.allclose(x, y, atol=1e-6), k
-    steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines())
+             if "kind" not in r]
     assert steps == [1, 2, 3, 4]
 
 
@@ -97,7 +99,7 @@ def test_vocab_union_supervised_dataset_label_and_init(tmp_path: Path) -> None:
     rep = Reporter(keep=True)
     res = pretrain(_cfg([d1, d2], tmp_path / "r1", supervised_key="_dataset", chunk_size=None), rep)
     assert res["vocab_size"] == 40 and res["steps"] == 2
-    assert all("supervised" in e.values for e in rep.history if isinstance(e, Metrics))
+    assert all("supervised" in e.values for e in rep.history if isinstance(e, Metrics) and e.split == "train")
     # continue from it on data named differently in case: harmonised, match rate reported
     d3 = _h5ad(tmp_path / "c.h5ad", n_cells=32, n_genes=20, seed=3, prefix="g")
     res2 = pretrain(_cfg([d3], tmp_path / "r2", init=str(tmp_path / "r1"), supervised_key="kind"), Reporter())

@@ -70,6 +70,8 @@ DEFAULTS: dict[str, Any] = {
     "class_weight": "balanced",  # balanced | none
     "head_dropout": 0.1,
     "grad_clip": 1.0,
+    "live_cells": 5000,  # cells of the live map, embedded at every epoch end (0 = off; see celllm.live)
+    "batch_key": None,  # .obs column of batches: the live map's batch-mixing figures (iLISI)
 }
 LR_BY_PRESET = {"tiny": 5e-4, "small": 2e-4, "full": 1e-4}
 """Encoder learning rates: the original CellLM fine-tunes its 52 M-parameter model with Adam 1e-4; the small
@@ -415,6 +417,16 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
     best_file = run_path / "best.safetensors"
     cancelled = False
     epoch = start_epoch
+    from app.engine.celllm import live as live_mod
+
+    live = live_mod.for_finetune(
+        run_path, n_cells=int(cfg["live_cells"]), seed=seed, model=model, head=head, classes=classes, cells=cells,
+        labels=labels, cell_ids=obs_names, counts=counts, label_key=cfg.get("label_key"),
+        batches=live_mod.column_values(adata.obs, cfg.get("batch_key"), cfg["data"]), batch_key=cfg.get("batch_key"),
+        device=dev, pooling=pooling, reporter=rep, resume_epoch=start_epoch if last is not None else None)
+    steps_per_epoch = math.ceil(len(split.train) / bs)
+    if live is not None and start_epoch == 0:
+        live.refresh(0, 0)  # epoch 0: where learning starts
     for epoch in range(start_epoch, epochs):
         train_loss, stopped = train_epoch(
             model, head, cells, y, split.train, opt, loss_fn, batch_size=bs, pooling=pooling, device=dev,
@@ -432,6 +444,8 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
         rep.metrics(epoch + 1, {k: v for k, v in row.items() if k != "epoch"}, split="val", epoch=epoch + 1)
         rep.log(f"epoch {epoch + 1}: train loss {train_loss:.4f}, val macro-F1 {vs['macro_f1']:.3f}, "
                 f"val accuracy {vs['accuracy']:.3f}")
+        if live is not None:
+            live.refresh(epoch + 1, (epoch + 1) * steps_per_epoch)
         if vs["macro_f1"] > best_f1:
             best_f1, best_epoch, bad = vs["macro_f1"], epoch + 1, 0
             save_tensors(best_file, _weights(model, head), {"epoch": epoch + 1, "classes": classes})

@@ -76,6 +76,10 @@ DEFAULTS: dict[str, Any] = {
     "stream": "auto",  # auto | on | off: stream backed .h5ad files block by block (auto: when X would not fit)
     "shuffle_buffer": 8192,  # streamed cells held for shuffling
     "block_cells": 1024,  # streamed rows per contiguous disk read
+    "live_cells": 5000,  # cells of the live map (0 = off; in-memory data only; see celllm.live)
+    "live_every": 0,  # steps between live-map refreshes; 0 = about 20 per run
+    "label_key": None,  # .obs column that colours and scores the live map (not trained on)
+    "batch_key": None,  # .obs column (or _dataset) of batches: the live map's batch-mixing figures
 }
 DATASET_KEY = "_dataset"
 """``supervised_key`` value meaning "the input file each cell came from" (e.g. tumour vs normal atlas)."""
@@ -135,7 +139,8 @@ def load_datasets(paths: list[str], supervised_key: str | None, max_cells: int |
             counts = counts[rows]
             labels = labels[rows] if labels is not None else None
         reporter.log(f"read {len(rows)} cells x {adata.n_vars} genes from {path}")
-        out.append({"path": path, "counts": counts, "genes": list(map(str, adata.var_names)), "labels": labels})
+        out.append({"path": path, "counts": counts, "genes": list(map(str, adata.var_names)), "labels": labels,
+                    "obs": adata.obs.iloc[rows]})
     return out
 
 
@@ -576,6 +581,7 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
     # -- genes -> vocabulary, tokens ----------------------------------------------------------------
     gene_report = []
     classes: list[str] = []
+    live_data: dict[str, Any] | None = None
     source: _MemorySource | StreamSource
     if streaming:
         from app.data.singlecell.stream import CellStream
@@ -611,15 +617,23 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
     else:
         cells: list[tuple[np.ndarray, np.ndarray]] = []
         raw_labels: list[Any] = []
+        origin: list[tuple[int, int]] = []  # (dataset, row) of each kept cell, for the live map
         min_genes = max(1, int(cfg["min_genes"]))
         for k, d in enumerate(datasets):
             d2v, rate = _gene_map(d["genes"], vocab, vocab_source)
+            d["d2v"] = d2v
             gene_report.append(_report_match(d["path"], rate, rep))
             toks = tokenize_counts(d["counts"], d2v, max_len=max_len, seed=seed + k, n_bins=model_cfg.n_bins)
             for i, c in enumerate(toks):
                 if len(c[0]) - 1 >= min_genes:
                     cells.append(c)
                     raw_labels.append(d["labels"][i] if d["labels"] is not None else None)
+                    origin.append((k, i))
+        if info.is_main and int(cfg["live_cells"]) > 0:
+            from app.engine.celllm.live import pretrain_live_data
+
+            live_data = pretrain_live_data(cfg, datasets, cells, origin, raw_labels, len(vocab))
+        for d in datasets:
             d["counts"] = None  # the tokens are all that is needed now
         if len(cells) < 2:
             raise DataError(f"only {len(cells)} cell(s) express at least {cfg['min_genes']} vocabulary gene(s)",
@@ -648,8 +662,10 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
                         "Use a smaller batch size (or fewer ranks).")
 
     try:
+        if streaming and int(cfg["live_cells"]) > 0:
+            rep.log("live map: not yet available when streaming (the data is never held in memory)")
         return _train(cfg, config, info, rep, rd, source, model_cfg, vocab, vocab_source, init_model, classes,
-                      resume_tensors, resume_meta, max_len, bsz, gene_report, paths, threads, t_start)
+                      resume_tensors, resume_meta, max_len, bsz, gene_report, paths, threads, t_start, live_data)
     finally:
         source.close()
 
@@ -658,7 +674,7 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
            model_cfg: CellLMConfig, vocab: list[str], vocab_source: str, init_model: CellLM | None,
            classes: list[str], resume_tensors: dict[str, torch.Tensor] | None, resume_meta: dict[str, Any],
            max_len: int, bsz: int, gene_report: list[dict[str, Any]], paths: list[str], threads: int,
-           t_start: float) -> dict:
+           t_start: float, live_data: dict[str, Any] | None = None) -> dict:
     from app.engine.celllm import distributed as dist_mod
 
     device, main, world = info.device, info.is_main, info.world_size
@@ -745,6 +761,19 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
     def loss_fn(a: torch.Tensor, b_: torch.Tensor) -> torch.Tensor:
         return weights["contrastive"] * losses.info_nce(a, b_, temperature)
 
+    live = None
+    if live_data is not None and main:
+        from app.engine.celllm.live import LiveMap, refresh_every
+
+        live = LiveMap(run_dir, model, live_data["cells"], live_data["cell_ids"], device, str(cfg["pooling"]),
+                       labels=live_data["labels"], batches=live_data["batches"], label_key=live_data["label_key"],
+                       batch_key=live_data["batch_key"], contrastive=weights["contrastive"] > 0, kind="pretrain",
+                       reporter=rep)
+        live.start(live_data["counts"], resume_step=step if resume_tensors is not None else None)
+        live_every = refresh_every(total_steps, int(cfg["live_every"]))
+        rep.log(f"live map: {len(live_data['cells'])} cells, refreshed every {live_every} step(s)")
+        if step == 0:
+            live.refresh(0, 0)  # where learning starts
     last: dict[str, float] = {}
     cancelled = False
     for epoch in range(start_epoch, n_epochs):
@@ -803,6 +832,8 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
                 rep.metrics(step, last, "train", epoch)
                 if main:
                     rd.append_metrics({"step": step, "epoch": epoch, **last})
+                if live is not None and (step % live_every == 0 or step == total_steps):
+                    live.refresh(epoch, step)
                 if int(cfg["redraw_every"]) and step % int(cfg["redraw_every"]) == 0:
                     model.redraw_projections(seed=model_cfg.proj_seed + step)  # step-seeded: same on every rank
                 if int(cfg["checkpoint_every"]) and step % int(cfg["checkpoint_every"]) == 0:
