@@ -255,9 +255,22 @@ def _finish(result: dict, args: argparse.Namespace, summary: str) -> int:
     else:
         print(summary)
     if result.get("cancelled"):
-        print("cancelled: a checkpoint was saved; rerun with --resume to continue", file=sys.stderr)
+        print(cancelled_words(result), file=sys.stderr)
         return 130
     return 0
+
+
+def cancelled_words(result: dict) -> str:
+    """What a stopped run kept: a forced stop saved nothing new, so say which checkpoint (if any) is left."""
+    ck = result.get("checkpoint")
+    if result.get("forced"):
+        if ck:
+            return (f"stopped forcefully (the job did not stop in time): no new checkpoint; the last one is {ck}. "
+                    "Resume with `python -m app runs resume RUN`.")
+        return "stopped forcefully (the job did not stop in time): there is no checkpoint; the run must start over."
+    if ck:
+        return f"cancelled: checkpoint {ck} kept; `python -m app runs resume RUN` (or --resume) continues"
+    return "cancelled before the first checkpoint: nothing to resume; the run must start over"
 
 
 PRETRAIN_TARGET = "app.engine.celllm.pretrain:pretrain"

@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--geno", required=True, metavar="PATH", help="genotypes of the lines to predict (any format)")
     pr.add_argument("--out", required=True, metavar="CSV", help="predictions table to write (ID + one column/model)")
     pr.add_argument("--models", default=None, metavar="NAMES", help="only these of the run's models")
+    _orientation_arg(pr)
     pr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     _common(pr)
     pr.set_defaults(func=run_predict)
@@ -68,6 +69,15 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="trait column (any case) or its 1-based column number (wheat.Y: E1..E4 or 1..4)")
     p.add_argument("--model", default="gblup", metavar="MODEL", help=MODEL_CHOICES + " (default gblup)")
     p.add_argument("--id-column", default=None, metavar="COL", help="phenotype column holding the line IDs")
+    _orientation_arg(p)
+
+
+def _orientation_arg(p: argparse.ArgumentParser) -> None:
+    from app.data.genotype.readers import ORIENTATIONS
+
+    p.add_argument("--orientation", choices=ORIENTATIONS, default=None,
+                   help="numeric matrices: samples_x_markers (lines are rows) or markers_x_samples (default auto: "
+                        "the axis whose IDs join the phenotypes, then the corner cell's word, then the shape)")
 
 
 def _fit_args(p: argparse.ArgumentParser) -> None:
@@ -154,7 +164,8 @@ def fit_config(args: argparse.Namespace) -> dict[str, Any]:
             raise DataError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
     return _clean({
         "geno": str(args.geno), "pheno": str(args.pheno), "trait": args.trait, "models": models,
-        "id_column": args.id_column, "folds": getattr(args, "folds", None), "repeats": getattr(args, "repeats", None),
+        "id_column": args.id_column, "orientation": args.orientation, "folds": getattr(args, "folds", None),
+        "repeats": getattr(args, "repeats", None),
         "group": getattr(args, "group", None), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "params": _params(args.params), "seed": args.seed, "device": args.device, "min_maf": args.min_maf,
         "min_call_rate": args.min_call_rate, "max_markers": args.max_markers, "max_lines": args.max_lines,
@@ -290,7 +301,7 @@ def predict_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.models:
         _check_models(args.models)
     return _clean({"model": str(args.model), "geno": str(args.geno), "out": str(args.out), "models": args.models,
-                   "device": args.device, "threads": args.threads})
+                   "orientation": args.orientation, "device": args.device, "threads": args.threads})
 
 
 def run_predict(args: argparse.Namespace) -> int:

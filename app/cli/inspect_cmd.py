@@ -178,11 +178,16 @@ def _marker_id_type(ids: list[str]) -> str:
 
 def inspect_genotype(args: argparse.Namespace) -> dict[str, Any]:
     """Genotype summary: shape, coding, missing calls, QC steps, and the phenotype join when given."""
-    from app.data.genotype import join_phenotypes, read_genotypes, read_phenotypes, run_qc
+    from app.data import genotype as gt
 
     orient = args.orientation if args.orientation in ("samples_x_markers", "markers_x_samples") else "auto"
-    geno = read_genotypes(args.path, numeric_orientation=orient)
-    _, qc = run_qc(geno, min_call_rate=args.min_call_rate, min_maf=args.min_maf)
+    pheno_path = args.pheno or args.labels
+    pheno = gt.read_phenotypes(pheno_path) if pheno_path else None
+    # with a phenotype table, a numeric matrix's sample axis is the one whose IDs join it
+    geno = gt.read_genotypes(args.path, numeric_orientation=orient,
+                             sample_ids=gt.pheno_id_candidates(pheno) if pheno is not None else None)
+    gt.check_informative(geno, "this file")
+    _, qc = gt.run_qc(geno, min_call_rate=args.min_call_rate, min_maf=args.min_maf)
     calls = geno.calls
     missing = float((calls == -9).mean()) if calls.size else 0.0
     problems: list[str] = []
@@ -194,13 +199,11 @@ def inspect_genotype(args: argparse.Namespace) -> dict[str, Any]:
     if missing > 0.05:
         problems.append(f"{missing:.1%} of the calls are missing; they are filled with the marker mean for the "
                         "models. Consider imputing them with a dedicated tool (e.g. Beagle) first.")
-    pheno_path = args.pheno or args.labels
     traits: dict[str, dict[str, Any]] = {}
     join_d = None
     join_text = ""
-    if pheno_path:
-        pheno = read_phenotypes(pheno_path)
-        rep = join_phenotypes(geno, pheno, trait=args.trait)
+    if pheno is not None:
+        rep = gt.join_phenotypes(geno, pheno, trait=args.trait)
         join_d, join_text = rep.to_dict(), rep.to_text()
         sub = pheno.loc[[r for r in rep.pheno_rows]] if rep.pheno_rows else pheno
         join_col = rep.how[len("column "):] if rep.how.startswith("column ") else None

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from app.data.atomic import atomic_path
-from app.data.errors import DataError
+from app.data.errors import DataError, os_error_words
 
 
 def write_h5ad_atomic(adata: Any, path: str | Path, compression: str | None = "gzip") -> Path:
@@ -25,9 +25,51 @@ def write_h5ad_atomic(adata: Any, path: str | Path, compression: str | None = "g
         with atomic_path(path) as tmp:
             adata.write_h5ad(tmp, compression=compression)
     except OSError as exc:
-        raise DataError(f"could not write the file ({exc})", path,
-                        "Check that the folder is writable and the disk has space.") from exc
+        problem, hint = os_error_words(exc)
+        raise DataError(f"could not write the file: {problem}", path, hint) from exc
+    except Exception as exc:  # anndata refuses an .obs/.uns entry: name it (check_h5ad_writable does earlier)
+        bad = unwritable_entry(adata)
+        raise DataError(f"could not write the file: {bad or str(exc)[:200]} cannot be stored in an .h5ad", path,
+                        "Remove that entry or convert it to text or numbers, then export again.") from exc
     return path
+
+
+def unwritable_entry(adata: Any) -> str | None:
+    """The first ``.obs`` column or ``.uns`` key that anndata cannot write (e.g. an object column mixing
+    types, a Python object in ``uns``), as ``"obs column 'x'"`` / ``"uns['y']"``; None when all can be written.
+
+    Each entry is written alone into a tiny in-memory-sized file (no expression matrix), so this is cheap.
+    """
+    import tempfile
+
+    import anndata as ad
+    import numpy as np
+
+    n = adata.n_obs
+    with tempfile.TemporaryDirectory(prefix="omicslab-check-") as tmp:
+        probe = Path(tmp) / "probe.h5ad"
+        for col in adata.obs.columns:
+            try:
+                one = ad.AnnData(X=np.zeros((n, 0), dtype=np.float32), obs=adata.obs[[col]].copy())
+                one.write_h5ad(probe)
+            except Exception:
+                return f"obs column '{col}'"
+        for key in list(adata.uns.keys()):
+            try:
+                ad.AnnData(X=np.zeros((0, 0), dtype=np.float32), uns={key: adata.uns[key]}).write_h5ad(probe)
+            except Exception:
+                return f"uns['{key}']"
+    return None
+
+
+def check_h5ad_writable(adata: Any, where: str | Path | None = None) -> None:
+    """Before a long computation whose result is an .h5ad: refuse data whose ``.obs``/``.uns`` anndata
+    cannot write, so the problem is found in a second, not after embedding."""
+    bad = unwritable_entry(adata)
+    if bad is not None:
+        raise DataError(f"the data's {bad} cannot be stored in an .h5ad file, so the result could not be saved",
+                        where, "Remove that entry or convert it to text or numbers (e.g. in scanpy: "
+                        "adata.obs[col] = adata.obs[col].astype(str)), then run again. Nothing was computed yet.")
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | Path, index: bool = True, **kwargs: Any) -> Path:

@@ -266,10 +266,12 @@ def harmonise_genes(data_genes: list[str], vocab: list[str], *,
     how = dict.fromkeys(HOW_ORDER, 0)
     ambiguous: dict[str, list[str]] = {}
     collisions: dict[str, str] = {}
+    collided: set[int] = set()
     for j in order:
         idx, rule, amb = hits[j]
         if idx in owner:
             collisions[data[j]] = data[owner[idx]]
+            collided.add(j)
             continue
         owner[idx] = j
         out[j] = idx
@@ -282,7 +284,7 @@ def harmonise_genes(data_genes: list[str], vocab: list[str], *,
         data_to_vocab=out,
         match_rate=n_matched / len(data) if data else 0.0,
         n_matched=n_matched,
-        unmatched=[data[j] for j in np.flatnonzero(out < 0)],
+        unmatched=[data[j] for j in np.flatnonzero(out < 0) if j not in collided],  # duplicates: in collisions
         vocab_coverage=min(1.0, n_matched / n_vocab_unique) if vocab else 0.0,
         how=how,
         ambiguous=ambiguous,

@@ -6,7 +6,8 @@ By name where the format says it (.h5ad, 10x folder, .bed, .vcf, .hmp.txt, ...);
   -> phenotype;
 - text columns among the values (beyond the ID column) -> phenotype;
 - whole numbers within {-1, 0, 1, 2} (missing allowed) -> genotype, unless gene names label one axis and
-  most entries are 0 (a sparse count matrix), or the table has at most 3 value columns (a 0/1 trait);
+  most entries are 0 (a sparse count matrix), or the table has at most 3 value columns (a 0/1 trait); also
+  when at least 95 % of the values are such codes (a genotype matrix with bad codes, reported by its reader);
 - gene names on one axis (Ensembl IDs, or many varied names along a long axis) -> single-cell;
 - a large, mostly-zero matrix of whole numbers -> single-cell;
 - anything else numeric -> phenotype.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.data.errors import DataError
+from app.data.errors import DataError, check_readable
 from app.data.genes import _ENSEMBL, gene_likeness
 
 KINDS = ("singlecell", "genotype", "phenotype")
@@ -118,10 +119,13 @@ def sniff_table(path: Path) -> str:
         return "phenotype"
     ints = bool(np.all(np.mod(vals, 1) == 0))
     zero_frac = float(np.mean(vals == 0))
-    if ints and set(np.unique(vals)).issubset({-1.0, 0.0, 1.0, 2.0}):
+    codes = np.isin(vals, (-1.0, 0.0, 1.0, 2.0))
+    if ints and codes.all():
         if gene_axis and zero_frac >= 0.5:
             return "singlecell"
         return "phenotype" if n_cols <= 3 else "genotype"
+    if not gene_axis and n_cols > 3 and codes.mean() >= 0.95:
+        return "genotype"  # a genotype matrix with a few bad codes: the reader says where they are
     if gene_axis:
         return "singlecell"
     if ints and vals.min() >= 0 and zero_frac >= 0.5 and n_cols >= 50 and len(body) >= 50:
@@ -142,6 +146,7 @@ def detect_kind(path: str | Path) -> str:
             return "singlecell"
         raise DataError("this folder is not a 10x folder (no matrix.mtx inside)", path,
                         "Give a file, or a 10x folder with matrix.mtx, barcodes.tsv and genes/features.tsv. " + HINT)
+    check_readable(path)
     if path.stat().st_size == 0:
         raise DataError("the file is empty (0 bytes)", path, "The copy was probably interrupted; get it again.")
     if name.endswith(SC_SUFFIXES):

@@ -17,6 +17,7 @@ Every file is replaced atomically (temp file + ``os.replace``) except the two ap
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from app.data.atomic import atomic_path, write_text_atomic
-from app.data.errors import DataError
+from app.data.errors import DataError, os_error_words
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
@@ -38,6 +39,9 @@ LOG_FILE = "log.txt"
 RESULT_FILE = "result.json"
 CKPT_DIR = "checkpoints"
 LAST_POINTER = "last"
+
+LOCK_FILE = ".lock"
+PREVIOUS_PREFIX = "previous-"
 
 STATUSES = ("created", "queued", "running", "done", "cancelled", "failed")
 _CKPT_RE = re.compile(r"^step-(\d+)\.safetensors$")
@@ -76,11 +80,123 @@ def _dumps(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(obj, indent=indent, default=_json_default)
 
 
+class RunLock:
+    """An exclusive lock on a run folder (``RUN/.lock``), so two runs never write into one folder.
+
+    An OS file lock (``flock``; ``msvcrt`` on Windows): it goes away with the process that holds it, so a
+    killed run leaves no stale lock. The file records who holds it, for the message a second run gets.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder) / LOCK_FILE
+        self._fh: Any = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock; DataError naming the holder when another process (or handle) has it."""
+        try:
+            fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held while the run lives)
+        except OSError as exc:
+            raise DataError(f"cannot write in the run folder ({exc.strerror})", self.path.parent,
+                            "Choose a folder you may write to, on a disk with free space.") from exc
+        try:
+            _lock_file(fh)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            fh.close()
+            raise DataError(f"another run is using this folder ({holder or 'a running job'})", self.path.parent,
+                            "Wait for it to finish (or cancel it), or choose another --out folder.") from None
+        with contextlib.suppress(OSError):
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}, since {_dt.datetime.now():%Y-%m-%d %H:%M:%S}")
+            fh.flush()
+        self._fh = fh
+        return self
+
+    @property
+    def held(self) -> bool:
+        return self._fh is not None
+
+    def release(self) -> None:
+        """Give the lock up (idempotent)."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError, ValueError):
+                fh.close()  # closing the file releases the OS lock
+
+
+def _lock_file(fh: Any) -> None:
+    """Non-blocking exclusive OS lock on an open file; OSError when someone else holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        fh.seek(0)
+        msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def is_own_folder(path: str | Path) -> bool:
+    """True when ``path`` was made by OmicsLab: its ``run.json`` is a JSON object naming a kind or job."""
+    try:
+        info = json.loads((Path(path) / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and bool(info.get("kind") or info.get("target"))
+
+
+def _nothing_to_lose(p: Path) -> bool:
+    """Entries a run may sit beside: its lock, earlier runs moved aside, empty folders."""
+    if p.name == LOCK_FILE:
+        return True
+    return p.is_dir() and (p.name.startswith(PREVIOUS_PREFIX) or not any(p.iterdir()))
+
+
+def check_not_foreign(path: str | Path) -> None:
+    """Refuse a non-empty folder that is not a run folder: a run never writes over the user's own files."""
+    path = Path(path)
+    if not path.is_dir() or is_own_folder(path):
+        return
+    try:
+        entries = sorted(p.name for p in path.iterdir() if not _nothing_to_lose(p))
+    except OSError as exc:
+        raise DataError(f"cannot read the folder ({exc.strerror})", path, "Choose a folder you may read and write.") \
+            from exc
+    if entries:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise DataError(f"this folder already holds {len(entries)} file(s) that are not an OmicsLab run "
+                        f"({shown}); a run never writes over them", path,
+                        "Choose a new or empty folder for the run (e.g. --out a new folder name).")
+
+
+def move_previous_run(path: str | Path) -> Path | None:
+    """Move everything a previous run left in ``path`` (model, metrics, config, split, predictions, log,
+    checkpoints ...) into ``path/previous-STAMP/``, so a new run starts clean and nothing is deleted.
+    Earlier ``previous-*`` folders stay where they are. Returns the new folder (None when nothing moved)."""
+    path = Path(path)
+    items = [p for p in path.iterdir() if p.name != LOCK_FILE and not p.name.startswith(PREVIOUS_PREFIX)]
+    if not items:
+        return None
+    dest = path / f"{PREVIOUS_PREFIX}{_dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+    try:
+        dest.mkdir()
+        for p in items:
+            os.replace(p, dest / p.name)  # same folder, same disk: a rename, never a copy
+    except OSError as exc:
+        raise DataError(f"cannot move the previous run aside ({exc.strerror})", path,
+                        "Free the folder (close programs using its files), or choose another --out folder.") from exc
+    return dest
+
+
 class RunDir:
     """One run folder. Create with ``RunDir.create``, reopen with ``RunDir.open``."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.lock: RunLock | None = None  # held by the process that prepared the run, until its job ends
 
     # -- creating and opening ----------------------------------------------------------------------
     @classmethod
@@ -89,7 +205,8 @@ class RunDir:
         """Make (or adopt) a run folder at ``path`` (None: a new folder under ``default_runs_root()``).
 
         An existing folder that already holds a run keeps its metrics, checkpoints and log; only
-        ``config.json`` and ``run.json`` are rewritten.
+        ``config.json`` and ``run.json`` are rewritten. A non-empty folder that is not a run folder is
+        refused (``check_not_foreign``); an OS error (full disk, no permission) is a DataError.
         """
         if path is None:
             path = default_runs_root() / new_run_name(kind)
@@ -97,21 +214,22 @@ class RunDir:
         if path.exists() and not path.is_dir():
             raise DataError("a run folder was asked for but this is a file", path,
                             "Choose a folder (it is created if missing).")
+        check_not_foreign(path)
         try:
             (path / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+            rd = cls(path)
+            meta = rd.read_run_info() if (path / RUN_FILE).is_file() else {}
+            meta.update({"kind": kind, "status": status, "updated": time.time()})
+            meta.setdefault("created", time.time())
+            if target is not None:
+                meta["target"] = target
+            rd._write_run_info(meta)
+            rd.write_config(dict(config or {}))
+            if not (path / LOG_FILE).exists():
+                (path / LOG_FILE).touch()
         except OSError as exc:
-            raise DataError(f"cannot create the run folder ({exc.strerror})", path,
-                            "Choose a writable folder.") from exc
-        rd = cls(path)
-        meta = rd.read_run_info() if (path / RUN_FILE).is_file() else {}
-        meta.update({"kind": kind, "status": status, "updated": time.time()})
-        meta.setdefault("created", time.time())
-        if target is not None:
-            meta["target"] = target
-        rd._write_run_info(meta)
-        rd.write_config(dict(config or {}))
-        if not (path / LOG_FILE).exists():
-            (path / LOG_FILE).touch()
+            problem, hint = os_error_words(exc)
+            raise DataError(f"cannot create the run folder: {problem}", path, hint) from exc
         return rd
 
     @classmethod
@@ -278,17 +396,25 @@ class RunDir:
         found = [(int(m.group(1)), p) for p in self.checkpoint_dir.iterdir() if (m := _CKPT_RE.match(p.name))]
         return [p for _, p in sorted(found)]
 
+    def _inside(self, f: Path) -> bool:
+        """A regular file that really lies in this run's checkpoint folder (no link leading elsewhere)."""
+        try:
+            return f.is_file() and f.resolve().parent == self.checkpoint_dir.resolve()
+        except OSError:
+            return False
+
     def last_checkpoint_info(self) -> dict[str, Any] | None:
         """The ``last`` pointer ({file, step, metrics_rows}) or, without one, the highest step file."""
         ptr = self.checkpoint_dir / LAST_POINTER
         if ptr.is_file():
             try:
                 info = json.loads(ptr.read_text(encoding="utf-8"))
-                if (self.checkpoint_dir / info["file"]).is_file():
+                # only a checkpoint file of THIS folder: a pointer naming another path is ignored
+                if _CKPT_RE.match(str(info["file"])) and self._inside(self.checkpoint_dir / info["file"]):
                     return info
             except (OSError, ValueError, KeyError, TypeError):
                 pass
-        files = self.checkpoints()
+        files = [f for f in self.checkpoints() if self._inside(f)]
         if not files:
             return None
         m = _CKPT_RE.match(files[-1].name)
@@ -392,4 +518,5 @@ def find_run(name_or_path: str | Path, root: str | Path | None = None) -> RunDir
                                       f"(runs folder: {base}).")
 
 
-__all__ = ["RunDir", "default_runs_root", "find_run", "list_runs", "new_run_name"]
+__all__ = ["RunDir", "RunLock", "check_not_foreign", "default_runs_root", "find_run", "is_own_folder", "list_runs",
+           "move_previous_run", "new_run_name"]

@@ -91,6 +91,21 @@ def _redirect_output(log_path: str) -> Any:
     return fh
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk, however the library reported it (OSError ENOSPC, safetensors' "os error 28", ...)."""
+    import errno
+
+    for _ in range(8):  # the exception and its causes (bounded: a context chain can loop)
+        if exc is None:
+            break
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "os error 28" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
 def failure_from_exception(exc: BaseException, log_tail: list[str]) -> Failed:
     """A user-facing ``Failed`` for an exception raised by a job."""
     from app.data.errors import OmicsLabError
@@ -104,6 +119,12 @@ def failure_from_exception(exc: BaseException, log_tail: list[str]) -> Failed:
     if "OutOfMemoryError" in name or "out of memory" in text.lower():
         msg = (f"the device ran out of memory ({text[:200]}). Use a smaller batch size, a shorter max length "
                "or the CPU, then resume from the last checkpoint.")
+    elif _disk_full(exc):
+        msg = ("the disk is full: the run could not write its files (checkpoint, metrics or model). Free some space "
+               "on that disk, then resume from the last checkpoint (`python -m app runs resume RUN`).")
+    elif isinstance(exc, PermissionError):
+        msg = (f"permission denied while the job read or wrote a file ({text[:200]}). Change the permissions or "
+               "choose a folder of yours, then start again.")
     elif isinstance(exc, MemoryError):
         msg = "the computer ran out of memory. Use a smaller batch size or fewer cells, then resume."
     else:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import datetime as _dt
 import multiprocessing as mp
 import os
 import queue as _queue
-import shutil
 import signal
 import sys
 import threading
@@ -27,9 +25,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.data.errors import DataError, OmicsLabError
+from app.data.errors import DataError, OmicsLabError, os_error_words
 from app.engine.events import Event, Failed, Result
-from app.engine.rundir import RunDir
+from app.engine.rundir import (
+    RunDir,
+    RunLock,
+    check_not_foreign,
+    default_runs_root,
+    is_own_folder,
+    move_previous_run,
+    new_run_name,
+)
 
 _CTX = mp.get_context("spawn")
 _KILL_AFTER_TERM_S = 3.0
@@ -85,21 +91,7 @@ def _telling_line(tail: list[str]) -> str:
     return ""
 
 
-def _archive_previous(rd: RunDir) -> Path | None:
-    """A fresh (non-resume) start in a folder that already holds a run: move the old metrics,
-    checkpoints and result into ``previous-STAMP/`` so histories never mix and nothing is deleted."""
-    old = [p for p in (rd.path / "metrics.jsonl", rd.path / "result.json") if p.is_file() and p.stat().st_size]
-    has_ckpt = rd.checkpoint_dir.is_dir() and any(rd.checkpoint_dir.iterdir())
-    if not old and not has_ckpt:
-        return None
-    dest = rd.path / f"previous-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
-    dest.mkdir()
-    for p in old:
-        shutil.move(str(p), str(dest / p.name))
-    if has_ckpt:
-        shutil.move(str(rd.checkpoint_dir), str(dest / rd.checkpoint_dir.name))
-        rd.checkpoint_dir.mkdir()
-    return dest
+FINISHED = ("done",)
 
 
 def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None = None, *, device: str = "cpu",
@@ -108,6 +100,11 @@ def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None 
 
     Returns (run folder, child config, resume). ``config["run_dir"]`` is used when ``run_dir`` is None;
     ``config["resume"]`` True also means resume. ``config["device"]`` wins over ``device``.
+
+    The folder is protected: ``rd.lock`` (a ``RunLock``) is held until the job ends, so a second run on it
+    is refused; a non-empty folder that is not a run is refused; a new (non-resume) run into a folder that
+    holds a run moves that whole run into ``previous-STAMP/`` first; resuming a finished run is refused.
+    Every refusal and OS error (full disk, permissions) is a DataError.
     """
     if ":" not in target:
         raise OmicsLabError(f"job target {target!r} must look like 'package.module:function'")
@@ -116,30 +113,65 @@ def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None 
     if run_dir is None and cfg.get("run_dir"):
         run_dir = cfg["run_dir"]
     cfg.setdefault("device", device)
+    if run_dir is None:
+        run_dir = default_runs_root() / new_run_name(target_kind(target))
+    path = Path(run_dir)
+    if resume and not RunDir.is_run_dir(path):
+        raise DataError("cannot resume: this is not a run folder", path,
+                        "Give the folder of an earlier run (see `python -m app runs list`).")
+    if not resume:
+        check_not_foreign(path)
+    lock = None
+    try:
+        if path.is_dir():
+            lock = RunLock(path).acquire()
+        rd, moved = _open_or_create(target, cfg, path, resume, status)
+        if lock is None:
+            lock = RunLock(rd.path).acquire()
+        rd.lock = lock
+        if moved is not None:
+            rd.log(f"new run in an existing run folder: the whole previous run (model, metrics, config, log, "
+                   f"checkpoints) moved to {moved.name}/")
+    except (OSError, DataError) as exc:
+        if lock is not None:
+            lock.release()
+        err = exc if isinstance(exc, DataError) else DataError(
+            f"cannot prepare the run folder: {os_error_words(exc)[0]}", path, os_error_words(exc)[1])
+        if RunDir.is_run_dir(path) and RunDir(path).status in ("queued", "starting"):
+            with contextlib.suppress(OSError):  # never left "starting" forever (a full disk may refuse this too)
+                RunDir(path).set_status("failed", message=str(err)[:500])
+        raise err from exc
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    child_cfg = dict(cfg)
     if resume:
-        if run_dir is None or not RunDir.is_run_dir(run_dir):
-            raise DataError("cannot resume: this is not a run folder", run_dir,
-                            "Give the folder of an earlier run (see `python -m app runs list`).")
-        rd = RunDir.open(run_dir)
+        child_cfg["resume"] = True
+    return rd, child_cfg, resume
+
+
+def _open_or_create(target: str, cfg: dict[str, Any], path: Path, resume: bool,
+                    status: str) -> tuple[RunDir, Path | None]:
+    """The run folder for ``prepare_run`` (called with the folder's lock held when it already exists)."""
+    if resume:
+        rd = RunDir.open(path)
+        if rd.status in FINISHED:
+            raise DataError(f"this run has already finished (status {rd.status}); there is nothing to resume",
+                            rd.path, "Its model and metrics are in the folder (`python -m app runs show "
+                            f"{rd.path}`). To train again, start a new run with another --out folder.")
         cfg["run_dir"] = str(rd.path)
         rd.write_config(cfg)
         rd.update_run_info(target=target, status=status, message=None)
         step = rd.rewind_to_checkpoint()
         rd.log(f"resuming from {'step ' + str(step) if step is not None else 'the start (no checkpoint)'}")
-    else:
-        existed = run_dir is not None and RunDir.is_run_dir(run_dir)
-        rd = RunDir.create(run_dir, target_kind(target), {}, target=target, status=status)
-        cfg["run_dir"] = str(rd.path)
-        rd.write_config(cfg)
-        if existed:
-            moved = _archive_previous(rd)
-            if moved is not None:
-                rd.log(f"new run in an existing run folder: the previous run's files moved to {moved.name}/")
-        rd.update_run_info(message=None, created=time.time())
-    child_cfg = dict(cfg)
-    if resume:
-        child_cfg["resume"] = True
-    return rd, child_cfg, resume
+        return rd, None
+    moved = move_previous_run(path) if path.is_dir() and is_own_folder(path) else None
+    rd = RunDir.create(path, target_kind(target), {}, target=target, status=status)
+    cfg["run_dir"] = str(rd.path)
+    rd.write_config(cfg)
+    rd.update_run_info(message=None, created=time.time())
+    return rd, moved
 
 
 class JobHandle:
@@ -336,8 +368,13 @@ class JobHandle:
             self.rundir.log(f"FAILED: {msg}")
         return Failed(msg, details)
 
+    def _release_lock(self) -> None:
+        if self.rundir.lock is not None:
+            self.rundir.lock.release()
+
     def _finish(self, ev: Result | Failed) -> None:
         self._final = ev
+        self._release_lock()  # the job has reported its end: the folder is free for the next run
         if self._process.exitcode is not None:
             if self._timer is not None:
                 self._timer.cancel()
@@ -354,6 +391,7 @@ class JobHandle:
             self._timer.start()
 
     def _cleanup(self) -> None:
+        self._release_lock()
         if self._timer is not None:
             self._timer.cancel()
         with contextlib.suppress(Exception):
@@ -391,9 +429,17 @@ def spawn(target: str, rd: RunDir, child_cfg: dict[str, Any]) -> JobHandle:
     stop_event = _CTX.Event()
     proc = _CTX.Process(target=child_main, args=(target, child_cfg, str(rd.path), events_q, stop_event),
                         name=f"omicslab-job-{target_kind(target)}", daemon=False)
-    rd.update_run_info(status="starting")
-    with _importable_main():
-        proc.start()
+    try:
+        rd.update_run_info(status="starting")
+        with _importable_main():
+            proc.start()
+    except OSError as exc:  # a full disk or no memory for the child: say so, and never stay "starting"
+        problem, hint = os_error_words(exc)
+        with contextlib.suppress(OSError):
+            rd.set_status("failed", message=f"the job could not start: {problem}")
+        if rd.lock is not None:
+            rd.lock.release()
+        raise DataError(f"the job could not start: {problem}", rd.path, hint) from exc
     return JobHandle(target, rd, child_cfg, proc, events_q, stop_event)
 
 

@@ -116,6 +116,8 @@ class QueuedJob:
             self._final = ev
             self._pending_final = [ev]
             self.rundir.set_status("cancelled", message="cancelled before it started")
+            if self.rundir.lock is not None:
+                self.rundir.lock.release()
 
     def join(self, timeout: float | None = None) -> bool:
         end = None if timeout is None else time.monotonic() + timeout

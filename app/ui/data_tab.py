@@ -42,6 +42,10 @@ OPEN_FILTER = ("Datasets (*.h5ad *.h5 *.loom *.csv *.tsv *.txt *.gz *.mtx *.bed 
                "All files (*)")
 
 
+ORIENT_CHOICES = (("automatic", "auto"), ("lines are rows", "samples_x_markers"),
+                  ("markers are rows", "markers_x_samples"))
+
+
 class DataTab(QWidget):
     """Open a dataset and read its summary."""
 
@@ -155,10 +159,18 @@ class DataTab(QWidget):
         self.trait_combo = QComboBox()
         self.trait_combo.setToolTip("The trait the models predict.")
         self.trait_combo.currentTextChanged.connect(self._trait_changed)
+        self.orient_combo = QComboBox()
+        for text, value in ORIENT_CHOICES:
+            self.orient_combo.addItem(text, value)
+        self.orient_combo.setToolTip("Numeric matrices: which way round the file is. Automatic: the axis whose IDs "
+                                     "join the phenotype table, then the corner cell's word, then the shape.")
+        self.orient_combo.activated.connect(self._orientation_chosen)
         row = QHBoxLayout()
         row.addWidget(self.pheno_btn)
         row.addWidget(QLabel("Trait:"))
         row.addWidget(self.trait_combo, 1)
+        row.addWidget(QLabel("Layout:"))
+        row.addWidget(self.orient_combo)
         self.join_text = QPlainTextEdit()
         self.join_text.setReadOnly(True)
         self.join_text.setMaximumHeight(130)
@@ -194,6 +206,9 @@ class DataTab(QWidget):
                                               "All files (*)")
         if path:
             self.shell.add_phenotypes(path)
+
+    def _orientation_chosen(self, _index: int) -> None:
+        self.shell.reopen_genotype(str(self.orient_combo.currentData()))
 
     def _label_changed(self, text: str) -> None:
         if text and self.state.kind == "singlecell" and text != self.state.label_key:
@@ -250,6 +265,7 @@ class DataTab(QWidget):
                                 colour="#2ca02c", xlabel="genes")
         elif s.kind == "genotype":
             self.stack.setCurrentIndex(2)
+            self.orient_combo.setCurrentIndex(max(0, self.orient_combo.findData(s.orientation)))
             sm = s.summary
             text = (f"Genotypes: {s.path}\n  {sm['n_samples']:,} samples x {sm['n_markers']:,} markers on "
                     f"{sm['chromosomes']} chromosome(s)\n  Missing calls: {100 * sm['missing_rate']:.2f}%\n"

@@ -101,11 +101,15 @@ def load_demo_singlecell(model_dir: str | Path | None = None, max_cells: int | N
             "adata": adata, "summary": summary, "gene_match": gm, "qc": qc_arrays(adata)}
 
 
-def load_genotype(path: str | Path, min_call_rate: float = 0.9, min_maf: float = 0.01) -> dict[str, Any]:
-    """Read genotypes and run QC (the report keeps per-marker call rate and MAF for the histograms)."""
+def load_genotype(path: str | Path, min_call_rate: float = 0.9, min_maf: float = 0.01, orientation: str = "auto",
+                  sample_ids: Any = None) -> dict[str, Any]:
+    """Read genotypes and run QC (the report keeps per-marker call rate and MAF for the histograms).
+
+    ``orientation`` / ``sample_ids``: for numeric matrices, as in ``read_genotypes``.
+    """
     from app.data.genotype import read_genotypes, run_qc
 
-    geno = read_genotypes(path)
+    geno = read_genotypes(path, numeric_orientation=orientation, sample_ids=sample_ids)
     _, qc = run_qc(geno, min_call_rate=min_call_rate, min_maf=min_maf)
     calls = geno.calls
     missing = float((calls < 0).mean()) if calls.size else 0.0
@@ -118,11 +122,22 @@ def load_genotype(path: str | Path, min_call_rate: float = 0.9, min_maf: float =
     return {"kind": "genotype", "path": str(path), "geno": geno, "qc": qc, "summary": summary}
 
 
-def load_phenotypes(path: str | Path, geno: Any, trait: str | None = None) -> dict[str, Any]:
-    """Read a phenotype table and join it to the genotypes by sample ID."""
-    from app.data.genotype import join_phenotypes, read_phenotypes
+def load_phenotypes(path: str | Path, geno: Any, trait: str | None = None, orientation: str = "auto") -> dict[str, Any]:
+    """Read a phenotype table and join it to the genotypes by sample ID.
+
+    A numeric genotype matrix read with ``orientation`` "auto" is read again with the table's IDs (its sample
+    axis is the one they join); when that turns it round, the new reading is returned as ``genotype``.
+    """
+    from app.data.genotype import detect_genotype_format, join_phenotypes, pheno_id_candidates, read_phenotypes
 
     pheno = read_phenotypes(path)
+    again = None
+    if geno is not None and orientation == "auto" and geno.source and detect_genotype_format(geno.source) == "numeric":
+        again = load_genotype(geno.source, sample_ids=pheno_id_candidates(pheno))
+        if list(again["geno"].samples) == list(geno.samples):
+            again = None
+        else:
+            geno = again["geno"]
     numeric = [c for c in pheno.columns if np.issubdtype(pheno[c].dtype, np.number)]
     if geno is not None:
         # an ID column the join used (rice's numeric PlinkIDs) is not a trait
@@ -132,7 +147,7 @@ def load_phenotypes(path: str | Path, geno: Any, trait: str | None = None) -> di
     if trait is None or trait not in numeric:
         trait = numeric[0] if numeric else None
     join = join_phenotypes(geno, pheno, trait) if geno is not None else None
-    return {"path": str(path), "pheno": pheno, "trait": trait, "traits": numeric, "join": join}
+    return {"path": str(path), "pheno": pheno, "trait": trait, "traits": numeric, "join": join, "genotype": again}
 
 
 def demo_genotype_paths() -> dict[str, Path]:
@@ -157,14 +172,14 @@ def env_threads() -> int | None:
 
 
 def load_any(path: str | Path, model_dir: str | Path | None = None, geno: Any = None,
-             trait: str | None = None) -> dict[str, Any]:
+             trait: str | None = None, orientation: str = "auto") -> dict[str, Any]:
     """Detect what ``path`` holds and read it: single-cell, genotypes, or a phenotype table (joined to the
     open genotypes)."""
     kind = detect_kind(path)
     if kind == "singlecell":
         return load_singlecell(path, model_dir)
     if kind == "genotype":
-        return load_genotype(path)
+        return load_genotype(path, orientation=orientation)
     if geno is None:
         raise DataError("this is a phenotype table, but no genotypes are open", path,
                         "Open the genotype file first (PLINK, VCF, HapMap or a 0/1/2 matrix), then add this table.")

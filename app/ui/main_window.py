@@ -215,10 +215,30 @@ class MainWindow(QMainWindow):
         if self.state.geno is None:
             self.show_error("Open genotypes first", "Open the genotype file, then add its phenotype table.")
             return None
-        return self.run_worker(loaders.load_phenotypes, path, self.state.geno, trait,
+        orientation = self.state.orientation
+        return self.run_worker(loaders.load_phenotypes, path, self.state.geno, trait, orientation,
                                on_done=self._pheno_loaded, what="joining phenotypes")
 
+    def reopen_genotype(self, orientation: str) -> Worker | None:
+        """Read the open genotype matrix again the way round the user chose (then re-join its phenotypes)."""
+        path, pheno = self.state.path, self.state.pheno_path
+        if self.state.kind != "genotype" or not path:
+            return None
+        self.state.orientation = orientation  # the job reads the matrix the same way
+
+        def done(out: dict[str, Any]) -> None:
+            self._loaded(out, None)
+            if pheno:
+                self.add_phenotypes(pheno)
+
+        return self.run_worker(loaders.load_genotype, path, 0.9, 0.01, orientation, on_done=done,
+                               what=f"reading {Path(path).name} again")
+
     def _pheno_loaded(self, out: dict[str, Any]) -> None:
+        again = out.get("genotype")
+        if again is not None:  # the phenotype join turned the numeric matrix round: show the new reading
+            self.state.set_genotype(again["path"], again["geno"], again["qc"], again["summary"],
+                                    causal=again.get("causal"))
         with self.state.events.blocked():  # announced with the table, by the phenotypes event
             self.state.join = out["join"]
         self.state.set_phenotypes(out["path"], out["pheno"], out["trait"], out.get("traits"))
@@ -233,6 +253,8 @@ class MainWindow(QMainWindow):
             self.state.set_singlecell(out["path"], out["data_path"], out["adata"], out["summary"],
                                       out.get("gene_match"), cell_qc=out.get("qc"))
         else:
+            if path:  # a newly opened file starts from the automatic layout
+                self.state.orientation = "auto"
             self.state.set_genotype(out["path"], out["geno"], out["qc"], out["summary"], causal=out.get("causal"))
             if out.get("pheno"):
                 self._pheno_loaded(out["pheno"])

@@ -39,6 +39,11 @@ class Shell(Protocol):
         """Join a phenotype table to the open genotypes."""
         ...
 
+    def reopen_genotype(self, orientation: str) -> Any:
+        """Read the open numeric genotype matrix again the way round chosen ("auto", "samples_x_markers",
+        "markers_x_samples"), then re-join its phenotypes."""
+        ...
+
     def run_worker(self, fn: Callable[..., Any], *args: Any, on_done: Callable[[Any], None] | None = None,
                    what: str = "working", on_error: Callable[[BaseException, str], None] | None = None) -> Any:
         """Run short work in a thread; errors become a message box."""

@@ -109,6 +109,7 @@ class AppState:
     cell_qc: dict[str, Any] | None = None  # single-cell QC arrays (counts/genes per cell) for the histograms
     pheno: pd.DataFrame | None = None
     pheno_path: str | None = None
+    orientation: str = "auto"  # numeric genotype matrices: the Data tab's Layout choice (jobs read it so too)
     trait: str | None = None
     traits: list[str] = field(default_factory=list)
     join: Any = None
@@ -236,6 +237,8 @@ class AppState:
                 per_model.setdefault(name, {})[key] = p.pop(k)
             cfg = {"geno": self.data_path, "pheno": self.pheno_path, "trait": self.trait, "models": models,
                    "device": self.device, **p}
+            if self.orientation != "auto":
+                cfg["orientation"] = self.orientation
             if per_model:
                 cfg["params"] = per_model
         else:

@@ -177,7 +177,9 @@ def test_fresh_start_in_an_old_run_folder_archives_the_old_run(tmp_path: Path) -
     assert rd.read_metrics() == [] and rd.last_checkpoint() is None
     (prev,) = rd.path.glob("previous-*")
     assert (prev / "checkpoints" / "step-1.safetensors").is_file() and (prev / "metrics.jsonl").is_file()
-    # resume=True keeps everything and asks the job to continue
+    # resume=True keeps everything and asks the job to continue (once the first holder freed the folder)
+    assert rd.lock is not None and rd.lock.held
+    rd.lock.release()
     rd2, cfg2, resume2 = prepare_run(DEMO, {"steps": 2, "device": "auto"}, tmp_path / "run", resume=True)
     assert resume2 and cfg2["resume"] is True and cfg2["device"] == "auto"
     assert "resume" not in rd2.read_config()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.data.errors import DataError
+from app.data.errors import DataError, check_readable
 from app.data.genotype.readers import _read_text, _sniff_sep
 from app.data.genotype.types import GenotypeMatrix
 
@@ -72,6 +72,7 @@ def read_phenotypes(path: str | Path, id_column: str | None = None) -> pd.DataFr
         raise DataError("phenotype file not found", p, "check the path")
     if p.is_dir():
         raise DataError("is a folder, not a phenotype table", p, "give the file itself")
+    check_readable(p)
     text = _read_text(p)
     if not text.strip():
         raise DataError("the phenotype file is empty", p, "give a table with one row per sample")
@@ -404,6 +405,21 @@ def _is_synthetic(ids: list[str], prefix: str | None = None) -> bool:
     return all(s == f"{pre}{i + 1}" for i, s in enumerate(ids))
 
 
+def pheno_id_candidates(pheno: pd.DataFrame) -> set[str]:
+    """Every value that ``join_phenotypes`` could join on: the row IDs and each unique-valued column.
+
+    Given to ``read_genotypes(sample_ids=...)``, it lets a numeric matrix's sample axis be the one whose
+    IDs join the phenotypes.
+    """
+    ids = {_as_id(s) for s in pheno.index}
+    for c in pheno.columns:
+        vals = [_as_id(v) for v in pheno[c].tolist()]
+        if len(set(vals)) == len(vals):
+            ids.update(vals)
+    ids.discard("")
+    return ids
+
+
 def join_phenotypes(geno: GenotypeMatrix, pheno: pd.DataFrame, trait: str | None = None) -> JoinReport:
     """Join genotype samples to phenotype rows by sample ID.
 
@@ -443,8 +459,10 @@ def join_phenotypes(geno: GenotypeMatrix, pheno: pd.DataFrame, trait: str | None
             "no sample IDs in common between genotypes and phenotypes: genotype IDs look like "
             f"{', '.join(gids[:3])}; phenotype IDs look like {', '.join(pids[:3])}",
             src or geno.source or None,
-            "use a phenotype table whose ID column matches the genotype sample IDs (pass id_column= to "
-            "read_phenotypes when the IDs are in another column)",
+            "use a phenotype table whose ID column matches the genotype sample IDs (choose the ID column: "
+            "--id-column COL); if the genotype matrix was read the wrong way round (see its orientation "
+            "note), choose the layout: --orientation samples_x_markers or markers_x_samples (in the window: Data, "
+            "Layout)",
         )
     if best_how.startswith("column"):
         notes.append(f"joined on phenotype {best_how} (it matches more genotype IDs than the row IDs)")

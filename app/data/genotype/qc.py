@@ -68,6 +68,30 @@ def allele_freq(calls: np.ndarray, coding: str = "dosage") -> tuple[np.ndarray, 
     return freq.astype(np.float64), rate.astype(np.float64)
 
 
+def check_informative(geno: GenotypeMatrix, what: str = "the genotyped lines") -> None:
+    """Refuse genotypes that cannot predict anything: every call missing, or every marker the same in every
+    line (monomorphic). Either would give a model with r = 0 reported as a result.
+
+    Raises:
+        DataError: naming the file, what was found, and what to do.
+    """
+    calls = geno.calls
+    src = geno.source or None
+    if calls.size == 0 or not (calls != MISSING).any():
+        raise DataError(f"every genotype call of {what} is missing ({geno.n_samples:,} lines x "
+                        f"{geno.n_markers:,} markers): nothing to learn from", src,
+                        "Check the file's missing-value code (NA, -9, ./.) and that it holds called genotypes; "
+                        "impute missing calls first (e.g. with Beagle).")
+    called = calls != MISSING
+    hi = np.where(called, calls, np.int8(-128)).max(axis=0)
+    lo = np.where(called, calls, np.int8(127)).min(axis=0)
+    if not (hi > lo).any():
+        raise DataError(f"every marker is monomorphic in {what} (the same genotype in every line, "
+                        f"{geno.n_markers:,} markers): the lines cannot be told apart", src,
+                        "Use markers that vary between these lines (check the QC thresholds, --max-markers, "
+                        "and that the right genotype file was given).")
+
+
 def run_qc(
     geno: GenotypeMatrix,
     min_call_rate: float = 0.9,

@@ -20,12 +20,13 @@ import csv
 import gzip
 import io
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from app.data.errors import DataError
+from app.data.errors import DataError, check_readable
 from app.data.genotype.types import MISSING, GenotypeMatrix
 
 FORMATS = ("plink", "vcf", "hapmap", "numeric")
@@ -75,6 +76,7 @@ def read_genotypes(
     numeric_orientation: str = "auto",
     samples_in_first_column: bool | None = None,
     marker_map: str | Path | None = None,
+    sample_ids: Collection[str] | None = None,
 ) -> GenotypeMatrix:
     """Read a genotype file into a :class:`GenotypeMatrix` (samples x markers, int8, MISSING = -9).
 
@@ -90,6 +92,8 @@ def read_genotypes(
         marker_map: numeric matrices: optional CSV/TSV with columns ``id``, ``chrom``, ``pos`` (and
             optionally ``ref``, ``alt``); when None a ``<stem>_map.csv``, ``<stem>.map.csv`` or
             ``marker_map.csv`` beside the file is used if its IDs match.
+        sample_ids: numeric matrices: the phenotype table's IDs (see ``pheno_id_candidates``); the axis
+            whose IDs join them is the sample axis (before the corner words and the shape).
 
     Raises:
         DataError: on any bad input (missing companion files, unknown format, bad codes, ...).
@@ -111,12 +115,14 @@ def read_genotypes(
             raise DataError(
                 "cannot tell the genotype format from the file name or content",
                 p,
-                "use a .bed/.bim/.fam, .vcf(.gz), .hmp.txt or a .csv/.tsv numeric matrix, or pass fmt=",
+                "use a .bed/.bim/.fam, .vcf(.gz), .hmp.txt or a .csv/.tsv numeric matrix (rename the file to "
+                "its format's extension)",
             )
     if fmt == "plink":
         return read_plink(p)
     if not p.exists():
         raise DataError("file not found", p, "check the path")
+    check_readable(p)
     if p.is_dir():
         raise DataError("is a folder, not a genotype file", p, "give the file itself")
     if p.stat().st_size == 0:
@@ -130,6 +136,7 @@ def read_genotypes(
         orientation=numeric_orientation,
         samples_in_first_column=samples_in_first_column,
         marker_map=marker_map,
+        sample_ids=sample_ids,
     )
 
 
@@ -698,13 +705,15 @@ def read_numeric(
     orientation: str = "auto",
     samples_in_first_column: bool | None = None,
     marker_map: str | Path | None = None,
+    sample_ids: Collection[str] | None = None,
 ) -> GenotypeMatrix:
     """Read a numeric genotype matrix (CSV, TSV or whitespace-separated; gzip allowed).
 
     - Header row: detected (a first row with non-numeric cells); without one, IDs are made up.
     - Row IDs: a non-numeric first column (or ``samples_in_first_column`` given).
     - Orientation "auto", in this order: ``samples_in_first_column`` when given; markers x samples when
-      the leading columns are a marker map (chrom/pos); the first header cell (sample/taxa/line/... ->
+      the leading columns are a marker map (chrom/pos); the axis whose IDs join ``sample_ids`` (the
+      phenotype table's IDs) is the sample axis; the first header cell (sample/taxa/line/... ->
       samples are rows, marker/snp/rs#/... -> markers are rows); else markers x samples when there are
       more rows than columns (marker panels usually outnumber lines). The choice is written to ``notes``.
     - Values: 0/1/2 dosages; -1/0/1 is recoded to 0/1/2; 0/1 only is kept as binary. Missing: NA, empty,
@@ -786,6 +795,8 @@ def read_numeric(
     if lead and orientation == "auto" and map_cols:
         orientation = "markers_x_samples"
         why = "marker map columns"
+    if orientation == "auto" and header is not None and lead and sample_ids:
+        orientation, why = _orientation_from_ids(body, sep, header[lead:], sample_ids)
     if orientation == "auto" and header is not None and lead:
         corner = header[0].strip().lower()
         if corner in _SAMPLE_WORDS:
@@ -799,6 +810,8 @@ def read_numeric(
     col_ids = [h for h in header[lead:]] if header is not None else None
     n_rows, n_cols = vals.shape
     notes: list[str] = []
+    if not why and orientation != "auto":
+        why = "the orientation chosen"
     if why:
         pretty = orientation.replace("_x_", " x ")
         notes.append(f"orientation: {pretty} (from {why})")
@@ -806,14 +819,14 @@ def read_numeric(
         if n_rows > n_cols:
             orientation = "markers_x_samples"
             notes.append(
-                f"orientation detected as markers x samples ({n_rows} rows > {n_cols} columns); "
-                "override with numeric_orientation='samples_x_markers' if wrong"
+                f"orientation: markers x samples (from the shape: {n_rows} rows > {n_cols} columns); "
+                "if wrong, choose samples x markers (--orientation samples_x_markers)"
             )
         else:
             orientation = "samples_x_markers"
             notes.append(
-                f"orientation detected as samples x markers ({n_rows} rows <= {n_cols} columns); "
-                "override with numeric_orientation='markers_x_samples' if wrong"
+                f"orientation: samples x markers (from the shape: {n_rows} rows <= {n_cols} columns); "
+                "if wrong, choose markers x samples (--orientation markers_x_samples)"
             )
     calls, coding, code_notes = _recode(vals, p, linenos, lead, orientation)
     notes.extend(code_notes)
@@ -855,6 +868,21 @@ def read_numeric(
     geno = GenotypeMatrix(calls=calls, samples=sample_ids, markers=markers, coding=coding, source=str(p), notes=notes)
     _attach_marker_map(geno, p, marker_map)
     return geno
+
+
+def _orientation_from_ids(
+    body: list[str], sep: str | None, col_ids: list[str], sample_ids: Collection[str]
+) -> tuple[str, str]:
+    """("samples_x_markers" | "markers_x_samples" | "auto", why) from which axis's IDs are phenotype IDs."""
+    want = {str(x).strip() for x in sample_ids}
+    row_ids = [(ln.split(sep, 1) if sep else ln.split(None, 1))[0].strip().strip('"') for ln in body]
+    n_rows = sum(r in want for r in row_ids)
+    n_cols = sum(c.strip() in want for c in col_ids)
+    if n_rows == n_cols:  # no evidence either way (or a tie): the next rules decide
+        return "auto", ""
+    if n_rows > n_cols:
+        return "samples_x_markers", f"the phenotype join: {n_rows} row IDs are phenotype IDs, {n_cols} column IDs"
+    return "markers_x_samples", f"the phenotype join: {n_cols} column IDs are phenotype IDs, {n_rows} row IDs"
 
 
 def _parse_values(
@@ -929,14 +957,14 @@ def _recode(
     allowed = {-1.0, 0.0, 1.0, 2.0}
     bad = [v for v in uniq if float(v) not in allowed]
     if bad:
-        i, j = np.argwhere(np.isin(vals, bad))[0]
+        i, j = np.argwhere(np.isin(vals, bad))[0]  # the first bad cell in file order, and ITS value
         raise DataError(
-            f"value {bad[0]:g} at line {linenos[i]}, column {j + lead + 1} is not a "
+            f"value {vals[i, j]:g} at line {linenos[i]}, column {j + lead + 1} is not a "
             f"genotype code (found values: {', '.join(f'{v:g}' for v in uniq[:10])})",
             p,
             "use 0/1/2 allele counts or -1/0/1 (missing as NA or -9); round imputed dosages first"
             + (
-                "; if the first column holds numeric sample IDs, pass samples_in_first_column=True"
+                "; if the first column holds numeric sample IDs, give it a header word such as 'ID'"
                 if lead == 0 and j == 0
                 else ""
             ),

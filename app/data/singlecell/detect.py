@@ -32,7 +32,8 @@ class MatrixStats:
     cell_nnz: np.ndarray  # per scanned cell
     gene_sums: np.ndarray  # per gene, over scanned cells
     gene_nnz: np.ndarray
-    first_nan: tuple[int, int] | None = None  # (row, column) of a NaN, for messages
+    first_nan: tuple[int, int] | None = None  # (row, column) of a NaN or infinite value, for messages
+    n_inf: int = 0  # +-Inf values (counted in n_nan too: neither is a usable number)
 
     @property
     def value_kind(self) -> str:
@@ -75,7 +76,7 @@ def matrix_stats(X: Any, *, max_cells: int | None = MAX_SCAN_CELLS, block: int =
     cell_sums: list[np.ndarray] = []
     cell_nnz: list[np.ndarray] = []
     vmin, vmax = np.inf, -np.inf
-    n_nan = n_neg = nnz = 0
+    n_nan = n_neg = nnz = n_inf = 0
     all_int = True
     first_nan: tuple[int, int] | None = None
     scanned = 0
@@ -84,7 +85,8 @@ def matrix_stats(X: Any, *, max_cells: int | None = MAX_SCAN_CELLS, block: int =
         if sp.issparse(blk):
             blk = sp.csr_matrix(blk)
             vals = blk.data
-            nan_mask = np.isnan(vals) if vals.dtype.kind == "f" else np.zeros(vals.shape, dtype=bool)
+            nan_mask = ~np.isfinite(vals) if vals.dtype.kind == "f" else np.zeros(vals.shape, dtype=bool)
+            n_inf += int(np.isinf(vals).sum()) if vals.dtype.kind == "f" else 0
             if nan_mask.any() and first_nan is None:
                 r = int(np.searchsorted(blk.indptr, np.flatnonzero(nan_mask)[0], side="right") - 1)
                 first_nan = (s + r, int(blk.indices[np.flatnonzero(nan_mask)[0]]))
@@ -100,7 +102,8 @@ def matrix_stats(X: Any, *, max_cells: int | None = MAX_SCAN_CELLS, block: int =
             has_implicit_zero = blk.nnz < (e - s) * m
         else:
             blk = np.asarray(blk)
-            nan_mask = np.isnan(blk) if blk.dtype.kind == "f" else np.zeros(blk.shape, dtype=bool)
+            nan_mask = ~np.isfinite(blk) if blk.dtype.kind == "f" else np.zeros(blk.shape, dtype=bool)
+            n_inf += int(np.isinf(blk).sum()) if blk.dtype.kind == "f" else 0
             if nan_mask.any():
                 if first_nan is None:
                     r, c = np.argwhere(nan_mask)[0]
@@ -131,7 +134,7 @@ def matrix_stats(X: Any, *, max_cells: int | None = MAX_SCAN_CELLS, block: int =
         n_nan=n_nan, n_negative=n_neg, all_integer=all_int, nnz=nnz,
         cell_sums=np.concatenate(cell_sums) if cell_sums else np.zeros(0),
         cell_nnz=np.concatenate(cell_nnz) if cell_nnz else np.zeros(0, dtype=np.int64),
-        gene_sums=gene_sums, gene_nnz=gene_nnz, first_nan=first_nan,
+        gene_sums=gene_sums, gene_nnz=gene_nnz, first_nan=first_nan, n_inf=n_inf,
     )
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from app.data.errors import DataError
+from app.data.errors import DataError, check_readable
 from app.data.genes import gene_likeness
 from app.data.singlecell.detect import looks_like_counts
 
@@ -92,10 +92,23 @@ def _reading(path: Path, what: str, hint: str) -> Iterator[None]:
         raise DataError(f"could not read this {what} ({msg[:300]})", path, hint) from exc
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    raw = gzip.open(path, "rt", encoding="utf-8", errors="replace") if _is_gzip(path) else \
-        open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - returned to the caller
+def _open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
+    raw = gzip.open(path, "rt", encoding=encoding, errors="replace") if _is_gzip(path) else \
+        open(path, encoding=encoding, errors="replace")  # noqa: SIM115 - returned to the caller
     return raw
+
+
+LATIN1_NOTE = ("the file is not UTF-8 text: it was read as Latin-1 (Windows/Excel's encoding); check that names "
+               "with accents look right, or save it as UTF-8")
+
+
+def _read_csv_any(path: Path, **kw: Any) -> tuple[pd.DataFrame, str]:
+    """``pd.read_csv`` as UTF-8, else as Latin-1 (every byte is a Latin-1 character, as the genotype and
+    phenotype readers also accept). Returns (table, encoding used)."""
+    try:
+        return pd.read_csv(path, encoding="utf-8", **kw), "utf-8"
+    except UnicodeDecodeError:
+        return pd.read_csv(path, encoding="latin-1", **kw), "latin-1"
 
 
 def _is_gzip(path: Path) -> bool:
@@ -135,9 +148,9 @@ def _check_hdf5(path: Path, what: str) -> None:
                     "again: the start of the file is missing or damaged.")
 
 
-def _first_line(path: Path) -> str:
+def _first_line(path: Path, encoding: str = "utf-8") -> str:
     with _reading(path, "text file", "Check that the file is complete (a cut-off .gz cannot be read)."), \
-            _open_text(path) as fh:
+            _open_text(path, encoding) as fh:
         return fh.readline()
 
 
@@ -157,6 +170,7 @@ def _sep_for(path: Path, first_line: str) -> str:
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise DataError("the file or folder does not exist", path, "Check the path and its spelling.")
+    check_readable(path)
     if path.is_file() and path.stat().st_size == 0:
         raise DataError("the file is empty (0 bytes)", path, "The download or copy was probably interrupted; "
                         "get the file again.")
@@ -346,13 +360,14 @@ def decide_orientation(row_names: pd.Index, col_names: pd.Index) -> tuple[str, s
         return "cells_x_genes", "the column names look like genes and the row names like cell IDs"
     if len(row_names) >= len(col_names):
         return "genes_x_cells", ("guessed from the shape (more rows than columns, and a dataset usually has more "
-                                 "genes than cells); pass orientation='cells_x_genes' if that is wrong")
-    return "cells_x_genes", ("guessed from the shape (more columns than rows); pass orientation='genes_x_cells' "
-                             "if that is wrong")
+                                 "genes than cells); choose cells x genes (--orientation cells_x_genes) if that "
+                                 "is wrong")
+    return "cells_x_genes", ("guessed from the shape (more columns than rows); choose genes x cells "
+                             "(--orientation genes_x_cells) if that is wrong")
 
 
-def _header_fields(path: Path, sep: str) -> list[str]:
-    line = _first_line(path).rstrip("\r\n")
+def _header_fields(path: Path, sep: str, encoding: str = "utf-8") -> list[str]:
+    line = _first_line(path, encoding).rstrip("\r\n")
     if sep == r"\s+":
         return line.split()
     return next(csv.reader([line], delimiter=sep))
@@ -371,8 +386,8 @@ def _read_text(path: Path, orientation: str) -> tuple[Any, str, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            df = pd.read_csv(path, sep=sep, index_col=0, engine="c" if sep != r"\s+" else "python",
-                             compression="gzip" if _is_gzip(path) else None)  # by content, not by name
+            df, encoding = _read_csv_any(path, sep=sep, index_col=0, engine="c" if sep != r"\s+" else "python",
+                                         compression="gzip" if _is_gzip(path) else None)  # by content, not name
     except pd.errors.EmptyDataError as exc:
         raise DataError("the table is empty", path, hint_shape) from exc
     except pd.errors.ParserError as exc:
@@ -383,7 +398,7 @@ def _read_text(path: Path, orientation: str) -> tuple[Any, str, str]:
                         "Check that the file is complete (a cut-off .gz cannot be read) and is plain text.") from exc
     if df.shape[0] == 0 or df.shape[1] == 0:
         raise DataError(f"the table has no data ({df.shape[0]} rows x {df.shape[1]} columns)", path, hint_shape)
-    header = _header_fields(path, sep)
+    header = _header_fields(path, sep, encoding)
     # No row-name column (e.g. pandas' to_csv(index=False)): the first column holds numbers and the header
     # names it like a gene. Then it is data; the rows get names from their position.
     unnamed_rows = False
@@ -424,7 +439,8 @@ def _read_text(path: Path, orientation: str) -> tuple[Any, str, str]:
     if unnamed_rows:
         if orientation == "genes_x_cells":
             raise DataError("the table has no gene names (its first column holds numbers)", path,
-                            "Put the gene names in the first column, or pass orientation='cells_x_genes' if the "
+                            "Put the gene names in the first column, or choose cells x genes (--orientation "
+                            "cells_x_genes) if the "
                             "rows are cells and the header holds the genes.")
         orientation, reason = "cells_x_genes", ("the table has no row names, so the header must hold the genes; "
                                                 "the cells were named cell1, cell2, ... in file order")
@@ -439,6 +455,8 @@ def _read_text(path: Path, orientation: str) -> tuple[Any, str, str]:
         X, cells, genes = values, rows, cols
     X = np.ascontiguousarray(X)
     adata = ad.AnnData(X=X, obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=genes))
+    if encoding != "utf-8":
+        _note(adata, LATIN1_NOTE)
     return adata, orientation, reason
 
 
@@ -450,8 +468,8 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
 
     Accepted shapes: a header row with an ID column anywhere (``cell_id,cell_type``); R's write.csv style
     (header one field short, IDs in the first column); no header (``cell<TAB>label``; columns are then
-    named ``label``, ``label_2``, ...); or a table with no ID column at all and exactly one row per cell,
-    matched by position (reported). The ID column is the one sharing most values with ``cell_ids``.
+    named ``label``, ``label_2``, ...). The ID column is the one sharing most values with ``cell_ids``; a table
+    none of whose IDs names a cell is refused (never matched by row order, even with one row per cell).
     Returns (table indexed by cell ID, info dict).
     """
     path = Path(path)
@@ -468,9 +486,9 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return pd.read_csv(path, sep=sep, header=header, dtype=str, keep_default_na=False,
-                                   engine="c" if sep != r"\s+" else "python",
-                                   compression="gzip" if _is_gzip(path) else None)
+                return _read_csv_any(path, sep=sep, header=header, dtype=str, keep_default_na=False,
+                                     engine="c" if sep != r"\s+" else "python",
+                                     compression="gzip" if _is_gzip(path) else None)[0]
         except pd.errors.EmptyDataError as exc:
             raise DataError("the labels table is empty", path, hint) from exc
         except pd.errors.ParserError as exc:
@@ -503,7 +521,7 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
         candidates = [(c, sr.str.strip()) for c, sr in candidates]
         overlaps = [(_overlap(sr, cell_index), j) for j, (_, sr) in enumerate(candidates)]
         best, k = max(overlaps, key=lambda x: (x[0], -x[1]))
-    info: dict[str, Any] = {"path": str(path), "by_position": False, "suffix_stripped": False}
+    info: dict[str, Any] = {"path": str(path), "suffix_stripped": False}
     translate: dict[str, str] = {}
     if best == 0 and candidates:
         # 10x barcodes often differ only by a '-1' suffix (or a sample prefix 'S1_' is absent on one side)
@@ -519,38 +537,32 @@ def read_labels_table(path: str | Path, cell_ids: pd.Index) -> tuple[pd.DataFram
                 info["suffix_stripped"] = True
     if t.shape[0] == 0:
         raise DataError("the labels table has a header but no rows", path, hint)
-    if best == 0 and not headerless and t.shape[1] == 1 and isinstance(t.index, pd.RangeIndex) \
-            and len(t) + 1 == len(cell_ids):
-        t = read(None)  # a one-column list of labels without a header: its first line is a label too
-        t.columns = pd.Index(["label"])
     if best == 0:
-        if len(t) == len(cell_ids):
-            table = t.reset_index(drop=True) if isinstance(t.index, pd.RangeIndex) else t.reset_index()
-            table.index = pd.Index(list(map(str, cell_ids)))
-            info.update(by_position=True, id_column=None)
-        else:
-            ex_t = ", ".join(candidates[0][1].head(3).tolist()) if candidates else ""
-            ex_d = ", ".join(list(map(str, cell_ids[:3])))
-            raise DataError(f"none of the {len(t):,} rows of the labels table name a cell of the data "
-                            f"(table: {ex_t}; data: {ex_d}), and the row count differs from the "
-                            f"{len(cell_ids):,} cells so they cannot be matched by position", path,
-                            "Use a table whose ID column holds the same cell IDs as the matrix (same spelling, "
-                            "same barcode suffix such as '-1').")
-    else:
-        col, ids = candidates[k]
-        ids = ids.str.strip()
-        if translate:
-            ids = ids.map(lambda x: translate.get(_norm_cell_id(x), x))
-        table = t.drop(columns=[col]) if col is not None else t.copy()
-        if col is not None and headerless:
-            table.columns = pd.Index(["label" if j == 0 else f"label_{j + 1}" for j in range(table.shape[1])])
-        table.index = pd.Index(ids.to_numpy())
-        dup = table.index[table.index.duplicated()]
-        if len(dup):
-            raise DataError(f"{len(dup):,} cell IDs appear more than once in the labels table "
-                            f"(e.g. {', '.join(map(str, dup[:3]))})", path,
-                            "Keep one row per cell.")
-        info["id_column"] = col if col is not None else "(row names)"
+        # never by row order: a table whose IDs match nothing (even with the same row count) is refused,
+        # else shuffled labels would train a model in silence
+        name, sr = candidates[0] if candidates else (None, pd.Series([], dtype=str))
+        where = f"column '{name}'" if name else "first column"
+        ex_t = ", ".join(sr.head(3).tolist())
+        ex_d = ", ".join(list(map(str, cell_ids[:3])))
+        raise DataError(f"none of the {len(t):,} rows of the labels table names a cell of the data: labels are "
+                        f"joined by cell ID only (table, {where}: {ex_t}; data cell IDs: {ex_d})", path,
+                        "Use a table with a column holding the matrix's cell IDs (same spelling; a barcode suffix "
+                        "such as '-1' may differ). A list of labels in the matrix's cell order needs the cell "
+                        "IDs added as its first column.")
+    col, ids = candidates[k]
+    ids = ids.str.strip()
+    if translate:
+        ids = ids.map(lambda x: translate.get(_norm_cell_id(x), x))
+    table = t.drop(columns=[col]) if col is not None else t.copy()
+    if col is not None and headerless:
+        table.columns = pd.Index(["label" if j == 0 else f"label_{j + 1}" for j in range(table.shape[1])])
+    table.index = pd.Index(ids.to_numpy())
+    dup = table.index[table.index.duplicated()]
+    if len(dup):
+        raise DataError(f"{len(dup):,} cell IDs appear more than once in the labels table "
+                        f"(e.g. {', '.join(map(str, dup[:3]))})", path,
+                        "Keep one row per cell.")
+    info["id_column"] = col if col is not None else "(row names)"
     table.columns = pd.Index([str(c).strip() or f"column_{j + 1}" for j, c in enumerate(table.columns)])
     in_data = _in(table.index, cell_index)
     missing = list(cell_index[~_in(cell_index, table.index)])
@@ -602,7 +614,10 @@ def _typed(col: pd.Series) -> pd.Series:
 def join_labels(adata: Any, labels: str | Path, label_key: str | None = None) -> Any:
     """Join a labels table (see ``read_labels_table``) into ``adata.obs`` by cell ID; report in ``uns``.
 
-    Columns clashing with existing ``obs`` columns get the suffix ``_labels``. Cells with no row keep NaN.
+    Columns clashing with existing ``obs`` columns get the suffix ``_labels`` (``.obs`` is never overwritten),
+    and ``label_key`` then names the table's column: the table always wins over ``.obs``, and the report
+    (``uns['omicslab']['labels']``: ``label_key``, ``label_source``, ``renamed``) says so. Cells with no row
+    keep NaN.
     """
     table, info = read_labels_table(labels, adata.obs_names)
     if label_key is not None and label_key not in table.columns:
@@ -611,8 +626,11 @@ def join_labels(adata: Any, labels: str | Path, label_key: str | None = None) ->
     aligned = table.reindex(pd.Index(list(map(str, adata.obs_names))))
     aligned.index = adata.obs.index
     new_cols = []
+    renamed: dict[str, str] = {}
     for c in aligned.columns:
         name = c if c not in adata.obs.columns else f"{c}_labels"  # never overwrite existing annotations
+        if name != c:
+            renamed[c] = name
         adata.obs[name] = _typed(aligned[c])
         new_cols.append(name)
         if label_key == c:
@@ -623,6 +641,8 @@ def join_labels(adata: Any, labels: str | Path, label_key: str | None = None) ->
     if label_key is None and len(table.columns) == 1:
         label_key = new_cols[0]
     info["label_key"] = label_key
+    info["label_source"] = "labels table" if label_key in new_cols else None
+    info["renamed"] = renamed
     info["columns"] = list(new_cols)
     om = dict(adata.uns.get("omicslab", {}) or {})
     om["labels"] = info

@@ -199,8 +199,13 @@ def summarise_singlecell(adata: Any, path: str | Path | None = None) -> SingleCe
 
     counts_src = _counts_source(adata, kind == "counts")
     if st.n_nan:
-        problems.append(f"The matrix has {st.n_nan:,} missing (NaN) values{scope}. Replace them with 0 or remove "
-                        "the affected cells before training.")
+        what = (f"{st.n_inf:,} infinite (Inf)" + (f" and {st.n_nan - st.n_inf:,} missing (NaN)" if st.n_nan > st.n_inf
+                                                   else "")) if st.n_inf else f"{st.n_nan:,} missing (NaN)"
+        at = (f", the first for cell '{cells[st.first_nan[0]]}' and gene '{genes[st.first_nan[1]]}'"
+              if st.first_nan else "")
+        problems.append(f"The matrix has {what} values{scope}{at}. Replace them with 0 (or fix the values that "
+                        "overflowed) or remove the affected cells before training; the value figures below leave "
+                        "them out.")
     if kind != "counts":
         if counts_src and counts_src != "X":
             notes.append(f"The main matrix holds {VALUE_WORDS[kind]}; raw counts are taken from {counts_src}.")
@@ -242,10 +247,10 @@ def summarise_singlecell(adata: Any, path: str | Path | None = None) -> SingleCe
         if lab.get("suffix_stripped"):
             notes.append(f"The cell IDs of {lab_name} and of the data differ by a barcode suffix such as '-1'; "
                          "they were matched without it.")
-        if lab.get("by_position"):
-            problems.append(f"{lab_name} has no cell-ID column; its {lab.get('n_rows', 0):,} rows were matched to "
-                            "the cells by position. Check that its order is the matrix's cell order (or add a "
-                            "cell-ID column).")
+        for col, name in (lab.get("renamed") or {}).items():
+            notes.append(f"Column '{col}' is both in {lab_name} and in the data's .obs: the table's column was "
+                         f"joined as '{name}'{' and is the label column' if lab.get('label_key') == name else ''}; "
+                         "the .obs column is kept unchanged.")
         if n_no:
             ex = ", ".join(lab.get("examples_without_label", [])[:3])
             problems.append(f"{n_no:,} cells have no row in {lab_name} (e.g. {ex}); they stay unlabelled and are "

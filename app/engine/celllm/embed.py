@@ -107,12 +107,16 @@ def load_for_inference(path: str | Path | None, device: torch.device) -> LoadedM
 # --------------------------------------------------------------------------------------------------
 # tokenising and batching
 # --------------------------------------------------------------------------------------------------
-def match_genes(var_names: Any, vocab: list[str], reporter: Reporter | None = None) -> Any:
-    """Harmonise the data's genes with the model vocabulary; warn under 50 % match, refuse 0 %."""
-    from app.data.singlecell import harmonise_genes
+def match_genes(var_names: Any, vocab: list[str], reporter: Reporter | None = None, adata: Any = None) -> Any:
+    """Harmonise the data's genes with the model vocabulary; warn under 50 % match, refuse 0 %.
+
+    With ``adata``, its own second gene ID (e.g. ``var['gene_names']`` beside placeholder var_names) is used
+    as ``inspect`` and the window use it, so all three report the same match.
+    """
+    from app.data.singlecell import gene_id_map, harmonise_genes
 
     rep = ensure_reporter(reporter)
-    gm = harmonise_genes(list(map(str, var_names)), vocab)
+    gm = harmonise_genes(list(map(str, var_names)), vocab, id_map=gene_id_map(adata) if adata is not None else None)
     rate = float(gm.match_rate)
     rep.log(f"gene match: {rate:.1%} of the data's genes are in the model vocabulary")
     if int(np.sum(np.asarray(gm.data_to_vocab) >= 0)) == 0:
@@ -122,6 +126,21 @@ def match_genes(var_names: Any, vocab: list[str], reporter: Reporter | None = No
         rep.log(f"warning: only {rate:.1%} of genes match the model vocabulary; results may be poor",
                 level="warning")
     return gm
+
+
+def check_cells_have_counts(counts: Any, data_to_vocab: np.ndarray, where: Any = None) -> None:
+    """Refuse data in which no cell has a count in any of the model's genes: every cell would be the same
+    empty sequence, and training or embedding it would report a meaningless result."""
+    import scipy.sparse as sp
+
+    cols = np.flatnonzero(np.asarray(data_to_vocab) >= 0)
+    sub = counts[:, cols]
+    total = float(sub.sum()) if sp.issparse(sub) else float(np.asarray(sub).sum())
+    if not np.isfinite(total) or total <= 0:
+        raise DataError(f"every one of the {counts.shape[0]:,} cells has zero counts in the {len(cols):,} genes "
+                        "the model knows: there is nothing to learn or embed", where,
+                        "Check that this is the count matrix (not an empty layer or a filtered-out copy); the "
+                        "Data tab / `python -m app inspect` shows the counts per cell.")
 
 
 def tokenise_cells(counts: Any, data_to_vocab: np.ndarray, max_len: int | None) -> list:
@@ -194,12 +213,14 @@ def embed_adata(adata: Any, model_path: str | Path | None = None, batch_size: in
     dev = resolve_device(device)
     rep.device(device_info(dev))
     lm = load_for_inference(model_path, dev)
-    gm = match_genes(adata.var_names, lm.vocab, rep)
+    gm = match_genes(adata.var_names, lm.vocab, rep, adata)
     if max_len is None:  # the length the model was trained with, if it recorded one
         max_len = lm.extra.get("max_len") or (lm.config.get("max_len") if isinstance(lm.config, dict)
                                               else getattr(lm.config, "max_len", None))
     t0 = time.time()
-    cells = tokenise_cells(counts_matrix(adata), gm.data_to_vocab, max_len)
+    counts = counts_matrix(adata)
+    check_cells_have_counts(counts, gm.data_to_vocab)
+    cells = tokenise_cells(counts, gm.data_to_vocab, max_len)
     emb, probs = infer(lm, cells, dev, batch_size, rep)
     out = adata.copy() if copy else adata
     out.obsm["X_celllm"] = emb
@@ -228,7 +249,7 @@ def embed(config: dict, reporter: Reporter | None = None) -> dict:
     optional ``labels`` (table joined by cell ID), ``run_dir`` (also save the embedding as .npy),
     ``batch_size`` (64), ``device`` ("auto"), ``max_len``, ``threads``.
     """
-    from app.data.export import write_h5ad_atomic
+    from app.data.export import check_h5ad_writable, write_h5ad_atomic
     from app.data.singlecell import read_singlecell
     from app.engine.device import set_threads
 
@@ -241,6 +262,7 @@ def embed(config: dict, reporter: Reporter | None = None) -> dict:
         raise DataError("the output must be an .h5ad file", out_path, "Pass --out NAME.h5ad.")
     adata = read_singlecell(config["data"], labels=config.get("labels"))
     rep.log(f"read {adata.n_obs} cells x {adata.n_vars} genes from {config['data']}")
+    check_h5ad_writable(adata, config["data"])  # before embedding, not after
     res = embed_adata(adata, config.get("model"), batch_size=int(config.get("batch_size", 64)),
                       device=config.get("device", "auto"), max_len=config.get("max_len"), reporter=rep,
                       copy=False)

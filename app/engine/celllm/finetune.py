@@ -35,6 +35,7 @@ from app.engine.celllm.embed import (
     MODEL_SUBDIR,
     ClassifierHead,
     LoadedModel,
+    check_cells_have_counts,
     collate,
     infer,
     json_safe,
@@ -168,6 +169,19 @@ def stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
+def labels_join_line(join: dict, asked: str | None) -> str:
+    """One log line: how the labels table joined (ID column, cells matched) and which column is the label."""
+    n_rows, n_no = int(join.get("n_rows", 0) or 0), int(join.get("n_cells_without_label", 0) or 0)
+    line = (f"labels: {Path(str(join.get('path', ''))).name} joined by cell ID (column {join.get('id_column')!r}): "
+            f"{n_rows - int(join.get('n_labels_without_cell', 0) or 0):,} rows matched, {n_no:,} cells without a row")
+    key = join.get("label_key")
+    if asked and key and key != asked:
+        line += f"; label column '{asked}' is also in the data's .obs: the table's was used (as '{key}')"
+    elif key:
+        line += f"; label column '{key}' from the table"
+    return line
+
+
 def load_labelled(config: dict, rep: Reporter) -> tuple[Any, np.ndarray, list[str]]:
     """Read the data, pick the label column, drop unlabelled cells. Returns (adata, labels, notes)."""
     from app.data.singlecell import read_singlecell
@@ -178,8 +192,14 @@ def load_labelled(config: dict, rep: Reporter) -> tuple[Any, np.ndarray, list[st
     key = config.get("label_key")
     adata = read_singlecell(data, labels=config.get("labels"), label_key=key)
     rep.log(f"read {adata.n_obs} cells x {adata.n_vars} genes from {data}")
-    if not key:  # a one-column labels table names its column itself
-        key = ((adata.uns.get("omicslab") or {}).get("labels") or {}).get("label_key")
+    join = (adata.uns.get("omicslab") or {}).get("labels") or {}
+    if config.get("labels"):
+        # the table always wins over a same-named .obs column (joined as COLUMN_labels); say which was used
+        key = join.get("label_key") or key
+        rep.log(labels_join_line(join, config.get("label_key")))
+    elif not key:
+        key = join.get("label_key")
+    if key != config.get("label_key"):
         config["label_key"] = key
     if not key:
         raise DataError("no label column given", data,
@@ -368,10 +388,11 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
     model_max_len = mcfg.get("max_len") if isinstance(mcfg, dict) else getattr(mcfg, "max_len", None)
     max_len = int(cfg.get("max_len") or model_max_len or DEFAULT_MAX_LEN)
     rep.log(f"starting model: {init_dir}")
-    gm = match_genes(adata.var_names, list(vocab), rep)
+    gm = match_genes(adata.var_names, list(vocab), rep, adata)
     from app.data.singlecell import counts_matrix
 
     counts = counts_matrix(adata)
+    check_cells_have_counts(counts, gm.data_to_vocab, cfg.get("data"))
     cells = tokenise_cells(counts, gm.data_to_vocab, max_len)
     head = ClassifierHead(model_dim(mcfg), len(classes), float(cfg["head_dropout"])).to(dev)
     depth = mcfg.get("depth") if isinstance(mcfg, dict) else getattr(mcfg, "depth", None)

@@ -101,7 +101,8 @@ def load_model(dir_or_file: str | Path, device: str | torch.device = "cpu"
     p = Path(dir_or_file)
     if p.suffix in (".pth", ".pt", ".ckpt"):
         raise DataError("this is a PyTorch pickle checkpoint, not an OmicsLab model", p,
-                        "Import a published CellLM .pth with import_openbiomed (celllm import) first.")
+                        "Convert a published CellLM .pth first, in Python: from app.engine.celllm.model_io import "
+                        "import_openbiomed_to (see the README, section Models).")
     wpath = _weights_path(p)
     tensors, meta = load_tensors(wpath, device="cpu")
     cfg_d = meta.get("config")
@@ -114,13 +115,37 @@ def load_model(dir_or_file: str | Path, device: str | torch.device = "cpu"
     if cfg_d is None or vocab is None:
         raise DataError("the weights file carries no CellLM configuration or vocabulary", wpath,
                         "Load a model saved by OmicsLab (save_model) or a pretraining checkpoint.")
-    config = CellLMConfig.from_dict(cfg_d)
+    config = config_from_file(cfg_d, wpath)
     if any(k.startswith(MODEL_PREFIX) for k in tensors):
         tensors = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
     model = CellLM(config)
     load_state(model, tensors, wpath)
     extra = dict(meta.get("extra") or {})
     return model.to(device).eval(), config, list(vocab), extra
+
+
+def config_from_file(cfg_d: Any, path: Path | None = None) -> CellLMConfig:
+    """A model config read from a file, checked against ``LIMITS`` and against the memory that is free
+    BEFORE any tensor is allocated; a DataError (with the memory the model would need) otherwise."""
+    from app.engine.celllm.memory import free_memory_bytes
+
+    if not isinstance(cfg_d, dict):
+        raise DataError("the model's configuration is not a JSON object", path,
+                        "Load a model saved by OmicsLab (its model/ folder or a checkpoint).")
+    try:
+        config = CellLMConfig.from_dict(cfg_d)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"the model's configuration is not valid ({exc})", path,
+                        "The file was changed or is not an OmicsLab CellLM model; load the model it came from.") \
+            from exc
+    need = config.weights_bytes()
+    free = free_memory_bytes("cpu")
+    if need > free:
+        raise DataError(f"this model (dim {config.dim:,}, depth {config.depth:,}, {config.vocab_size:,} genes) would "
+                        f"need about {need / 2**30:.1f} GiB of memory for its weights alone; {free / 2**30:.1f} GiB "
+                        "is free", path, "Use a smaller model (e.g. the tiny or small preset), or a machine with "
+                        "more memory.")
+    return config
 
 
 def load_state(model: CellLM, tensors: dict[str, torch.Tensor], path: Path | None = None) -> None:

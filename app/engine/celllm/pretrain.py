@@ -40,7 +40,14 @@ from app.data.errors import DataError
 from app.engine.celllm import losses
 from app.engine.celllm.gradcache import dc_step
 from app.engine.celllm.memory import auto_chunk_size
-from app.engine.celllm.model_io import MODEL_PREFIX, load_model, load_state, model_metadata, save_model
+from app.engine.celllm.model_io import (
+    MODEL_PREFIX,
+    config_from_file,
+    load_model,
+    load_state,
+    model_metadata,
+    save_model,
+)
 from app.engine.celllm.tokenize import collate, tokenize_counts
 from app.engine.reporter import Reporter
 from app.models.celllm.config import CellLMConfig, preset
@@ -545,7 +552,7 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
         data_genes = [d["genes"] for d in datasets]
     init_model: CellLM | None = None
     if resume_tensors is not None:
-        model_cfg = CellLMConfig.from_dict(resume_meta["config"])
+        model_cfg = config_from_file(resume_meta["config"])  # bounded before any allocation
         vocab = list(resume_meta["vocab"])
         vocab_source = str(resume_meta.get("vocab_source", "data"))
     elif cfg.get("init"):

@@ -36,7 +36,9 @@ from app.data.genotype import (
     GenotypeMatrix,
     JoinReport,
     align_markers,
+    check_informative,
     join_phenotypes,
+    pheno_id_candidates,
     read_genotypes,
     read_phenotypes,
     run_qc,
@@ -175,12 +177,24 @@ def _need(config: dict[str, Any], key: str, what: str) -> str:
     return str(v)
 
 
+def _orientation(config: dict[str, Any]) -> str:
+    """The numeric-matrix orientation asked for ("auto" when none); an unknown word is a DataError."""
+    from app.data.genotype.readers import ORIENTATIONS
+
+    o = str(config.get("orientation") or "auto")
+    if o not in ORIENTATIONS:
+        raise DataError(f"unknown orientation {o!r}", None, f"Choose one of: {', '.join(ORIENTATIONS)}.")
+    return o
+
+
 def load_inputs(config: dict[str, Any], reporter: Reporter | None = None) -> Inputs:
     """Read genotypes and phenotypes, pick the trait, join them and apply the optional QC / subsets."""
     rep = ensure_reporter(reporter)
-    geno = read_genotypes(_need(config, "geno", "genotype file"))
     pheno = read_phenotypes(_need(config, "pheno", "phenotype table"), id_column=config.get("id_column"))
-    notes: list[str] = []
+    # a numeric matrix's sample axis is the one whose IDs join the phenotypes (unless an orientation is chosen)
+    geno = read_genotypes(_need(config, "geno", "genotype file"), numeric_orientation=_orientation(config),
+                          sample_ids=pheno_id_candidates(pheno))
+    notes: list[str] = [n for n in geno.notes if n.startswith("orientation")]
     if config.get("min_maf") is not None or config.get("min_call_rate") is not None:
         geno, qc = run_qc(geno, min_call_rate=float(config.get("min_call_rate") or 0.0),
                           min_maf=float(config.get("min_maf") or 0.0))
@@ -217,6 +231,7 @@ def load_inputs(config: dict[str, Any], reporter: Reporter | None = None) -> Inp
     if len(ids) < 5:
         raise DataError(f"only {len(ids)} genotyped line(s) have a value for {trait}", pheno.attrs.get("source"),
                         "check the trait and that the phenotype IDs match the genotype IDs")
+    check_informative(geno.subset(samples=ids), f"the {len(ids):,} phenotyped lines")
     rep.log(join.to_text())
     rep.log(f"trait {trait}: {len(ids)} lines with genotype and a value, {geno.n_markers} markers "
             f"({geno.coding} coding)")
@@ -415,7 +430,7 @@ def predict(config: dict[str, Any], reporter: Reporter | None = None) -> dict[st
     out = Path(_need(config, "out", "output CSV"))
     markers = pd.read_csv(run / MARKERS_CSV, dtype={"id": str, "chrom": str, "ref": str, "alt": str},
                           keep_default_na=False)
-    geno = read_genotypes(_need(config, "geno", "genotype file"))
+    geno = read_genotypes(_need(config, "geno", "genotype file"), numeric_orientation=_orientation(config))
     ref = markers["ref"].tolist() if (markers["ref"] != "").any() else None
     alt = markers["alt"].tolist() if ref is not None else None
     aligned, report = align_markers(geno, markers["id"].tolist(), ref, alt)

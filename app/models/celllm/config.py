@@ -18,6 +18,15 @@ FULL_VOCAB_SIZE = 19379
 """Genes in the published CellLM vocabulary."""
 
 
+LIMITS: dict[str, int] = {
+    "vocab_size": 500_000, "dim": 8192, "depth": 128, "heads": 256, "dim_head": 1024, "ff_mult": 16,
+    "n_bins": 256, "nb_features": 8192, "max_len": 1_000_000,
+}
+"""Upper bounds of a sane CellLM (the published one: vocab 19,379, dim 512, depth 10, 16 heads of 64). A
+config from a file is checked against them before any tensor is allocated: a crafted header asking for
+dim 10^6 or depth 10^7 is refused instead of exhausting memory."""
+
+
 @dataclass
 class CellLMConfig:
     """Hyper-parameters of a CellLM encoder (pure data, JSON-serialisable via ``to_dict``).
@@ -52,6 +61,23 @@ class CellLMConfig:
                 raise ValueError(f"CellLMConfig.{name} must be >= 1 (got {getattr(self, name)!r})")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name, top in LIMITS.items():
+            v = getattr(self, name)
+            if v is not None and int(v) > top:
+                raise ValueError(f"CellLMConfig.{name} = {int(v):,} is beyond the sane limit of {top:,}")
+
+    def n_parameters(self) -> int:
+        """Parameters (and the random-feature buffers) of a model of this config, counted without building
+        it, so its memory can be checked before any allocation."""
+        d, inner, ff = self.dim, self.inner_dim, self.dim * self.ff_mult
+        emb = (self.vocab_size + 2) * d + (self.n_bins + 2) * d
+        attn = 3 * d * inner + inner * d + d + self.nb_features * self.dim_head
+        layer = attn + (d * ff + ff) + (ff * d + d) + 4 * d
+        return int(emb + self.depth * layer + 2 * d + d * self.n_bins + self.n_bins)
+
+    def weights_bytes(self) -> int:
+        """Bytes of the float32 weights of a model of this config."""
+        return 4 * self.n_parameters()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict."""

@@ -198,7 +198,7 @@ def test_numeric_orientation_hints(tmp_path: Path) -> None:
     p2.write_text("17 0 1 2\n18 2 1 0\n")
     g2 = read_genotypes(p2, samples_in_first_column=True)
     assert g2.samples == ["17", "18"] and g2.n_markers == 3
-    with pytest.raises(DataError, match="samples_in_first_column=True"):
+    with pytest.raises(DataError, match="numeric sample IDs, give it a header word"):
         read_genotypes(p2)
     # text first column declared NOT to be samples -> marker IDs, markers are rows
     p3 = tmp_path / "c.txt"

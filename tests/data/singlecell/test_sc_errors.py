@@ -78,7 +78,7 @@ def test_labels_without_overlap(tmp_path: Path) -> None:
     (tmp_path / "lab.csv").write_text("cell,type\nx1,T\nx2,B\nx3,T\n")
     with pytest.raises(DataError, match="none of the 3 rows") as ei:
         read_singlecell(p, labels=tmp_path / "lab.csv")
-    assert ei.value.path.endswith("lab.csv") and "same cell IDs" in ei.value.hint
+    assert ei.value.path.endswith("lab.csv") and "holding the matrix's cell IDs" in ei.value.hint
 
 
 def test_labels_duplicate_ids(tmp_path: Path) -> None:

@@ -211,16 +211,15 @@ def test_shared_pbmc8k_h5ad(shared_data: Path) -> None:
 
 
 @pytest.mark.shared_data
-def test_shared_plaque_mtx_with_positional_labels(shared_data: Path) -> None:
+def test_shared_plaque_mtx_positional_labels_refused(shared_data: Path) -> None:
     d = shared_data / SC / "mouse_plaque_smc_mtx"
-    a = read_singlecell(d, labels=d / "label.csv")
+    a = read_singlecell(d)
     s = summarise_singlecell(a)
     assert (s.n_cells, s.n_genes, s.value_kind, s.id_type) == (4827, 160, "counts", "mouse_symbol")
     assert a.var_names[0] == "Tyrobp" and a.X.nnz == 339632 and s.value_max == 2555
-    assert s.label_columns["label"] == {"Macrophage": 1565, "ICS(SEM)": 1142, "FC": 657, "SMC": 656,
-                                        "Fibroblast": 370, "minor SMC": 333, "EC": 104}
-    assert a.uns["omicslab"]["labels"]["by_position"]
-    assert any("by position" in p for p in s.problems)
+    # label.csv lists labels in cell order without IDs: joined by ID only, so it is refused, with examples
+    with pytest.raises(DataError, match=r"joined by cell ID only .*table, column 'label': minor SMC.*data cell IDs"):
+        read_singlecell(d, labels=d / "label.csv")
 
 
 @pytest.mark.shared_data
@@ -278,13 +277,12 @@ def test_table_without_row_names(tmp_path: Path) -> None:
         read_singlecell(tmp_path / "noidx.csv", orientation="genes_x_cells")
 
 
-def test_headerless_label_list_by_position(tmp_path: Path) -> None:
+def test_headerless_label_list_refused(tmp_path: Path) -> None:
     X, cells = counts(), cell_ids(6)
     p = write_dense(tmp_path / "c.csv", X, GENES, cells, genes_x_cells=False)
     (tmp_path / "labels.txt").write_text("T\nB\nT\nNK\nB\nT\n")
-    a = read_singlecell(p, labels=tmp_path / "labels.txt")
-    assert list(a.obs["label"].astype(str)) == ["T", "B", "T", "NK", "B", "T"]
-    assert a.uns["omicslab"]["labels"]["by_position"]
+    with pytest.raises(DataError, match="joined by cell ID only"):
+        read_singlecell(p, labels=tmp_path / "labels.txt")
 
 
 def test_labels_match_despite_barcode_suffix(tmp_path: Path) -> None:
