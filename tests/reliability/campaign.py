@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.resources import CELLLM_TINY
+
 REPO = Path(__file__).resolve().parents[2]
-VOCAB = (REPO / "resources" / "models" / "celllm-tiny" / "vocab.txt").read_text().split()[:60]
+VOCAB = (CELLLM_TINY / "vocab.txt").read_text().split()[:60]
 
 
 def cli(args: list[str], tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:

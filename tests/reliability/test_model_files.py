@@ -13,8 +13,9 @@ from campaign import assert_refused, cli, sc_counts, write_h5ad
 from app.data.errors import DataError
 from app.engine.celllm.model_io import config_from_file, load_model
 from app.models.celllm.config import LIMITS, CellLMConfig, preset
+from app.resources import CELLLM_TINY
 
-TINY = Path(__file__).resolve().parents[2] / "resources" / "models" / "celllm-tiny"
+TINY = CELLLM_TINY
 
 
 def _crafted(folder: Path, **overrides: int) -> Path:

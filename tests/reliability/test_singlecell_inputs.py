@@ -16,6 +16,7 @@ from campaign import assert_refused, cli, sc_counts, snapshot, write_h5ad
 from app.cli import main
 from app.data.errors import DataError
 from app.data.singlecell import harmonise_genes, read_singlecell, summarise_singlecell
+from app.resources import CELLLM_TINY
 
 
 def _csv(path: Path, X: np.ndarray, cells: list[str], genes: list[str]) -> Path:
@@ -131,7 +132,7 @@ def test_placeholder_var_names_match_through_var_gene_ids_everywhere(tmp_path: P
     X, cells, genes = sc_counts(20)
     placeholders = [f"gene{i}" for i in range(len(genes))]
     data = write_h5ad(tmp_path / "ph.h5ad", X, cells, placeholders, var={"gene_ids": genes})
-    vocab_dir = Path(__file__).resolve().parents[2] / "resources" / "models" / "celllm-tiny"
+    vocab_dir = CELLLM_TINY
     assert main(["inspect", str(data), "--vocab", str(vocab_dir), "--json"]) == 0
     import json
 
