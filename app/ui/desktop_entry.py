@@ -86,14 +86,16 @@ def desktop_entry(command: list[str]) -> str:
 
 def _refresh(home: Path, *, set_default: bool) -> list[str]:
     """Run the desktop's cache tools that exist; returns what was done or skipped, in words."""
-    steps = [(["update-mime-database", str(home / "mime")], "MIME database"),
-             (["update-desktop-database", str(home / "applications")], "desktop entry cache")]
+    later = "the desktop picks the files up at next login"
+    steps = [(["update-mime-database", str(home / "mime")], "MIME database", later),
+             (["update-desktop-database", str(home / "applications")], "desktop entry cache", later)]
     if set_default:
-        steps.append((["xdg-mime", "default", f"{APP_ID}.desktop", H5AD_MIME], "default app for .h5ad"))
+        steps.append((["xdg-mime", "default", f"{APP_ID}.desktop", H5AD_MIME], "default app for .h5ad",
+                      "file managers still offer OmicsLab under 'Open With' for .h5ad files"))
     notes = []
-    for cmd, what in steps:
+    for cmd, what, without in steps:
         if shutil.which(cmd[0]) is None:
-            notes.append(f"{what}: {cmd[0]} not found (the desktop picks the files up at next login)")
+            notes.append(f"{what}: {cmd[0]} not found ({without})")
             continue
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         notes.append(f"{what}: updated" if proc.returncode == 0
