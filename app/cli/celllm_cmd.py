@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PRESETS = ("tiny", "small", "full")
-LIVE_HELP = "cells of the live map, embedded at every refresh (default 5000, all when fewer; 0 = off)"
-FREEZE_HELP = ("what to keep fixed: none (train all), embeddings, encoder (train only the head), "
-               "last:K (train only the last K encoder layers + head)")
+from app.cli.options import add_config_options, config_from_args, help_text
+from app.data.errors import DataError
+from app.engine.celllm.job_configs import AnnotateConfig, EmbedConfig, FinetuneConfig, PretrainConfig
+from app.engine.jobconfig import spec_of
+from app.engine.registry import job
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,44 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=run_launch_script)
 
     ft = sub.add_parser("finetune", help="fine-tune for cell-type annotation; scores CellLM and a baseline")
-    ft.add_argument("--data", required=True, metavar="PATH", help="single-cell counts with labels")
-    ft.add_argument("--label-key", required=True, metavar="COL",
-                    help="label column: an .obs column, or a column of the --labels table")
-    ft.add_argument("--out", required=True, metavar="RUN", help="run folder (writes RUN/metrics.json)")
-    ft.add_argument("--init", default=None, metavar="RUN_OR_CKPT",
-                    help="starting model (default: the shipped pretrained tiny CellLM)")
-    ft.add_argument("--labels", default=None, metavar="FILE", help="labels table joined by cell ID")
-    ft.add_argument("--epochs", type=int, default=None, metavar="E", help="at most E epochs (default 10)")
-    ft.add_argument("--batch-size", type=int, default=None, metavar="N", help="default 32")
-    ft.add_argument("--lr", type=float, default=None,
-                    help="encoder learning rate (default by model size: tiny 5e-4, small 2e-4, full 1e-4)")
-    ft.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 3)")
-    ft.add_argument("--freeze", default=None, metavar="MODE", help=FREEZE_HELP + " (default none)")
-    ft.add_argument("--seed", type=int, default=None, help="split and training seed (default 0)")
-    ft.add_argument("--val-frac", type=float, default=None, help="validation fraction (default 0.15)")
-    ft.add_argument("--test-frac", type=float, default=None, help="test fraction (default 0.15)")
-    ft.add_argument("--split-key", default=None, metavar="COL",
-                    help="use this train/val/test column instead of a random stratified split")
-    ft.add_argument("--max-len", type=int, default=None, metavar="L", help="genes kept per cell (top expressed)")
-    ft.add_argument("--max-cells", type=int, default=None, metavar="N",
-                    help="stratified subsample of N cells (quick runs)")
-    ft.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    ft.add_argument("--live-cells", type=int, default=None, metavar="N", help=LIVE_HELP)
-    ft.add_argument("--batch-key", default=None, metavar="COL",
-                    help="batch column: the live map also reports batch mixing (iLISI, graph connectivity)")
-    ft.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    add_config_options(ft, FinetuneConfig)
     _common(ft)
     ft.set_defaults(func=run_finetune)
 
     em = sub.add_parser("embed", help="write cell embeddings (and labels, if fine-tuned) into an .h5ad")
-    em.add_argument("--data", required=True, metavar="PATH", help="single-cell counts")
-    em.add_argument("--model", default=None, metavar="RUN",
-                    help="run or model folder (default: the shipped pretrained tiny CellLM)")
-    em.add_argument("--out", required=True, metavar="OUT.h5ad", help="output AnnData")
-    em.add_argument("--labels", default=None, metavar="FILE", help="table joined by cell ID into .obs")
-    em.add_argument("--batch-size", type=int, default=None, metavar="N", help="default 64")
-    em.add_argument("--max-len", type=int, default=None, metavar="L")
-    em.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    add_config_options(em, EmbedConfig)
     _common(em)
     em.set_defaults(func=run_embed)
 
@@ -103,86 +72,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                     "map, and, when the query has labels of its own, transfer accuracy beside "
                                     "the baseline. Writes OUT.h5ad, OUT_labels.csv, OUT_joint_map.csv/.png and "
                                     "OUT_annotate.json.")
-    an.add_argument("--model", required=True, metavar="RUN", help="fine-tune run folder (or its model folder)")
-    an.add_argument("--data", required=True, metavar="QUERY", help="single-cell counts to annotate")
-    an.add_argument("--out", required=True, metavar="OUT.h5ad", help="annotated query AnnData")
-    an.add_argument("--min-confidence", type=float, default=None, metavar="P",
-                    help="cells whose top probability is under P become Unassigned (default 0.5)")
-    an.add_argument("--labels", default=None, metavar="FILE", help="the query's own labels table (by cell ID)")
-    an.add_argument("--label-key", default=None, metavar="COL",
-                    help="the query's own label column (an .obs column or a --labels column): scored")
-    an.add_argument("--gene-map", default=None, metavar="FILE",
-                    help="two-column gene ID table (query ID, model gene name) for genes not matched directly")
-    an.add_argument("--min-gene-match", type=float, default=None, metavar="F",
-                    help="refuse when fewer than this fraction of the query's genes are in the model (default 0.1)")
-    an.add_argument("--reference", default=None, metavar="PATH",
-                    help="reference cells for the joint map and the baseline (default: the run's own data)")
-    an.add_argument("--reference-labels", default=None, metavar="FILE", help="labels table of --reference")
-    an.add_argument("--reference-label-key", default=None, metavar="COL", help="label column of --reference")
-    an.add_argument("--map", choices=("umap", "pca"), default=None, help="joint map layout (default umap)")
-    an.add_argument("--batch-size", type=int, default=None, metavar="N", help="default 64")
-    an.add_argument("--max-len", type=int, default=None, metavar="L")
-    an.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    add_config_options(an, AnnotateConfig)
     _common(an)
     an.set_defaults(func=run_annotate)
 
 
 def add_pretrain_arguments(pre: argparse.ArgumentParser) -> None:
-    """The options of ``celllm pretrain`` (shared with ``launch-script``, which checks a run's options)."""
-    pre.add_argument("--data", action="extend", nargs="+", default=None, metavar="PATH",
-                     help="single-cell counts (h5ad, 10x folder/h5, loom, CSV/TSV); several paths or repeat")
-    pre.add_argument("--out", default=None, metavar="RUN", help="run folder to create (or resume)")
+    """The options of ``celllm pretrain`` (shared with ``launch-script``, which checks a run's options): one
+    per ``PretrainConfig`` field, plus ``--config`` and ``--stream``/``--no-stream``."""
     pre.add_argument("--config", default=None, metavar="FILE.json",
                      help="job config (e.g. written by launch-script); options given here override it")
-    pre.add_argument("--preset", choices=PRESETS, default=None, help="model size (default tiny)")
-    pre.add_argument("--batch-size", type=int, default=None, metavar="N",
-                     help="cells per contrastive batch (under torchrun: the global batch, split over the ranks)")
-    pre.add_argument("--chunk-size", type=int, default=None, metavar="C",
-                     help="cells per divide-and-conquer chunk (default: chosen from free memory)")
-    pre.add_argument("--epochs", type=int, default=None, metavar="E", help="passes over the data (default 1)")
-    pre.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default auto; under "
-                                                   "torchrun auto = one GPU per rank)")
-    pre.add_argument("--seed", type=int, default=None)
-    pre.add_argument("--max-len", type=int, default=None, metavar="L", help="genes kept per cell (top expressed)")
-    pre.add_argument("--supervised-key", default=None, metavar="COL",
-                     help="optional .obs column for the supervised CLS loss (e.g. tumour vs normal)")
-    pre.add_argument("--init", default=None, metavar="RUN_OR_CKPT", help="start from this model")
-    pre.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
-    pre.add_argument("--live-cells", type=int, default=None, metavar="N", help=LIVE_HELP)
-    pre.add_argument("--live-every", type=int, default=None, metavar="K",
-                     help="steps between live-map refreshes (default 0: about 20 refreshes per run)")
-    pre.add_argument("--label-key", default=None, metavar="COL",
-                     help="column that colours and scores the live map (not trained on)")
-    pre.add_argument("--batch-key", default=None, metavar="COL",
-                     help="batch column (or _dataset = the input file): the live map reports batch mixing")
+    add_config_options(pre, PretrainConfig, skip=("stream",), optional=("data", "run_dir"))
+    stream = spec_of(PretrainConfig, "stream")
     st = pre.add_mutually_exclusive_group()
-    st.add_argument("--stream", dest="stream", action="store_const", const="on", default=None,
-                    help="stream cells from backed .h5ad files block by block, never loading X whole "
-                         "(default: automatic when the data would not fit in memory)")
+    st.add_argument("--stream", dest="stream", nargs="?", const="on", default=None, choices=stream.choices,
+                    help=help_text(stream) + "; --stream alone = on")
     st.add_argument("--no-stream", dest="stream", action="store_const", const="off",
-                    help="load the data whole even when it looks too large")
-    pre.add_argument("--shuffle-buffer", type=int, default=None, metavar="N",
-                     help="streaming: cells held for shuffling (default 8192)")
-    pre.add_argument("--block-cells", type=int, default=None, metavar="N",
-                     help="streaming: rows per contiguous disk read (default 1024)")
+                    help="load the data whole even when it looks too large (= --stream off)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: usable cores, <= 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the job's result as one JSON object")
 
 
-def _clean(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v is not None}
-
-
 def pretrain_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Job config for ``app.engine.celllm.pretrain:pretrain`` from the parsed options (over ``--config``)."""
+    """Job config for ``celllm pretrain`` from the parsed options (over ``--config``), validated."""
     base: dict[str, Any] = {}
     if getattr(args, "config", None):
-        from app.data.errors import DataError
-
         try:
             base = json.loads(Path(args.config).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -190,57 +107,22 @@ def pretrain_config(args: argparse.Namespace) -> dict[str, Any]:
                             "Give a JSON file written by `celllm launch-script` (or by hand).") from exc
         if not isinstance(base, dict):
             raise DataError("the job config is not a JSON object", args.config, "Write {\"data\": [...], ...}.")
-    cfg = {**base, **_clean({
-        "data": [str(Path(d)) for d in args.data] if args.data else None,
-        "run_dir": str(Path(args.out)) if args.out else None, "preset": args.preset,
-        "batch_size": args.batch_size, "chunk_size": args.chunk_size, "epochs": args.epochs,
-        "device": args.device, "seed": args.seed, "max_len": args.max_len,
-        "supervised_key": args.supervised_key, "init": args.init, "resume": bool(args.resume) or None,
-        "threads": args.threads, "stream": getattr(args, "stream", None),
-        "shuffle_buffer": getattr(args, "shuffle_buffer", None), "block_cells": getattr(args, "block_cells", None),
-        "live_cells": args.live_cells, "live_every": args.live_every, "label_key": args.label_key,
-        "batch_key": args.batch_key,
-    })}
-    cfg.setdefault("preset", "tiny")
-    cfg.setdefault("device", "auto")
-    if not cfg.get("data") or not cfg.get("run_dir"):
-        from app.data.errors import DataError
-
-        raise DataError("pretraining needs input data and a run folder", getattr(args, "config", None),
-                        "Pass --data PATH [PATH ...] and --out RUN (or a --config holding data and run_dir).")
-    return cfg
+    return config_from_args(PretrainConfig, args, base).to_dict()
 
 
 def finetune_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Job config for ``app.engine.celllm.finetune:finetune`` from the parsed options."""
-    return _clean({
-        "data": str(args.data), "label_key": args.label_key, "labels": args.labels, "init": args.init,
-        "run_dir": str(Path(args.out)), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "patience": args.patience, "freeze": args.freeze, "seed": args.seed, "val_frac": args.val_frac,
-        "test_frac": args.test_frac, "split_key": args.split_key, "max_len": args.max_len,
-        "max_cells": args.max_cells, "device": args.device, "resume": bool(args.resume) or None,
-        "threads": args.threads, "live_cells": args.live_cells, "batch_key": args.batch_key,
-    })
+    """Job config for ``celllm finetune`` from the parsed options, validated."""
+    return config_from_args(FinetuneConfig, args).to_dict()
 
 
 def embed_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Job config for ``app.engine.celllm.embed:embed`` from the parsed options."""
-    return _clean({
-        "data": str(args.data), "model": args.model, "out": str(args.out), "labels": args.labels,
-        "batch_size": args.batch_size, "max_len": args.max_len, "device": args.device, "threads": args.threads,
-    })
+    """Job config for ``celllm embed`` from the parsed options, validated."""
+    return config_from_args(EmbedConfig, args).to_dict()
 
 
 def annotate_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Job config for ``app.engine.celllm.annotate:annotate`` from the parsed options."""
-    return _clean({
-        "model": str(args.model), "data": str(args.data), "out": str(args.out),
-        "min_confidence": args.min_confidence, "labels": args.labels, "label_key": args.label_key,
-        "gene_map": args.gene_map, "min_gene_match": args.min_gene_match, "reference": args.reference,
-        "reference_labels": args.reference_labels, "reference_label_key": args.reference_label_key,
-        "map": args.map, "batch_size": args.batch_size, "max_len": args.max_len, "device": args.device,
-        "threads": args.threads,
-    })
+    """Job config for ``celllm annotate`` from the parsed options, validated."""
+    return config_from_args(AnnotateConfig, args).to_dict()
 
 
 def _run(target: str, config: dict[str, Any], run_dir: str | None, args: argparse.Namespace) -> dict:
@@ -273,8 +155,7 @@ def cancelled_words(result: dict) -> str:
     return "cancelled before the first checkpoint: nothing to resume; the run must start over"
 
 
-PRETRAIN_TARGET = "app.engine.celllm.pretrain:pretrain"
-
+PRETRAIN_TARGET = job("celllm.pretrain").target
 
 def run_pretrain(args: argparse.Namespace) -> int:
     """``celllm pretrain``: a job child with a progress bar, or, when torchrun started this process, the job
@@ -390,7 +271,7 @@ def run_launch_script(args: argparse.Namespace) -> int:
 def run_finetune(args: argparse.Namespace) -> int:
     """``celllm finetune``: prints CellLM's and the baseline's test scores."""
     config = finetune_config(args)
-    result = _run("app.engine.celllm.finetune:finetune", config, config["run_dir"], args)
+    result = _run(job("celllm.finetune").target, config, config["run_dir"], args)
     if result.get("cancelled"):
         return _finish(result, args, "")
     t, b = result["test"], result["baseline"]
@@ -409,14 +290,14 @@ def run_finetune(args: argparse.Namespace) -> int:
 def run_embed(args: argparse.Namespace) -> int:
     """``celllm embed``."""
     config = embed_config(args)
-    result = _run("app.engine.celllm.embed:embed", config, None, args)
+    result = _run(job("celllm.embed").target, config, None, args)
     return _finish(result, args, f"wrote {result.get('n_cells')} cells x {result.get('dim')} dims to {config['out']}")
 
 
 def run_annotate(args: argparse.Namespace) -> int:
     """``celllm annotate``: per-class counts, Unassigned cells and, with query labels, the transfer scores."""
     config = annotate_config(args)
-    r = _run("app.engine.celllm.annotate:annotate", config, None, args)
+    r = _run(job("celllm.annotate").target, config, None, args)
     if r.get("cancelled"):
         return _finish(r, args, "")
     counts = ", ".join(f"{k} {v}" for k, v in r["counts"].items())

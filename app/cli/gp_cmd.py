@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.cli.options import add_config_options, config_from_args
 from app.data.errors import DataError
-
-MODEL_CHOICES = "gblup, dnngp, deepgs, dlgwas or all (comma-separate several; any case)"
-_KNOWN = ("gblup", "dnngp", "deepgs", "dlgwas", "all")
+from app.engine.gp.job_configs import GPCVConfig, GPPredictConfig, GPTrainConfig
+from app.engine.registry import job
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,90 +30,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cv = sub.add_parser("cv", help="k-fold cross-validation of one or all models on the same folds",
                         description="Cross-validate models on the same seeded folds; writes RUN/metrics.json, "
                                     "RUN/predictions.csv and RUN/importance.csv and prints a table.")
-    _data_args(cv)
-    cv.add_argument("--folds", type=int, default=5, help="folds per repeat (default 5)")
-    cv.add_argument("--repeats", type=int, default=1, help="repeats with reshuffled folds (default 1)")
-    cv.add_argument("--group", default=None, metavar="COL",
-                    help="phenotype column (e.g. family, population): a group never spans train and test")
-    cv.add_argument("--out", default=None, metavar="RUN", help="run folder (default: a new one under the runs folder)")
-    _fit_args(cv)
+    add_config_options(cv, GPCVConfig)
+    _common(cv)
     cv.set_defaults(func=run_cv)
 
     tr = sub.add_parser("train", help="fit on every phenotyped line; save models and GEBVs of all lines",
                         description="Fit the models on all phenotyped lines; writes RUN/models/NAME, RUN/gebv.csv "
                                     "(every genotyped line), RUN/gebv_unphenotyped.csv and RUN/importance.csv.")
-    _data_args(tr)
-    tr.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
-    _fit_args(tr)
+    add_config_options(tr, GPTrainConfig)
+    _common(tr)
     tr.set_defaults(func=run_train)
 
     pr = sub.add_parser("predict", help="predict new lines with a trained run",
                         description="Predict new lines with the models of a `gp train` run (markers are matched "
                                     "by ID; absent markers are imputed, swapped alleles recoded).")
-    pr.add_argument("--model", required=True, metavar="RUN", help="folder of a `gp train` run (or RUN/models/NAME)")
-    pr.add_argument("--geno", required=True, metavar="PATH", help="genotypes of the lines to predict (any format)")
-    pr.add_argument("--out", required=True, metavar="CSV", help="predictions table to write (ID + one column/model)")
-    pr.add_argument("--models", default=None, metavar="NAMES", help="only these of the run's models")
-    _orientation_arg(pr)
-    pr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    add_config_options(pr, GPPredictConfig)
     _common(pr)
     pr.set_defaults(func=run_predict)
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--geno", required=True, metavar="PATH",
-                   help="genotypes: PLINK .bed (or prefix), VCF(.gz), HapMap .hmp.txt or a numeric matrix")
-    p.add_argument("--pheno", required=True, metavar="PATH",
-                   help="phenotype table (CSV/TSV/whitespace, TASSEL, .fam); joined to the genotypes by ID")
-    p.add_argument("--trait", required=True, metavar="NAME",
-                   help="trait column (any case) or its 1-based column number (wheat.Y: E1..E4 or 1..4)")
-    p.add_argument("--model", default="gblup", metavar="MODEL", help=MODEL_CHOICES + " (default gblup)")
-    p.add_argument("--id-column", default=None, metavar="COL", help="phenotype column holding the line IDs")
-    _orientation_arg(p)
-
-
-def _orientation_arg(p: argparse.ArgumentParser) -> None:
-    from app.data.genotype.readers import ORIENTATIONS
-
-    p.add_argument("--orientation", choices=ORIENTATIONS, default=None,
-                   help="numeric matrices: samples_x_markers (lines are rows) or markers_x_samples (default auto: "
-                        "the axis whose IDs join the phenotypes, then the corner cell's word, then the shape)")
-
-
-def _fit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=None, metavar="N", help="deep models: at most N epochs")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="deep models: batch size")
-    p.add_argument("--lr", type=float, default=None, help="deep models: learning rate")
-    p.add_argument("--params", default=None, metavar="JSON",
-                   help='per-model parameters, e.g. \'{"DNNGP": {"preset": "v3"}}\'')
-    p.add_argument("--seed", type=int, default=0, help="fold and training seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument("--min-maf", type=float, default=None, help="drop markers with a lower minor-allele frequency")
-    p.add_argument("--min-call-rate", type=float, default=None, help="drop markers called in fewer lines")
-    p.add_argument("--max-markers", type=int, default=None, metavar="N", help="quick run: N evenly spaced markers")
-    p.add_argument("--max-lines", type=int, default=None, metavar="N", help="quick run: N random phenotyped lines")
-    _common(p)
-
-
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the job (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--inline", action="store_true",
                    help="run the job in this process instead of a child process (debugging, profiling, scripts "
                         "that already isolate runs); Ctrl-C then stops at once")
     p.add_argument("--json", action="store_true", help="print the job's result as one JSON object")
-
-
-def _clean(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v is not None}
-
-
-def _check_models(text: str) -> list[str]:
-    names = [t.strip().lower() for t in text.split(",") if t.strip()]
-    bad = [t for t in names if t not in _KNOWN]
-    if bad or not names:
-        raise DataError(f"unknown model {', '.join(bad) or repr(text)}", None, f"use {MODEL_CHOICES}")
-    return names
 
 
 def _check_path(path: str, what: str) -> None:
@@ -136,41 +77,14 @@ def _check_pheno(args: argparse.Namespace) -> None:
                         f"available columns: {', '.join(map(str, pheno.columns))}")
 
 
-def _params(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        val = json.loads(text)
-    except ValueError as exc:
-        raise DataError(f"--params is not valid JSON ({exc})", None, 'e.g. \'{"DNNGP": {"preset": "v3"}}\'') from None
-    if not isinstance(val, dict) or not all(isinstance(v, dict) for v in val.values()):
-        raise DataError("--params must map model names to objects", None, 'e.g. \'{"DeepGS": {"epochs": 50}}\'')
-    return val
-
-
 def fit_config(args: argparse.Namespace) -> dict[str, Any]:
     """Job config for ``cv`` / ``train`` from the parsed options (validated before any child starts)."""
-    models = _check_models(args.model)
-    _check_path(args.geno, "genotype file")
-    _check_path(args.pheno, "phenotype file")
+    cls = GPCVConfig if hasattr(args, "folds") else GPTrainConfig
+    cfg = config_from_args(cls, args)
+    _check_path(cfg.geno, "genotype file")
+    _check_path(cfg.pheno, "phenotype file")
     _check_pheno(args)
-    for name in ("folds", "repeats"):
-        v = getattr(args, name, None)
-        if v is not None and v < (2 if name == "folds" else 1):
-            raise DataError(f"--{name} must be at least {2 if name == 'folds' else 1}, got {v}")
-    for name in ("epochs", "batch_size", "max_markers", "max_lines", "threads"):
-        v = getattr(args, name, None)
-        if v is not None and v < 1:
-            raise DataError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
-    return _clean({
-        "geno": str(args.geno), "pheno": str(args.pheno), "trait": args.trait, "models": models,
-        "id_column": args.id_column, "orientation": args.orientation, "folds": getattr(args, "folds", None),
-        "repeats": getattr(args, "repeats", None),
-        "group": getattr(args, "group", None), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "params": _params(args.params), "seed": args.seed, "device": args.device, "min_maf": args.min_maf,
-        "min_call_rate": args.min_call_rate, "max_markers": args.max_markers, "max_lines": args.max_lines,
-        "threads": args.threads, "run_dir": str(Path(args.out)) if args.out else None,
-    })
+    return cfg.to_dict()
 
 
 def _run(target: str, config: dict[str, Any], run_dir: str | None, args: argparse.Namespace) -> dict[str, Any]:
@@ -197,10 +111,6 @@ def _run_inline(target: str, config: dict[str, Any], run_dir: str | None, args: 
             if not args.quiet:
                 print(ev.line if ev.level == "info" else f"{ev.level}: {ev.line}", file=sys.stderr)
 
-    if args.threads:
-        from app.engine.device import set_threads
-
-        set_threads(args.threads)
     fn = getattr(jobs, target.rpartition(":")[2])
     try:
         value = fn(cfg, Reporter(sink=show))
@@ -264,14 +174,14 @@ def _finish(result: dict[str, Any], args: argparse.Namespace, summary: str) -> i
 def run_cv(args: argparse.Namespace) -> int:
     """``gp cv``."""
     config = fit_config(args)
-    result = _run("app.engine.gp.jobs:cv", config, config.get("run_dir"), args)
+    result = _run(job("gp.cv").target, config, config.get("run_dir"), args)
     return _finish(result, args, "" if result.get("cancelled") else results_table(result))
 
 
 def run_train(args: argparse.Namespace) -> int:
     """``gp train``."""
     config = fit_config(args)
-    result = _run("app.engine.gp.jobs:train", config, config["run_dir"], args)
+    result = _run(job("gp.train").target, config, config["run_dir"], args)
     if result.get("cancelled"):
         return _finish(result, args, "")
     lines = [f"trained {', '.join(result['models'])} on {result['n_train']} lines x {result['n_markers']} markers "
@@ -292,22 +202,20 @@ def run_train(args: argparse.Namespace) -> int:
 
 def predict_config(args: argparse.Namespace) -> dict[str, Any]:
     """Job config for ``predict``."""
-    if not Path(args.model).is_dir():
-        raise DataError("model run folder not found", args.model, "give the --out folder of `gp train`")
+    cfg = config_from_args(GPPredictConfig, args)
+    if not Path(cfg.model).is_dir():
+        raise DataError("model run folder not found", cfg.model, "give the --out folder of `gp train`")
     from app.engine.gp.jobs import find_train_run
 
-    find_train_run(args.model)  # a wrong folder is reported before a job starts
-    _check_path(args.geno, "genotype file")
-    if args.models:
-        _check_models(args.models)
-    return _clean({"model": str(args.model), "geno": str(args.geno), "out": str(args.out), "models": args.models,
-                   "orientation": args.orientation, "device": args.device, "threads": args.threads})
+    find_train_run(cfg.model)  # a wrong folder is reported before a job starts
+    _check_path(cfg.geno, "genotype file")
+    return cfg.to_dict()
 
 
 def run_predict(args: argparse.Namespace) -> int:
     """``gp predict``."""
     config = predict_config(args)
-    result = _run("app.engine.gp.jobs:predict", config, None, args)
+    result = _run(job("gp.predict").target, config, None, args)
     if result.get("cancelled"):
         return _finish(result, args, "")
     summary = (f"predicted {result['n_lines']} lines with {', '.join(result['models'])} (trait {result['trait']}); "

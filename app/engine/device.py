@@ -26,19 +26,34 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise OmicsLabError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps.") from exc
 
 
+def resolve_threads(n: int | None = None) -> int:
+    """The thread count a job uses: ``n`` as given, or (None) the cores this process may use, at most 8.
+
+    The one rule for every job and face (a config's ``threads`` field defaults to None or its own number).
+    Pure Python, so the job process can size OpenMP before torch is imported.
+    """
+    if n is not None and n >= 1:
+        return int(n)
+    try:
+        avail = len(os.sched_getaffinity(0))
+    except AttributeError:
+        avail = os.cpu_count() or 1
+    return max(1, min(8, avail))
+
+
 def set_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads explicitly (default: the cores this process may use, at most 8).
+    """Set torch's intra-op threads explicitly (``resolve_threads``); returns the count.
 
     Torch's own default oversubscribes small shared VMs (measured ~15x slower on 2 cores for a small MLP).
     """
-    if n is None or n <= 0:
-        try:
-            avail = len(os.sched_getaffinity(0))
-        except AttributeError:
-            avail = os.cpu_count() or 1
-        n = max(1, min(8, avail))
+    n = resolve_threads(n)
     torch.set_num_threads(n)
     return n
+
+
+def resolve_compute(device: str = "auto", threads: int | None = None) -> tuple[torch.device, int]:
+    """Device and threads of a job, decided in one place: (torch device, threads set)."""
+    return resolve_device(device), set_threads(threads)
 
 
 def device_info(device: torch.device) -> DeviceInfo:

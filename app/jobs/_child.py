@@ -151,16 +151,19 @@ def child_main(target: str, config: dict[str, Any], run_dir: str, queue: Any, st
     parent_gone = _watch_parent(reporter, queue, rd)
     final: Event
     try:
-        threads = int(config.get("threads") or 1)
-        # before torch loads, so its OpenMP pool is sized too (the job may still call set_threads)
+        from app.engine.device import resolve_threads
+        from app.engine.registry import by_target
+
+        entry = by_target(target)
+        job_config: Any = entry.config.coerce(config) if entry is not None else config  # typed when registered
+        threads = resolve_threads(getattr(job_config, "threads", None) if entry else config.get("threads"))
+        device = str(getattr(job_config, "device", None) if entry else config.get("device", "cpu"))
+        # before torch loads, so its OpenMP pool is sized too (the job sets torch's threads the same way)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         os.environ["MKL_NUM_THREADS"] = str(threads)
-        import torch
+        from app.engine.device import device_info, resolve_compute
 
-        from app.engine.device import device_info, resolve_device
-
-        torch.set_num_threads(threads)
-        dev = resolve_device(str(config.get("device", "cpu")))
+        dev, threads = resolve_compute(device, threads)
         if dev.type == "cuda":
             reporter.cuda_device = dev
             reporter._last_mem = time.monotonic()
@@ -168,7 +171,7 @@ def child_main(target: str, config: dict[str, Any], run_dir: str, queue: Any, st
         reporter.log(f"job {target} started (pid {os.getpid()}, device {dev}, {threads} thread(s))")
         rd.set_status("running", pid=os.getpid(), device=str(dev))
         fn = load_target(target)
-        value = fn(config, reporter)
+        value = fn(job_config, reporter)
         if value is None:
             value = {}
         if not isinstance(value, dict):

@@ -27,6 +27,7 @@ from typing import Any
 
 from app.data.errors import DataError, OmicsLabError, os_error_words
 from app.engine.events import Event, Failed, Result
+from app.engine.registry import by_target
 from app.engine.rundir import (
     RunDir,
     RunLock,
@@ -113,6 +114,13 @@ def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None 
     if run_dir is None and cfg.get("run_dir"):
         run_dir = cfg["run_dir"]
     cfg.setdefault("device", device)
+    entry = by_target(target)
+    if entry is not None:  # a registered job: its config is checked before any folder is made
+        probe = {**cfg, "run_dir": str(run_dir) if run_dir is not None else "(new run folder)"}
+        cfg = {**entry.config.from_dict(probe).to_dict(), "run_dir": cfg.get("run_dir")}
+        cfg.pop("resume", None)
+        if cfg["run_dir"] is None:
+            cfg.pop("run_dir")
     if run_dir is None:
         run_dir = default_runs_root() / new_run_name(target_kind(target))
     path = Path(run_dir)

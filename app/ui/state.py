@@ -24,29 +24,53 @@ import numpy as np
 import pandas as pd
 from psygnal import Signal, SignalGroup, SignalGroupDescriptor
 
+from app.engine.jobconfig import JobConfig, field_specs
+from app.engine.registry import job
 from app.resources import CELLLM_TINY as BUNDLED_MODEL
 
-SC_TASKS = {
-    "finetune": ("Fine-tune CellLM", "app.engine.celllm.finetune:finetune"),
-    "pretrain": ("Pretrain CellLM", "app.engine.celllm.pretrain:pretrain"),
-    "embed": ("Embed with a model", "app.engine.celllm.embed:embed"),
-}
+SC_JOBS = {"finetune": "celllm.finetune", "pretrain": "celllm.pretrain", "embed": "celllm.embed"}
+SC_TASKS = {task: (job(name).title, job(name).target) for task, name in SC_JOBS.items()}
 GP_MODELS = ("GBLUP", "DNNGP", "DeepGS", "DLGWAS")
 GP_TASKS = {"compare": "Compare all"} | {m.lower(): m for m in GP_MODELS}
-GP_TARGET = "app.engine.gp.jobs:cv"
-GP_TRAIN_TARGET = "app.engine.gp.jobs:train"  # the final model(s) on every phenotyped line + GEBVs of all
+GP_TARGET = job("gp.cv").target
+GP_TRAIN_TARGET = job("gp.train").target  # the final model(s) on every phenotyped line + GEBVs of all
 
-# defaults shown in the Advanced section (the engine fills anything not given from its own DEFAULTS)
-SC_DEFAULTS: dict[str, dict[str, Any]] = {
-    "finetune": {"epochs": 5, "batch_size": 32, "lr": 0.0, "head_lr": 1e-3, "freeze": "none", "patience": 3,
-                 "max_cells": 0, "val_frac": 0.15, "test_frac": 0.15, "seed": 0},
-    "pretrain": {"preset": "tiny", "epochs": 1.0, "batch_size": 32, "lr": 0.0, "max_cells": 0, "seed": 0},
-    "embed": {"batch_size": 64},
-}
-# 0 / "" = the model's own default (app.engine.gp.deep.DEFAULTS); the job drops them from its config
-GP_DEFAULTS: dict[str, Any] = {"folds": 5, "repeats": 1, "seed": 0, "group": "", "epochs": 0, "batch_size": 0,
-                               "lr": 0.0, "max_markers": 0}
+
+def form_defaults(config: type[JobConfig]) -> dict[str, Any]:
+    """The Advanced form's starting values: the config's own defaults (its fields marked ``advanced``).
+
+    A setting whose default is None ("by preset", "all", "model default") starts at 0 / "", which the form
+    shows as that special value and ``job_spec`` turns back into None (only where 0 is not itself valid)."""
+    out: dict[str, Any] = {}
+    for s in field_specs(config):
+        if not s.advanced:
+            continue
+        d = s.default
+        if d is None:
+            d = 0.0 if s.kind == "float" else 0 if s.kind == "int" else ""
+        out[s.name] = d
+    return out
+
+
+# defaults shown in the Advanced section: read from the job configs (app.engine.*.job_configs), never written here
+SC_DEFAULTS: dict[str, dict[str, Any]] = {task: form_defaults(job(name).config) for task, name in SC_JOBS.items()}
+GP_DEFAULTS: dict[str, Any] = form_defaults(job("gp.cv").config)
 MODEL_DEFAULT_KEYS = ("epochs", "batch_size", "lr", "max_markers", "max_cells")
+
+
+def _none_means_default(config: type[JobConfig], params: dict[str, Any]) -> dict[str, Any]:
+    """Form values -> config values: 0 / "" become None only for a setting where None has a meaning and 0 is
+    not a valid value (``lr`` 0 = "by preset"); everywhere else 0 means 0 (patience 0, test fraction 0)."""
+    specs = {s.name: s for s in field_specs(config)}
+    out = dict(params)
+    for k, v in params.items():
+        s = specs.get(k)
+        if s is None or not s.nullable or isinstance(v, bool):
+            continue
+        zero_invalid = s.min is not None and (s.min > 0 or (s.min == 0 and s.min_exclusive))
+        if v == "" or (v == 0 and zero_invalid and s.kind in ("int", "float")):
+            out[k] = None
+    return out
 
 
 def gp_model_defaults(task: str) -> dict[str, Any]:
@@ -213,28 +237,26 @@ class AppState:
     # -- jobs --------------------------------------------------------------------------------------
     def job_spec(self, run_dir: str | None = None) -> tuple[str, dict[str, Any]]:
         """(target, config) for the chosen task and settings: exactly what a CLI twin would pass."""
-        # 0 / "" mean "the engine's default" for the common settings; a model's own (dotted) values are kept
-        p = {k: v for k, v in self.params.items()
-             if "." in k or k == "seed" or not (v is None or v == "" or (not isinstance(v, bool) and v == 0))}
+        p = dict(self.params)
         if self.kind == "singlecell":
             if self.task not in SC_TASKS:
                 raise ValueError(f"unknown single-cell task {self.task!r}")
-            target = SC_TASKS[self.task][1]
+            entry = job(SC_JOBS[self.task])
+            p = _none_means_default(entry.config, p)
             cfg: dict[str, Any] = {"data": self.data_path, "device": self.device, "threads": p.pop("threads", None)}
             if self.task == "finetune":
                 cfg.update(label_key=self.label_key, init=self.model_dir)
-            elif self.task == "pretrain":
-                cfg.update(supervised_key=None)
             elif self.task == "embed":
                 cfg.update(model=self.model_dir, out=str(Path(run_dir) / "embedded.h5ad") if run_dir else None)
             cfg.update(p)
         elif self.kind == "genotype":
-            target = GP_TARGET
+            entry = job("gp.cv")
             models = list(self.compare_models or GP_MODELS) if self.task == "compare" else [GP_TASKS[self.task]]
             per_model: dict[str, dict[str, Any]] = {}
             for k in [k for k in p if "." in k]:  # "dnngp.dropout1" -> params {"dnngp": {"dropout1": ..}}
                 name, key = k.split(".", 1)
                 per_model.setdefault(name, {})[key] = p.pop(k)
+            p = _none_means_default(entry.config, p)
             cfg = {"geno": self.data_path, "pheno": self.pheno_path, "trait": self.trait, "models": models,
                    "device": self.device, **p}
             if self.orientation != "auto":
@@ -245,7 +267,12 @@ class AppState:
             raise ValueError("open a dataset first")
         if run_dir:
             cfg["run_dir"] = run_dir
-        return target, {k: v for k, v in cfg.items() if v is not None}
+        cfg = {k: v for k, v in cfg.items() if v is not None}
+        # validated by the job's config now (a clear message before any run folder), placeholders for the
+        # paths a run adds later
+        probe = {"run_dir": "(run folder)", **({"out": "(run folder)/embedded.h5ad"} if self.task == "embed" else {})}
+        entry.config.from_dict({**probe, **cfg})
+        return entry.target, cfg
 
     def add_run(self, rec: RunRecord) -> None:
         """A run started (or was reopened)."""

@@ -56,7 +56,7 @@ def test_cli_finetune_bad_label_key_is_one_clear_error(tmp_path: Path, shared_da
 def test_pretrain_options_map_to_the_pretrain_job_config() -> None:
     from app.cli import build_parser
     from app.cli.celllm_cmd import pretrain_config
-    from app.engine.celllm.pretrain import DEFAULTS
+    from app.engine.celllm.job_configs import PretrainConfig
 
     args = build_parser().parse_args([
         "celllm", "pretrain", "--data", "a.h5ad", "--data", "b.h5ad", "--out", "RUN", "--preset", "small",
@@ -66,4 +66,4 @@ def test_pretrain_options_map_to_the_pretrain_job_config() -> None:
     assert cfg["data"] == ["a.h5ad", "b.h5ad"] and cfg["run_dir"] == "RUN"
     assert cfg["batch_size"] == 128 and cfg["chunk_size"] == 16 and cfg["epochs"] == 3 and cfg["seed"] == 7
     assert cfg["max_len"] == 300 and cfg["supervised_key"] == "tissue" and cfg["init"] == "M"
-    assert set(cfg) - {"data", "run_dir", "resume"} <= set(DEFAULTS)  # no key the job would ignore
+    assert PretrainConfig.from_dict(cfg).to_dict() == cfg  # every key is a setting of the job

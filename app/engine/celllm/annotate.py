@@ -33,22 +33,12 @@ import numpy as np
 import pandas as pd
 
 from app.data.errors import DataError
+from app.engine.celllm.job_configs import AnnotateConfig
 from app.engine.reporter import Reporter, ensure_reporter
 
 UNASSIGNED = "Unassigned"
 """The label of cells whose confidence is under the threshold."""
 
-DEFAULTS: dict[str, Any] = {
-    "min_confidence": 0.5,  # cells whose top softmax probability is lower become Unassigned
-    "min_gene_match": 0.1,  # refuse when fewer of the query's genes are in the model vocabulary
-    "max_reference_cells": 5000,  # reference cells placed on the joint map (stratified subsample above)
-    "map": "umap",  # umap | pca (the joint map's layout)
-    "batch_size": 64,
-    "device": "auto",
-    "max_len": None,  # None: the length the model was fine-tuned with
-    "seed": 0,
-    "baseline_genes": 2000,
-}
 MAP_CHOICES = ("umap", "pca")
 WARN_GENE_MATCH = 0.5
 """Under this gene match rate the job warns that predictions may be poor."""
@@ -335,34 +325,18 @@ def plot_joint_map(jm: pd.DataFrame, path: Path) -> Path | None:
 # --------------------------------------------------------------------------------------------------
 # the job
 # --------------------------------------------------------------------------------------------------
-def annotate(config: dict, reporter: Reporter | None = None) -> dict:
-    """Job function ``app.engine.celllm.annotate:annotate``.
-
-    config: ``model`` (fine-tune run or model folder, required), ``data`` (query, required), ``out``
-    (.h5ad, required), optional ``labels`` / ``label_key`` (the query's own labels, scored), ``gene_map``
-    (ID table), ``reference`` / ``reference_labels`` / ``reference_label_key`` (default: the run's data),
-    ``threads`` and the keys of ``DEFAULTS``. Returns the report (also in ``OUT_annotate.json``).
+def annotate(config: AnnotateConfig | dict, reporter: Reporter | None = None) -> dict:
+    """Job function ``app.engine.celllm.annotate:annotate``; every setting is a field of ``AnnotateConfig``
+    (a dict is validated into one). Returns the report (also in ``OUT_annotate.json``).
     """
     from app.data.singlecell import read_gene_map, read_singlecell
     from app.engine.celllm.embed import json_safe, load_for_inference
     from app.engine.device import device_info, resolve_device, set_threads
 
     rep = ensure_reporter(reporter)
-    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-    for key, hint in (("model", "Pass --model RUN (a fine-tune run or its model folder)."),
-                      ("data", "Pass --data QUERY (h5ad, 10x folder, CSV, ...)."),
-                      ("out", "Pass --out OUT.h5ad.")):
-        if not cfg.get(key):
-            raise DataError(f"no {key} given", None, hint)
+    cfg = AnnotateConfig.coerce(config).to_dict()  # the steps below read the settings by name
     out = Path(cfg["out"])
-    if out.suffix.lower() != ".h5ad":
-        raise DataError("the output must be an .h5ad file", out, "Pass --out NAME.h5ad.")
     threshold = float(cfg["min_confidence"])
-    if not 0.0 <= threshold <= 1.0:
-        raise DataError(f"--min-confidence {threshold} is outside 0..1", None,
-                        "Give a probability such as 0.5 (0 assigns every cell).")
-    if cfg["map"] not in MAP_CHOICES:
-        raise DataError(f"unknown map {cfg['map']!r}", None, f"Use one of {', '.join(MAP_CHOICES)}.")
     t0 = time.time()
     set_threads(cfg.get("threads"))
     seed = int(cfg["seed"])
@@ -465,5 +439,5 @@ def annotate(config: dict, reporter: Reporter | None = None) -> dict:
     return json_safe(result)
 
 
-__all__ = ["DEFAULTS", "UNASSIGNED", "annotate", "apply_threshold", "class_counts", "export_annotation",
+__all__ = ["UNASSIGNED", "AnnotateConfig", "annotate", "apply_threshold", "class_counts", "export_annotation",
            "score_transfer"]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from app.data.errors import DataError
+from app.engine.celllm.job_configs import EmbedConfig
 from app.engine.reporter import Reporter, ensure_reporter
 from app.resources import CELLLM_TINY
 
@@ -242,37 +243,29 @@ def embed_adata(adata: Any, model_path: str | Path | None = None, batch_size: in
     return out
 
 
-def embed(config: dict, reporter: Reporter | None = None) -> dict:
-    """Job function ``app.engine.celllm.embed:embed``.
-
-    config: ``data`` (path), ``model`` (run/model folder; default the shipped tiny), ``out`` (.h5ad),
-    optional ``labels`` (table joined by cell ID), ``run_dir`` (also save the embedding as .npy),
-    ``batch_size`` (64), ``device`` ("auto"), ``max_len``, ``threads``.
-    """
+def embed(config: EmbedConfig | dict, reporter: Reporter | None = None) -> dict:
+    """Job function ``app.engine.celllm.embed:embed``; every setting is a field of ``EmbedConfig`` (a dict is
+    validated into one). With ``run_dir`` the embedding is also saved there as .npy (the window maps it)."""
     from app.data.export import check_h5ad_writable, write_h5ad_atomic
     from app.data.singlecell import read_singlecell
     from app.engine.device import set_threads
 
+    cfg = EmbedConfig.coerce(config)
     rep = ensure_reporter(reporter)
-    set_threads(config.get("threads"))
-    if not config.get("data"):
-        raise DataError("no input data given", None, "Pass --data PATH (h5ad, 10x folder, CSV, ...).")
-    out_path = Path(config.get("out") or "")
-    if out_path.suffix.lower() != ".h5ad":
-        raise DataError("the output must be an .h5ad file", out_path, "Pass --out NAME.h5ad.")
-    adata = read_singlecell(config["data"], labels=config.get("labels"))
-    rep.log(f"read {adata.n_obs} cells x {adata.n_vars} genes from {config['data']}")
-    check_h5ad_writable(adata, config["data"])  # before embedding, not after
-    res = embed_adata(adata, config.get("model"), batch_size=int(config.get("batch_size", 64)),
-                      device=config.get("device", "auto"), max_len=config.get("max_len"), reporter=rep,
-                      copy=False)
+    set_threads(cfg.threads)
+    out_path = Path(cfg.out)
+    adata = read_singlecell(cfg.data, labels=cfg.labels)
+    rep.log(f"read {adata.n_obs} cells x {adata.n_vars} genes from {cfg.data}")
+    check_h5ad_writable(adata, cfg.data)  # before embedding, not after
+    res = embed_adata(adata, cfg.model, batch_size=cfg.batch_size, device=cfg.device, max_len=cfg.max_len,
+                      reporter=rep, copy=False)
     write_h5ad_atomic(res, out_path)
     rep.artifact("embedding_h5ad", str(out_path))
     result = {"out": str(out_path), "n_cells": int(res.n_obs), "dim": int(res.obsm["X_celllm"].shape[1]),
               "gene_match_rate": res.uns["omicslab"]["celllm_embed"]["gene_match_rate"],
               "has_labels": "celllm_label" in res.obs}
-    if config.get("run_dir"):
-        result["embedding_npy"] = str(save_embedding_array(config["run_dir"], res.obsm["X_celllm"]))
+    if cfg.run_dir:
+        result["embedding_npy"] = str(save_embedding_array(cfg.run_dir, res.obsm["X_celllm"]))
         rep.artifact("embedding", result["embedding_npy"])
     return result
 

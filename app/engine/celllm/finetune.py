@@ -44,6 +44,7 @@ from app.engine.celllm.embed import (
     resolve_model_dir,
     tokenise_cells,
 )
+from app.engine.celllm.job_configs import FinetuneConfig
 from app.engine.celllm.splits import (
     classification_scores,
     clean_labels,
@@ -53,35 +54,11 @@ from app.engine.celllm.splits import (
 )
 from app.engine.reporter import Cancelled, Reporter, ensure_reporter
 
-DEFAULTS: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 32,
-    "lr": None,  # encoder; None: by the model's preset (LR_BY_PRESET)
-    "head_lr": 1e-3,  # the freshly initialised head learns faster
-    "weight_decay": 0.01,
-    "patience": 3,  # epochs without a better validation macro-F1 before stopping
-    "freeze": "none",  # none | embeddings | encoder | last:K (train only the last K encoder layers)
-    "val_frac": 0.15,
-    "test_frac": 0.15,
-    "seed": 0,
-    "device": "auto",
-    "max_len": None,  # None -> the model config's max_len, else DEFAULT_MAX_LEN
-    "max_cells": None,  # stratified subsample before splitting (quick runs)
-    "baseline_genes": 2000,
-    "class_weight": "balanced",  # balanced | none
-    "head_dropout": 0.1,
-    "grad_clip": 1.0,
-    "live_cells": 5000,  # cells of the live map, embedded at every epoch end (0 = off; see celllm.live)
-    "batch_key": None,  # .obs column of batches: the live map's batch-mixing figures (iLISI)
-}
 LR_BY_PRESET = {"tiny": 5e-4, "small": 2e-4, "full": 1e-4}
 """Encoder learning rates: the original CellLM fine-tunes its 52 M-parameter model with Adam 1e-4; the small
 presets need larger steps (tiny at 1e-4 was still improving after 10 epochs on 700 cells)."""
 DEFAULT_MAX_LEN = 1024
 """Top-expressed genes kept per cell when neither the user nor the model sets ``max_len``."""
-
-FREEZE_CHOICES = ("none", "embeddings", "encoder", "last:K")
-
 
 # --------------------------------------------------------------------------------------------------
 # freezing
@@ -134,7 +111,7 @@ def apply_freeze(model: torch.nn.Module, freeze: str, depth: int | None = None) 
                 for p in layer.parameters():
                     p.requires_grad_(False)
     else:
-        raise DataError(f"unknown freeze mode {freeze!r}", None, f"Use one of {', '.join(FREEZE_CHOICES)}.")
+        raise DataError(f"unknown freeze mode {freeze!r}", None, "Use none, embeddings, encoder or last:K.")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     return {"trainable": int(n_train), "frozen": int(n_frozen)}
@@ -334,31 +311,25 @@ def evaluate(lm: LoadedModel, cells: list, idx: np.ndarray, device: torch.device
     return emb, probs
 
 
-def finetune(config: dict, reporter: Reporter | None = None) -> dict:
-    """Job function ``app.engine.celllm.finetune:finetune``.
+def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) -> dict:
+    """Job function ``app.engine.celllm.finetune:finetune``; every setting is a field of ``FinetuneConfig``
+    (a dict is validated into one: run.json, notebooks).
 
-    config: ``data`` (path), ``label_key`` (.obs column or column of ``labels``), optional ``labels``
-    (table joined by cell ID), ``init`` (run folder, model folder or checkpoint; default the shipped
-    ``app/resources/models/celllm-tiny``), ``run_dir`` (required), ``split_key`` (use a train/val/test column
-    instead of the seeded split), ``resume`` and the keys of ``DEFAULTS``.
     Returns the metrics dict (also written to ``run_dir/metrics.json``), with ``cancelled`` True when a
     stop request ended the run (a checkpoint is saved; ``resume`` continues it).
     """
     from app.engine.celllm.model_io import load_model, model_metadata, save_model
     from app.engine.checkpoint import load_tensors, save_tensors
-    from app.engine.device import device_info, resolve_device, set_threads
+    from app.engine.device import device_info, resolve_compute
 
     rep = ensure_reporter(reporter)
-    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-    if not cfg.get("run_dir"):
-        raise DataError("no run folder given", None, "Pass --out RUN (a folder for the model and metrics).")
+    cfg = FinetuneConfig.coerce(config).to_dict()  # the helpers below read the settings by name
     t0 = time.time()
-    set_threads(cfg.get("threads"))
+    dev, _ = resolve_compute(cfg["device"], cfg["threads"])
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
     run_path = Path(cfg["run_dir"])
     rd = open_run_dir(run_path, "finetune", cfg)
-    dev = resolve_device(str(cfg["device"]))
     rep.device(device_info(dev))
 
     # data, labels, split -----------------------------------------------------------------------------
@@ -474,7 +445,7 @@ def finetune(config: dict, reporter: Reporter | None = None) -> dict:
             bad += 1
         _save_ckpt(rd, model, head, opt, base_meta, rep, epoch=epoch + 1, best_f1=best_f1, best_epoch=best_epoch,
                    bad_epochs=bad, history=history)
-        if bad >= patience:
+        if bad > 0 and bad >= patience:  # patience 0: stop at the first epoch that does not improve
             rep.log(f"early stop: no better validation macro-F1 for {patience} epoch(s); best epoch {best_epoch}")
             break
     if cancelled:
@@ -557,4 +528,4 @@ def _save_ckpt(rd: Any, model: torch.nn.Module, head: torch.nn.Module, opt: torc
     rep.artifact("checkpoint", str(path))
 
 
-__all__ = ["DEFAULTS", "Cancelled", "apply_freeze", "class_weights", "finetune", "stratified_subsample"]
+__all__ = ["Cancelled", "FinetuneConfig", "apply_freeze", "class_weights", "finetune", "stratified_subsample"]

@@ -39,6 +39,7 @@ import torch
 from app.data.errors import DataError
 from app.engine.celllm import losses
 from app.engine.celllm.gradcache import dc_step
+from app.engine.celllm.job_configs import PretrainConfig
 from app.engine.celllm.memory import auto_chunk_size
 from app.engine.celllm.model_io import (
     MODEL_PREFIX,
@@ -53,41 +54,6 @@ from app.engine.reporter import Reporter
 from app.models.celllm.config import CellLMConfig, preset
 from app.models.celllm.model import CellLM
 
-DEFAULTS: dict[str, Any] = {
-    "preset": "tiny",
-    "batch_size": 64,
-    "chunk_size": None,  # None: from free memory
-    "epochs": 1,
-    "lr": None,  # None: by preset (tiny 1e-3, small 5e-4, full 1e-4)
-    "weight_decay": 0.01,
-    "warmup_frac": 0.05,
-    "grad_clip": 1.0,
-    "device": "auto",
-    "seed": 0,
-    "max_len": None,  # None: the preset's (tiny 512, small 1024, full: all expressed genes)
-    "supervised_key": None,
-    "init": None,
-    "threads": None,
-    "mlm_prob": 0.15,
-    "temperature": 0.05,
-    "w_mlm": 1.0,
-    "w_contrastive": 1.0,
-    "w_supervised": 1.0,
-    "dropout": None,  # None: the model's (must be > 0 for the contrastive views)
-    "min_genes": 1,  # cells expressing fewer vocabulary genes are dropped
-    "max_cells": None,  # per dataset, seeded subsample (quick runs)
-    "amp": "auto",  # auto (CUDA: bf16 if supported, else fp16 + GradScaler) | off | fp16 | bf16
-    "pooling": "cls",
-    "redraw_every": 0,  # redraw Performer projections every N steps (between steps); 0 = never
-    "checkpoint_every": 0,  # extra checkpoint every N steps; 0 = only at epoch ends and on cancel
-    "stream": "auto",  # auto | on | off: stream backed .h5ad files block by block (auto: when X would not fit)
-    "shuffle_buffer": 8192,  # streamed cells held for shuffling
-    "block_cells": 1024,  # streamed rows per contiguous disk read
-    "live_cells": 5000,  # cells of the live map (0 = off; in-memory data only; see celllm.live)
-    "live_every": 0,  # steps between live-map refreshes; 0 = about 20 per run
-    "label_key": None,  # .obs column that colours and scores the live map (not trained on)
-    "batch_key": None,  # .obs column (or _dataset) of batches: the live map's batch-mixing figures
-}
 DATASET_KEY = "_dataset"
 """``supervised_key`` value meaning "the input file each cell came from" (e.g. tumour vs normal atlas)."""
 
@@ -457,15 +423,12 @@ def _class_index(classes: list[str], values: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # the job
 # --------------------------------------------------------------------------------------------------
-def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
-    """Job function ``app.engine.celllm.pretrain:pretrain``.
-
-    config keys (see ``DEFAULTS``): ``data`` (path or list of paths), ``run_dir`` (required), ``preset``,
-    ``batch_size``, ``chunk_size``, ``epochs``, ``lr``, ``device``, ``seed``, ``max_len``, ``supervised_key``
-    (an ``.obs`` column, or ``_dataset``), ``init`` (model/run folder to continue from, keeping its
-    vocabulary), ``threads``, ``resume``, ``stream`` (auto | on | off: read backed ``.h5ad`` files block by
-    block instead of loading X; auto streams when the data would not fit in memory), ``shuffle_buffer``,
-    ``block_cells``. Returns a JSON-serialisable summary (``cancelled`` True when stopped).
+def pretrain(config: PretrainConfig | dict, reporter: Reporter | None = None) -> dict:
+    """Job function ``app.engine.celllm.pretrain:pretrain``; every setting is a field of ``PretrainConfig``
+    (a dict is validated into one). ``supervised_key`` may be ``_dataset`` (the input file of each cell);
+    ``init`` continues from a model, keeping its vocabulary; ``stream`` auto reads backed ``.h5ad`` files
+    block by block when the data would not fit in memory. Returns a JSON-serialisable summary
+    (``cancelled`` True when stopped).
 
     Under torchrun (``WORLD_SIZE`` > 1) every rank runs this same function: DDP, divide and conquer over the
     global batch (``batch_size`` = the global contrastive batch, split evenly over the ranks), each rank its
@@ -473,12 +436,10 @@ def pretrain(config: dict, reporter: Reporter | None = None) -> dict:
     """
     from app.engine.celllm import distributed as dist_mod
 
-    if not config.get("run_dir"):
-        raise DataError("no run folder given", None, "Pass --out RUN_FOLDER (where checkpoints and the model go).")
-    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    cfg = PretrainConfig.coerce(config).to_dict()  # the steps below read the settings by name
     info = dist_mod.init_distributed(str(cfg["device"]))
     rep = dist_mod.rank_reporter(reporter, info)
-    return _pretrain(cfg, config, info, rep)
+    return _pretrain(cfg, cfg, info, rep)
 
 
 def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> dict:

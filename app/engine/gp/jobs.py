@@ -8,13 +8,9 @@
 * ``predict(config, reporter)``: load a train run's models, put new genotypes on their markers
   (``align_markers``) and write a CSV of predictions with the line IDs.
 
-Config keys (cv/train): ``geno``, ``pheno``, ``trait`` (column name, case-insensitive, or a 1-based column
-number), ``models`` (list or comma string of GBLUP, DNNGP, DeepGS, DLGWAS, any case; "all"), ``device``,
-``folds`` (5), ``repeats`` (1), ``group`` (phenotype column for grouped CV), ``seed`` (0), ``epochs``,
-``batch_size``, ``lr`` (override the deep models' defaults), ``params`` ({model: {key: value}}),
-``id_column`` (phenotype ID column), ``min_maf`` / ``min_call_rate`` (optional marker QC on genotypes only),
-``max_markers`` / ``max_lines`` (evenly spaced markers / a seeded subset of phenotyped lines, for quick runs),
-``run_dir``. Every file is written atomically.
+Their settings (defaults, ranges, help) are the fields of ``GPCVConfig``, ``GPTrainConfig`` and
+``GPPredictConfig`` (``app.engine.gp.job_configs``); a dict is validated into one. Every file is written
+atomically.
 """
 
 from __future__ import annotations
@@ -45,6 +41,7 @@ from app.data.genotype import (
 )
 from app.engine.gp.base import MODEL_NAMES, FitFn, FittedModel
 from app.engine.gp.cv import ModelSpec, make_folds, run_cv
+from app.engine.gp.job_configs import GPCVConfig, GPPredictConfig, GPTrainConfig, model_keys
 from app.engine.reporter import Reporter, ensure_reporter
 
 DISPLAY = {"gblup": "GBLUP", "dnngp": "DNNGP", "deepgs": "DeepGS", "dlgwas": "DLGWAS"}
@@ -59,30 +56,13 @@ MARKERS_CSV = "markers.csv"
 
 
 def resolve_models(models: Any) -> list[str]:
-    """Model keys ("gblup", ...) from names in any case, a list or a comma string; "all"/"compare" = all.
+    """Model keys ("gblup", ...) from names in any case, a list or a comma string; "all"/"compare" = all;
+    None = all (``model_keys`` of the job configs does the work).
 
     Raises:
         DataError: an unknown name or an empty list.
     """
-    if models is None:
-        return list(MODEL_NAMES)
-    items = models.split(",") if isinstance(models, str) else list(models)
-    out: list[str] = []
-    for item in items:
-        key = str(item).strip().lower()
-        if not key:
-            continue
-        if key in ("all", "compare", "compare all"):
-            out.extend(MODEL_NAMES)
-        elif key in MODEL_NAMES:
-            out.append(key)
-        else:
-            raise DataError(f"unknown model {item!r}", None,
-                            f"use one of {', '.join(DISPLAY.values())} or all (any case)")
-    out = list(dict.fromkeys(out))
-    if not out:
-        raise DataError("no model chosen", None, f"use one or more of {', '.join(DISPLAY.values())}, or all")
-    return out
+    return list(model_keys(MODEL_NAMES if models is None else models))
 
 
 def fit_function(key: str) -> FitFn:
@@ -282,13 +262,12 @@ def _importance_table(geno: GenotypeMatrix, importance: dict[str, np.ndarray]) -
     return pd.concat(frames, ignore_index=True)
 
 
-def _device(config: dict[str, Any]) -> str:
-    name = str(config.get("device") or "cpu")
-    if name == "auto":
-        from app.engine.device import resolve_device
+def _compute(config: dict[str, Any]) -> str:
+    """The job's device (as text, what the fit functions take); also sets torch's threads."""
+    from app.engine.device import resolve_compute
 
-        return str(resolve_device("auto"))
-    return name
+    dev, _ = resolve_compute(str(config["device"]), config["threads"])
+    return str(dev)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -296,17 +275,17 @@ def _device(config: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def cv(config: dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
-    """Cross-validate the chosen models on the same folds; see the module docstring for the config."""
+def cv(config: GPCVConfig | dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
+    """Cross-validate the chosen models on the same folds; every setting is a field of ``GPCVConfig``."""
+    config = GPCVConfig.coerce(config).to_dict()  # the helpers read the settings by name
     rep = ensure_reporter(reporter)
     run = _run_dir(config)
-    keys = resolve_models(config.get("models", config.get("model")))
+    keys = list(config["models"])
     specs = [ModelSpec(DISPLAY[k], fit_function(k), model_params(k, config)) for k in keys]
     inp = load_inputs(config, rep)
-    n_folds, repeats = int(config.get("folds") or 5), int(config.get("repeats") or 1)
-    seed = int(config.get("seed") or 0)
+    n_folds, repeats, seed = int(config["folds"]), int(config["repeats"]), int(config["seed"])
     folds = make_folds(len(inp.ids), n_folds, repeats, seed, inp.groups)
-    device = _device(config)
+    device = _compute(config)
     rep.log(f"cross-validation: {', '.join(s.name for s in specs)} on the same {n_folds} folds x {repeats} "
             f"repeat(s), seed {seed}" + (f", grouped by {config['group']}" if inp.groups is not None else "")
             + f", device {device}")
@@ -342,13 +321,15 @@ def cv(config: dict[str, Any], reporter: Reporter | None = None) -> dict[str, An
     return _clean(out)
 
 
-def train(config: dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
-    """Fit the chosen models on every phenotyped line, save them and write GEBVs of every genotyped line."""
+def train(config: GPTrainConfig | dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
+    """Fit the chosen models on every phenotyped line, save them and write GEBVs of every genotyped line;
+    every setting is a field of ``GPTrainConfig``."""
+    config = GPTrainConfig.coerce(config).to_dict()
     rep = ensure_reporter(reporter)
     run = _run_dir(config)
-    keys = resolve_models(config.get("models", config.get("model")))
+    keys = list(config["models"])
     inp = load_inputs(config, rep)
-    seed, device = int(config.get("seed") or 0), _device(config)
+    seed, device = int(config["seed"]), _compute(config)
     geno_y = inp.geno_y
     gebv = pd.DataFrame({"ID": inp.geno.samples})
     assert inp.join.y is not None
@@ -412,10 +393,9 @@ def find_train_run(model: str | Path) -> tuple[Path, list[str] | None]:
                     "give the --out folder of `python -m app gp train` (or one of its models/NAME folders)")
 
 
-def predict(config: dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
-    """Predict new lines with a train run's models. Config: ``model`` (train run folder or its
-    ``models/NAME``), ``geno`` (new genotypes, any format), ``out`` (CSV path), optional ``models``
-    (subset of the run's models), ``device``."""
+def predict(config: GPPredictConfig | dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
+    """Predict new lines with a train run's models; every setting is a field of ``GPPredictConfig``."""
+    config = GPPredictConfig.coerce(config).to_dict()
     rep = ensure_reporter(reporter)
     run, only = find_train_run(_need(config, "model", "trained model (a train run folder)"))
     doc = json.loads((run / MODEL_INFO).read_text(encoding="utf-8"))
@@ -439,7 +419,7 @@ def predict(config: dict[str, Any], reporter: Reporter | None = None) -> dict[st
         rep.log(f"the new genotypes read as {aligned.coding!r} coding, the model was trained on "
                 f"{doc['coding']!r}: using the model's", level="warning")
         aligned.coding = str(doc["coding"])
-    device = _device(config)
+    device = _compute(config)
     table = pd.DataFrame({"ID": aligned.samples})
     rep.progress(0, len(names))
     for i, name in enumerate(names):

@@ -1,0 +1,91 @@
+"""The job contract: one typed config per job owns every default; the CLI is generated from it; 0 means 0."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from app.cli import build_parser
+from app.cli.options import config_from_args, to_argv
+from app.data.errors import DataError
+from app.engine.celllm.job_configs import FinetuneConfig, PretrainConfig
+from app.engine.gp.job_configs import GPCVConfig
+from app.engine.jobconfig import example_values, field_specs
+from app.engine.registry import JOBS
+
+CLI = {"celllm.finetune": ["celllm", "finetune"], "celllm.pretrain": ["celllm", "pretrain"],
+       "celllm.embed": ["celllm", "embed"], "celllm.annotate": ["celllm", "annotate"], "gp.cv": ["gp", "cv"],
+       "gp.train": ["gp", "train"], "gp.predict": ["gp", "predict"]}
+
+
+def parse(name: str, argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args([*CLI[name], *argv])
+
+
+def test_every_registered_job_has_a_cli_subcommand() -> None:
+    assert set(CLI) == set(JOBS)
+
+
+@pytest.mark.parametrize("name", sorted(CLI))
+def test_cli_arguments_and_the_field_spec_path_give_equal_configs(name: str) -> None:
+    """Every CLI-exposed setting set to a non-default value once through argparse and once as form values
+    (what the window's generated form hands to ``from_dict``): the two configs are equal."""
+    cls = JOBS[name].config
+    values = example_values(cls)
+    from_cli = config_from_args(cls, parse(name, to_argv(cls, values)))
+    from_form = cls.from_dict({k: (str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
+                               for k, v in values.items()})  # a form may hand numbers back as text
+    assert from_cli == from_form
+    defaults = cls.from_dict({s.name: values[s.name] for s in field_specs(cls) if s.required})
+    changed = [s.name for s in field_specs(cls) if s.cli and getattr(from_cli, s.name) != getattr(defaults, s.name)]
+    optional = {s.name for s in field_specs(cls) if s.cli and not s.required}
+    assert set(changed) == optional  # every option really reached the config
+
+
+def test_cli_help_shows_the_config_defaults() -> None:
+    ft = build_parser()._subparsers._group_actions[0].choices["celllm"]  # type: ignore[union-attr]
+    text = ft._subparsers._group_actions[0].choices["finetune"].format_help()  # type: ignore[union-attr]
+    assert f"(default: {FinetuneConfig.defaults()['epochs']} epochs)" in text
+    assert "--patience" in text and "--head-lr" in text  # a config field is an option without CLI code
+
+
+def test_zero_means_zero_through_the_cli() -> None:
+    cfg = config_from_args(FinetuneConfig, parse("celllm.finetune", [
+        "--data", "x.h5ad", "--out", "run", "--patience", "0", "--grad-clip", "0", "--seed", "0"]))
+    assert cfg.patience == 0 and cfg.grad_clip == 0.0 and cfg.seed == 0
+    assert config_from_args(PretrainConfig, parse("celllm.pretrain", [
+        "--data", "x.h5ad", "--out", "r", "--redraw-every", "0"])).redraw_every == 0
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("batch_size", 0, "at least 1"), ("threads", 0, "at least 1"), ("epochs", 0, "at least 1"),
+    ("test_frac", 0, "greater than 0"), ("val_frac", 0.6, "fit together"), ("freeze", "half", "freeze"),
+    ("class_weight", "some", "one of"), ("epochs", 2.5, "whole number"), ("lr", "fast", "a number"),
+])
+def test_out_of_range_values_are_refused_with_a_clear_message(key: str, value: object, words: str) -> None:
+    base = {"data": "x.h5ad", "run_dir": "run"}
+    if key == "val_frac":
+        base["test_frac"] = 0.5
+    with pytest.raises(DataError) as err:
+        FinetuneConfig.from_dict({**base, key: value})
+    assert words in str(err.value) and key.split("_")[0] in str(err.value)
+
+
+def test_unknown_keys_are_refused_with_the_closest_name() -> None:
+    with pytest.raises(DataError, match="Did you mean epochs"):
+        FinetuneConfig.from_dict({"data": "x", "run_dir": "r", "epoch": 3})
+
+
+def test_round_trip_through_run_json_is_the_identity() -> None:
+    for entry in JOBS.values():
+        cfg = entry.config.from_dict(example_values(entry.config))
+        assert entry.config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_gp_models_normalised_once() -> None:
+    cfg = GPCVConfig.from_dict({"geno": "g", "pheno": "p", "trait": "t", "models": ["GBLUP", "deepgs,DLGWAS"]})
+    assert cfg.models == ("gblup", "deepgs", "dlgwas")
+    assert GPCVConfig.from_dict({"geno": "g", "pheno": "p", "trait": "t", "models": "all"}).models[0] == "gblup"
+    with pytest.raises(DataError, match="unknown model"):
+        GPCVConfig.from_dict({"geno": "g", "pheno": "p", "trait": "t", "models": "svm"})
