@@ -116,8 +116,13 @@ def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None 
     cfg.setdefault("device", device)
     entry = by_target(target)
     if entry is not None:  # a registered job: its config is checked before any folder is made
-        probe = {**cfg, "run_dir": str(run_dir) if run_dir is not None else "(new run folder)"}
-        cfg = {**entry.config.from_dict(probe).to_dict(), "run_dir": cfg.get("run_dir")}
+        base: dict[str, Any] = {}
+        if resume and run_dir is not None and RunDir.is_run_dir(run_dir):
+            with contextlib.suppress(OSError, ValueError):  # resuming: the run's own settings, then the overrides
+                base = dict(RunDir(run_dir).read_config() or {})
+        probe = {**base, **cfg, "run_dir": str(run_dir) if run_dir is not None else "(new run folder)"}
+        probe.pop("resume", None)
+        cfg = {**entry.config.from_dict(probe, run_dir).to_dict(), "run_dir": cfg.get("run_dir")}
         cfg.pop("resume", None)
         if cfg["run_dir"] is None:
             cfg.pop("run_dir")
