@@ -40,9 +40,12 @@ def build(dist: Path, work: Path) -> float:
                  f"({probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else 'import failed'}). "
                  "Install them first: pip install torch==2.13.0 && pip install 'omicslab-*.whl[bundle]'.")
     t0 = time.perf_counter()
-    subprocess.check_call([sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
-                           "--distpath", str(dist), "--workpath", str(work), str(SPEC)],
-                          env=_env(), cwd=tempfile.gettempdir())
+    rc = subprocess.call([sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
+                          "--distpath", str(dist), "--workpath", str(work), str(SPEC)],
+                         env=_env(), cwd=tempfile.gettempdir())
+    if rc != 0:
+        sys.exit(f"bundle: PyInstaller failed (exit {rc}); its messages are above. A missing package means "
+                 "this environment lacks one of OmicsLab's dependencies: pip install the wheel with its deps.")
     return time.perf_counter() - t0
 
 

@@ -42,9 +42,10 @@ def _run(step: str, cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: 
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise StepFailed(f"{step}: no answer after {timeout:.0f} s") from exc
-    out = (proc.stdout + proc.stderr).strip()
-    if out:
-        print("\n".join("    " + line for line in out.splitlines()[-25:]), flush=True)
+    # pip's note on each configured local index folder that lacks a package is noise, not news
+    lines = [ln for ln in (proc.stdout + proc.stderr).strip().splitlines() if "is neither a file nor a dir" not in ln]
+    if lines:
+        print("\n".join("    " + line for line in lines[-25:]), flush=True)
     print(f"[wheel smoke] {step}: exit {proc.returncode} in {time.perf_counter() - t0:.0f} s", flush=True)
     if proc.returncode != 0:
         raise StepFailed(f"{step} exited with {proc.returncode}")
