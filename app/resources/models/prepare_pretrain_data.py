@@ -4,11 +4,14 @@ For each source dataset: read it with OmicsLab's own reader, take the raw counts
 genes detected in at least ``--min-cells`` cells of that dataset (genes never seen cannot be learned and
 would only bloat the vocabulary), write gene symbols in upper case (mouse ``Cd3e`` and human ``CD3E`` share
 one token: the vocabulary is the union of symbols, so mouse and human data both match it; Ensembl IDs,
-for which no offline ID table exists here, stay Ensembl IDs), subsample to at most ``--max-cells`` cells
-(seeded), and write ``OUT/NAME.h5ad``. scanpy's ``pbmc68k_reduced`` is added with its counts recovered
-exactly (``make_pbmc68k_counts.py``). ``pretrain`` then builds its vocabulary as the union of these files.
+for which no offline ID table exists here, stay Ensembl IDs), drop the cells
+``app.engine.celllm.heldout.held_out`` marks (CRC-32 of the cell ID even: ``bench annotate`` tests only on those, so pretraining never sees a test
+cell of a dataset that is reported on), subsample to at most ``--max-cells`` cells (seeded), and write
+``OUT/NAME.h5ad``. ``--extra DIR`` adds the CellBench files of LuyiTian/sc_mixology that are not in the shared
+data (``EXTRA_SOURCES``; not reported on, so used whole). scanpy's ``pbmc68k_reduced`` is added with its
+counts recovered exactly (``make_pbmc68k_counts.py``). ``pretrain`` then builds its vocabulary as the union of these files.
 
-Usage: ``python app/resources/models/prepare_pretrain_data.py SHARED_SINGLECELL_DIR OUT_DIR``
+Usage: ``python app/resources/models/prepare_pretrain_data.py SHARED_SINGLECELL_DIR OUT_DIR [--extra DIR]``
 """
 
 from __future__ import annotations
@@ -26,13 +29,23 @@ SOURCES = {  # name -> path under shared/data/singlecell
     "crc_tumor_normal": "crc_tumor_normal_10x/counts.small.matrix.gz",
     "pbmc8k_hvg200": "pbmc8k_hvg200_h5ad/pbmc.h5ad",
 }
+# LuyiTian/sc_mixology @7d00ffb, data/csv/ (MIT): CEL-seq2 plates of 5 lung cancer cell lines, and CEL-seq2
+# "cell mixtures" (pools of 9 cells of 3 lines). Ensembl IDs, integer UMI counts. Not reported on.
+EXTRA_SOURCES = ("sc_celseq2_5cl_p1", "sc_celseq2_5cl_p2", "sc_celseq2_5cl_p3",
+                 "cellmix1", "cellmix2", "cellmix3", "cellmix4", "cellmix5")
 
 
-def prepare(adata: ad.AnnData, min_cells: int, max_cells: int, seed: int) -> ad.AnnData:
-    """Counts-only AnnData with upper-case symbols, no spike-ins, genes seen in >= ``min_cells`` cells."""
+def prepare(adata: ad.AnnData, min_cells: int, max_cells: int, seed: int, hold_out: bool = True) -> ad.AnnData:
+    """Counts-only AnnData with upper-case symbols, no spike-ins, genes seen in >= ``min_cells`` of the kept
+    cells; with ``hold_out`` the cells ``held_out`` marks are dropped first."""
     from app.data.singlecell import counts_matrix
+    from app.engine.celllm.heldout import held_out
 
     counts = counts_matrix(adata)
+    rows = np.arange(adata.n_obs)
+    if hold_out:
+        rows = np.flatnonzero(~held_out(adata.obs_names))
+    adata, counts = adata[rows], counts[rows]
     names = np.array([str(g).strip() for g in adata.var_names])
     detected = np.asarray((counts > 0).sum(axis=0)).ravel()
     keep = (detected >= min_cells) & ~np.char.startswith(names.astype(str), "ERCC-")
@@ -54,7 +67,8 @@ def main() -> None:
     p.add_argument("shared_singlecell", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--min-cells", type=int, default=5)
-    p.add_argument("--max-cells", type=int, default=2000)
+    p.add_argument("--max-cells", type=int, default=4000)
+    p.add_argument("--extra", type=Path, default=None, help="folder with the sc_mixology count files")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -62,11 +76,16 @@ def main() -> None:
         out = prepare(read_singlecell(a.shared_singlecell / rel), a.min_cells, a.max_cells, a.seed)
         out.write_h5ad(a.out / f"{name}.h5ad")
         print(f"{name}: {out.n_obs} cells x {out.n_vars} genes")
+    for name in EXTRA_SOURCES if a.extra else ():
+        out = prepare(read_singlecell(a.extra / f"{name}.count.csv.gz"), a.min_cells, a.max_cells, a.seed,
+                      hold_out=False)
+        out.write_h5ad(a.out / f"{name}.h5ad")
+        print(f"{name}: {out.n_obs} cells x {out.n_vars} genes")
     from make_pbmc68k_counts import main as pbmc68k  # a sibling script, run from this folder
 
     tmp = a.out / "pbmc68k_reduced_raw.h5ad"
     pbmc68k(str(tmp))
-    out = prepare(ad.read_h5ad(tmp), a.min_cells, a.max_cells, a.seed)
+    out = prepare(ad.read_h5ad(tmp), a.min_cells, a.max_cells, a.seed, hold_out=False)  # not reported on
     tmp.unlink()
     out.write_h5ad(a.out / "pbmc68k_reduced.h5ad")
     print(f"pbmc68k_reduced: {out.n_obs} cells x {out.n_vars} genes")
