@@ -495,7 +495,7 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     test_only = list(split.test_only_classes)
     metrics = {
         "test": test_scores,
-        "baseline": {**base, "method": "L1 logistic regression on log-normalised HVGs (train cells only)"},
+        "baseline": base,
         "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
         "classes": classes, "test_only_classes": test_only, "small_classes": list(split.small_classes),
         "label_key": cfg.get("label_key"), "notes": notes + list(split.notes),
