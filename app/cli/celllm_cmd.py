@@ -8,6 +8,7 @@ keeps a checkpoint), exactly as the GUI runs it. ``--out RUN`` is the run folder
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from app.cli.options import add_config_options, config_from_args, help_text
 from app.data.errors import DataError
-from app.engine.celllm.job_configs import AnnotateConfig, EmbedConfig, FinetuneConfig, PretrainConfig
+from app.engine.celllm.job_configs import AnnotateConfig, EmbedConfig, EvaluateConfig, FinetuneConfig, PretrainConfig
 from app.engine.jobconfig import spec_of
 from app.engine.registry import job
 
@@ -58,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ft = sub.add_parser("finetune", help="fine-tune for cell-type annotation; scores CellLM and a baseline")
     add_config_options(ft, FinetuneConfig)
+    ev = ft.add_argument_group("repeated evaluation (any of these runs the celllm.evaluate job)")
+    add_config_options(ev, EvaluateConfig, skip=tuple(f.name for f in dataclasses.fields(FinetuneConfig)))  # type: ignore[arg-type]
     _common(ft)
     ft.set_defaults(func=run_finetune)
 
@@ -268,8 +271,33 @@ def run_launch_script(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``celllm finetune --repeats K [--scratch] [--label-fractions F ...]``: the repeated-evaluation table."""
+    from app.engine.stats import Spread
+
+    config = config_from_args(EvaluateConfig, args).to_dict()
+    result = _run(job("celllm.evaluate").target, config, config["run_dir"], args)
+    if result.get("cancelled"):
+        return _finish(result, args, "")
+    names = {"celllm": "CellLM", "baseline": "baseline", "scratch": "scratch"}
+    lines = [f"{result['repeats']} seeded splits, {result['n_cells']} cells, {len(result['classes'])} classes",
+             f"{'method':10s} {'macro-F1 (mean ± SD)':>22s} {'accuracy (mean ± SD)':>22s}"]
+    for m, v in result["methods"].items():
+        f1, acc = Spread(**v["macro_f1"]), Spread(**v["accuracy"])
+        lines.append(f"{names.get(m, m):10s} {f1.text():>22s} {acc.text():>22s}")
+    lines += list(result["verdicts"].values())
+    for row in result.get("label_efficiency") or []:
+        parts = [f"{names.get(m, m)} {Spread(**v['macro_f1']).text()}" for m, v in row["methods"].items()]
+        lines.append(f"{row['fraction']:>6.0%} of the training labels: macro-F1 " + ", ".join(parts))
+    lines.append(f"metrics: {Path(config['run_dir']) / 'metrics.json'}")
+    return _finish(result, args, "\n".join(lines))
+
+
 def run_finetune(args: argparse.Namespace) -> int:
-    """``celllm finetune``: prints CellLM's and the baseline's test scores."""
+    """``celllm finetune``: prints CellLM's and the baseline's test scores (over seeded splits with
+    ``--repeats``, ``--scratch`` or ``--label-fractions``: ``run_evaluate``)."""
+    if args.repeats is not None or args.scratch or args.label_fractions:
+        return run_evaluate(args)
     config = finetune_config(args)
     result = _run(job("celllm.finetune").target, config, config["run_dir"], args)
     if result.get("cancelled"):
@@ -279,7 +307,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         f"{result['n_train']} train / {result.get('n_val', 0)} val / {result['n_test']} test cells, "
         f"{len(result['classes'])} classes",
         f"CellLM   accuracy {t['accuracy']:.3f}  macro-F1 {t['macro_f1']:.3f}",
-        f"baseline accuracy {b['accuracy']:.3f}  macro-F1 {b['macro_f1']:.3f}  (L1 logistic regression, HVGs)",
+        f"baseline accuracy {b['accuracy']:.3f}  macro-F1 {b['macro_f1']:.3f}  ({b.get('method', 'baseline')})",
     ]
     if result.get("test_only_classes"):
         lines.append("classes in test but not in train: " + ", ".join(result["test_only_classes"]))
@@ -311,7 +339,7 @@ def run_annotate(args: argparse.Namespace) -> int:
         lines.append(f"without threshold: accuracy {top['accuracy']:.3f}  macro-F1 {top['macro_f1']:.3f}")
         if base and "accuracy" in base:
             lines.append(f"baseline accuracy {base['accuracy']:.3f}  macro-F1 {base['macro_f1']:.3f}  "
-                         f"(L1 logistic regression, {base['n_shared_genes']:,} shared genes)")
+                         f"(logistic regression, {base['n_shared_genes']:,} shared genes)")
         if sc.get("unknown_classes"):
             lines.append("query classes the model never saw: " + ", ".join(sc["unknown_classes"]))
     lines += r.get("notes") or []

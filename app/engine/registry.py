@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.data.errors import OmicsLabError
-from app.engine.celllm.job_configs import AnnotateConfig, EmbedConfig, FinetuneConfig, PretrainConfig
+from app.engine.celllm.job_configs import (
+    AnnotateConfig,
+    EmbedConfig,
+    EvaluateConfig,
+    FinetuneConfig,
+    PretrainConfig,
+)
 from app.engine.gp.job_configs import GPCVConfig, GPPredictConfig, GPTrainConfig
 from app.engine.jobconfig import JobConfig
 
@@ -41,6 +47,8 @@ class JobEntry:
 
 JOBS: dict[str, JobEntry] = {e.name: e for e in (
     JobEntry("celllm.finetune", "app.engine.celllm.finetune:finetune", FinetuneConfig, title="Fine-tune CellLM"),
+    JobEntry("celllm.evaluate", "app.engine.celllm.evaluate:evaluate_repeats", EvaluateConfig,
+             title="Evaluate CellLM over repeated splits"),
     JobEntry("celllm.pretrain", "app.engine.celllm.pretrain:pretrain", PretrainConfig, title="Pretrain CellLM"),
     JobEntry("celllm.embed", "app.engine.celllm.embed:embed", EmbedConfig, title="Embed with a model"),
     JobEntry("celllm.annotate", "app.engine.celllm.annotate:annotate", AnnotateConfig,

@@ -67,11 +67,11 @@ def test_random_init_model_keeps_architecture_not_weights(tmp_path: Path) -> Non
 
     m0, c0, v0, _ = load_model(Path(random_init_model(None, tmp_path / "a", seed=1)))
     m1, c1, v1, _ = load_model(Path(random_init_model(None, tmp_path / "b", seed=2)))
-    shipped, cs, vs, _ = load_model(Path(random_init_model(None, tmp_path / "c", seed=1)))
+    again, _, _, _ = load_model(Path(random_init_model(None, tmp_path / "c", seed=1)))
     assert c0 == c1 and v0 == v1
     k = "gene_emb.weight" if "gene_emb.weight" in m0.state_dict() else next(iter(m0.state_dict()))
     assert not torch.equal(m0.state_dict()[k], m1.state_dict()[k])  # another seed, other weights
-    assert torch.equal(m0.state_dict()[k], shipped.state_dict()[k])  # same seed, same weights
+    assert torch.equal(m0.state_dict()[k], again.state_dict()[k])  # same seed, same weights
 
 
 @pytest.mark.shared_data
@@ -82,7 +82,7 @@ def test_evaluate_repeats_summary(shared_data: Path, tmp_path: Path) -> None:
     a.write_h5ad(path)
     run = tmp_path / "eval"
     res = evaluate_repeats({"data": str(path), "label_key": "cell_type", "run_dir": str(run), "repeats": 2,
-                            "scratch": True, "label_fractions": [0.25], "epochs": 1, "max_len": 64,
+                            "scratch": True, "label_fractions": ["0.25"], "epochs": 1, "max_len": 64,
                             "device": "cpu", "threads": 1})
     m = json.loads((run / "metrics.json").read_text())
     assert m["methods"].keys() == {"celllm", "baseline", "scratch"}

@@ -10,8 +10,8 @@
 3. embed the reference (the fine-tune run's own data, or ``reference``) with the same model and lay reference
    and query out together on one 2-D map (PCA, refined by UMAP unless ``map="pca"``);
 4. when the query has labels of its own (``label_key``: an .obs column or a column of ``labels``), score the
-   predictions against them (accuracy, macro-F1, confusion), beside the baseline (L1 logistic regression on
-   log-normalised HVGs, fitted on the same reference training cells, on the genes both datasets share);
+   predictions against them (accuracy, macro-F1, confusion), beside the baseline (``logistic_baseline``:
+   CellTypist's recipe, fitted on the same reference training cells, on the genes both datasets share);
 5. export (``export_annotation``): the annotated query .h5ad (``obs['celllm_label']``,
    ``obs['celllm_confidence']``, ``obs['celllm_best_label']``, ``obsm['X_celllm']``, ``obsm['X_joint_map']``,
    the threshold and scores in ``uns['omicslab']['celllm_annotate']``), ``OUT_labels.csv``,
@@ -228,7 +228,7 @@ def _transfer_baseline(ref: Any, ref_labels: np.ndarray, train_mask: np.ndarray,
     res.pop("predictions", None)
     res["n_shared_genes"] = len(shared)
     res["macro_f1"] = float(np.mean([res["per_class_f1"].get(c, 0.0) for c in sorted(set(labels[test]))]))
-    res["method"] = "L1 logistic regression on log-normalised HVGs of the shared genes (reference train cells)"
+    res["method"] = f"{res['method']}, on the genes shared with the reference"
     return res
 
 

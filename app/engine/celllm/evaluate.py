@@ -23,6 +23,7 @@ Run folder: ``runs/r{r}_{method}[_f{pct}]/`` (each a complete fine-tuning run fo
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import tempfile
 import time
@@ -166,38 +167,43 @@ def _summary(rows: list[dict[str, Any]], methods: list[str], fraction: float = 1
     return out
 
 
-def evaluate_repeats(config: dict, reporter: Reporter | None = None) -> dict:
-    """Job function ``app.engine.celllm.evaluate:evaluate_repeats``.
-
-    config: the fine-tuning keys (``data``, ``label_key``, ``labels``, ``init``, ``epochs``, ...; see
-    ``finetune.finetune``) plus ``run_dir`` (required), ``repeats`` (K >= 1, default 3), ``scratch`` (also
-    train from random weights), ``label_fractions`` (list of fractions of the training labels; default none:
-    100 % only), ``test_pool`` (optional boolean mask over the labelled cells: where test cells may come
-    from), ``keep_runs`` (keep each sub-run's folder; default True). Returns the summary (also
-    ``run_dir/metrics.json``).
+def evaluate_repeats(config: Any, reporter: Reporter | None = None, *, test_pool: np.ndarray | None = None) -> dict:
+    """Job function ``app.engine.celllm.evaluate:evaluate_repeats``; its settings are the fields of
+    ``job_configs.EvaluateConfig`` (the fine-tuning settings plus ``repeats``, ``scratch``,
+    ``label_fractions``). ``test_pool`` (programmatic use, e.g. ``bench annotate``): a boolean mask over the
+    labelled cells, where test cells may come from. Sub-runs get no live map unless ``live_cells`` is set
+    explicitly. Returns the summary (also ``run_dir/metrics.json``).
     """
     from app.data.atomic import write_text_atomic
     from app.engine.celllm.embed import json_safe
     from app.engine.celllm.finetune import finetune
+    from app.engine.celllm.job_configs import EvaluateConfig, FinetuneConfig
 
     rep = ensure_reporter(reporter)
     t0 = time.time()
-    if not config.get("run_dir"):
+    given = dict(config) if isinstance(config, dict) else {}
+    cfg = EvaluateConfig.coerce(config).to_dict()
+    if not cfg.get("run_dir"):
         raise DataError("no run folder given", None, "Pass --out RUN (a folder for the runs and metrics).")
-    run_path = Path(config["run_dir"])
+    if cfg.get("split_key"):
+        raise DataError("repeated evaluation draws its own seeded splits", None,
+                        "Drop --split-key, or run one fine-tune with your split column instead of --repeats.")
+    run_path = Path(cfg["run_dir"])
     run_path.mkdir(parents=True, exist_ok=True)
-    repeats = int(config.get("repeats") or 3)
-    seed = int(config.get("seed") or 0)
-    fractions = sorted({float(f) for f in (config.get("label_fractions") or [1.0])} | {1.0})
-    methods = ["celllm", "baseline"] + (["scratch"] if config.get("scratch") else [])
-    adata, labels = _labelled_data(config, rep)
-    splits = repeat_splits(labels, repeats, seed, val_frac=float(config.get("val_frac") or 0.15),
-                           test_frac=float(config.get("test_frac") or 0.15), test_pool=config.get("test_pool"))
-    passthrough = {k: v for k, v in config.items() if k not in {
-        "data", "labels", "label_key", "run_dir", "repeats", "scratch", "label_fractions", "test_pool", "seed",
-        "split_key", "max_cells", "resume", "keep_runs", "val_frac", "test_frac"} and v is not None}
+    repeats, seed = int(cfg["repeats"]), int(cfg["seed"])
+    fractions = sorted({float(f) for f in cfg["label_fractions"]} | {1.0})
+    with_scratch = bool(cfg["scratch"])
+    methods = ["celllm", "baseline"] + (["scratch"] if with_scratch else [])
+    adata, labels = _labelled_data(cfg, rep)
+    splits = repeat_splits(labels, repeats, seed, val_frac=float(cfg["val_frac"]), test_frac=float(cfg["test_frac"]),
+                           test_pool=test_pool)
+    own = {"data", "labels", "label_key", "run_dir", "seed", "split_key", "max_cells", "resume"}
+    ft_fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    passthrough = {k: v for k, v in cfg.items() if k in ft_fields and k not in own}
+    if "live_cells" not in given:
+        passthrough["live_cells"] = 0  # a live map per sub-run costs an embed per epoch
     rows: list[dict[str, Any]] = []
-    n_runs = repeats * len(fractions) * (2 if config.get("scratch") else 1)
+    n_runs = repeats * len(fractions) * (2 if with_scratch else 1)
     done = 0
     with tempfile.TemporaryDirectory(prefix="omicslab_eval_") as tmp:
         scratch_dirs: dict[int, Path] = {}
@@ -206,11 +212,10 @@ def evaluate_repeats(config: dict, reporter: Reporter | None = None) -> dict:
                 train = subsample_train(labels, sp_.train, f, sp_.seed)
                 data_file = Path(tmp) / f"r{r}_f{f:g}.h5ad"
                 _write_split_file(adata, labels, {"train": train, "val": sp_.val, "test": sp_.test}, data_file)
-                inits: list[tuple[str, Any]] = [("celllm", config.get("init"))]
-                if config.get("scratch"):
+                inits: list[tuple[str, Any]] = [("celllm", cfg.get("init"))]
+                if with_scratch:
                     if r not in scratch_dirs:
-                        scratch_dirs[r] = random_init_model(config.get("init"), Path(tmp) / f"scratch_r{r}",
-                                                            sp_.seed)
+                        scratch_dirs[r] = random_init_model(cfg.get("init"), Path(tmp) / f"scratch_r{r}", sp_.seed)
                     inits.append(("scratch", str(scratch_dirs[r])))
                 for method, init in inits:
                     rep.check_cancel()
@@ -234,9 +239,9 @@ def evaluate_repeats(config: dict, reporter: Reporter | None = None) -> dict:
                         rows.append({**base, "method": "baseline", **{k: m["baseline"][k] for k in METRICS},
                                      "best_epoch": None})
     summary = {
-        "repeats": repeats, "seed": seed, "methods": methods, "init": str(config.get("init") or "shipped"),
-        "n_cells": int(len(labels)), "classes": sorted(set(labels.tolist())),
-        "test_pool": config.get("test_pool") is not None, **_summary(rows, methods, 1.0),
+        "repeats": repeats, "seed": seed, "methods": methods, "init": str(cfg.get("init") or "shipped"),
+        "n_cells": len(labels), "classes": sorted(set(labels.tolist())),
+        "test_pool": test_pool is not None, **_summary(rows, methods, 1.0),
         "label_efficiency": [_summary(rows, methods, f) for f in fractions] if len(fractions) > 1 else None,
         "rows": rows, "seconds": round(time.time() - t0, 1), "run_dir": str(run_path),
     }

@@ -463,11 +463,11 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     temb, tprobs = evaluate(lm, cells, split.test, dev, max(bs, 64), rep)
     tpred = np.array(classes)[tprobs.argmax(1)]
     test_scores = classification_scores(labels[split.test], tpred, classes)
-    rep.log("fitting the L1-logistic HVG baseline on the same training cells")
+    rep.log(f"fitting the {cfg['baseline']} baseline on the same training cells")
     from app.engine.celllm.baseline import logistic_baseline
 
     base = logistic_baseline(counts, labels, split.train, split.test, classes,
-                             n_top_genes=int(cfg["baseline_genes"]), seed=seed)
+                             n_top_genes=int(cfg["baseline_genes"]), seed=seed, method=str(cfg["baseline"]))
     base_pred = base.pop("predictions")
 
     # save -------------------------------------------------------------------------------------------------

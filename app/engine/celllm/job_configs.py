@@ -63,8 +63,12 @@ class FinetuneConfig(JobConfig):
                                 metavar="L", none_label="the model's (else 1024)")
     max_cells: int | None = param(None, "stratified subsample of this many cells before splitting (quick runs)",
                                   min=2, unit="cells", advanced=True, metavar="N", none_label="all")
-    baseline_genes: int = param(2000, "highly variable genes the logistic-regression baseline uses", min=1,
-                                unit="genes", advanced=True)
+    baseline: Literal["celltypist", "l1_hvg"] = param(
+        "celltypist", "the baseline scored on the same cells: celltypist (CellTypist's training recipe: scaled "
+                      "genes, SGD-selected top genes per class, L2 logistic regression) or l1_hvg (L1 logistic "
+                      "regression on highly variable genes)", advanced=True)
+    baseline_genes: int = param(2000, "highly variable genes of the l1_hvg baseline", min=1, unit="genes",
+                                advanced=True)
     class_weight: Literal["balanced", "none"] = param("balanced", "cross-entropy class weights (balanced: every "
                                                                   "class weighs the same)", advanced=True)
     head_dropout: float = param(0.1, "dropout before the classifier head", min=0, max=0.95, advanced=True)
@@ -81,6 +85,33 @@ class FinetuneConfig(JobConfig):
             return (f"val_frac {self.val_frac:g} + test_frac {self.test_frac:g} leave no training cells; "
                     "keep their sum below 1")
         return None
+
+
+def _check_fractions(value: tuple[str, ...]) -> str | None:
+    try:
+        bad = [v for v in value if not 0 < float(v) <= 1]
+    except ValueError:
+        return f"label fractions must be numbers in (0, 1], got {' '.join(value)!r}"
+    return f"label fractions must be in (0, 1], got {', '.join(bad)}" if bad else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateConfig(FinetuneConfig):
+    """``app.engine.celllm.evaluate:evaluate_repeats``: fine-tuning repeated over seeded splits (seed, seed + 1,
+    ...), with the baseline (and optionally CellLM from random weights) on the same cells; mean, SD and the
+    paired difference with a 95 % interval."""
+
+    JOB: ClassVar[str] = "celllm.evaluate"
+
+    repeats: int = param(3, "seeded stratified splits (seeds SEED..SEED+K-1): mean, SD and the paired difference "
+                            "CellLM minus baseline with a 95 % interval", min=1, max=100, metavar="K",
+                         group="evaluation")
+    scratch: bool = param(False, "also train the same architecture from random weights on the same splits (does "
+                                 "pretraining help on these data?)", group="evaluation")
+    label_fractions: tuple[str, ...] = param((), "label-efficiency curve: also train on these fractions of the "
+                                                 "training labels (e.g. 0.01 0.05 0.1 0.25 0.5; 1 is always run)",
+                                             metavar="F", check=_check_fractions, group="evaluation",
+                                             none_label="100 % only")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,4 +243,5 @@ class AnnotateConfig(JobConfig):
                                 advanced=True)
 
 
-__all__ = ["FREEZE_MODES", "PRESETS", "AnnotateConfig", "EmbedConfig", "FinetuneConfig", "PretrainConfig"]
+__all__ = ["FREEZE_MODES", "PRESETS", "AnnotateConfig", "EmbedConfig", "EvaluateConfig", "FinetuneConfig",
+           "PretrainConfig"]

@@ -5,11 +5,12 @@ genes detected in at least ``--min-cells`` cells of that dataset (genes never se
 would only bloat the vocabulary), write gene symbols in upper case (mouse ``Cd3e`` and human ``CD3E`` share
 one token: the vocabulary is the union of symbols, so mouse and human data both match it; Ensembl IDs,
 for which no offline ID table exists here, stay Ensembl IDs), drop the cells
-``app.engine.celllm.heldout.held_out`` marks (CRC-32 of the cell ID even: ``bench annotate`` tests only on those, so pretraining never sees a test
-cell of a dataset that is reported on), subsample to at most ``--max-cells`` cells (seeded), and write
-``OUT/NAME.h5ad``. ``--extra DIR`` adds the CellBench files of LuyiTian/sc_mixology that are not in the shared
-data (``EXTRA_SOURCES``; not reported on, so used whole). scanpy's ``pbmc68k_reduced`` is added with its
-counts recovered exactly (``make_pbmc68k_counts.py``). ``pretrain`` then builds its vocabulary as the union of these files.
+``app.engine.celllm.heldout.held_out`` marks (CRC-32 of the cell ID even: ``bench annotate`` tests only on
+those, so pretraining never sees a test cell of a dataset that is reported on), subsample to at most
+``--max-cells`` cells (seeded), and write ``OUT/NAME.h5ad``. ``--extra DIR`` adds the CellBench files of
+LuyiTian/sc_mixology that are not in the shared data (``EXTRA_SOURCES``; not reported on, so used whole).
+scanpy's ``pbmc68k_reduced`` is added with its counts recovered exactly (``make_pbmc68k_counts.py``).
+``pretrain`` then builds its vocabulary as the union of these files.
 
 Usage: ``python app/resources/models/prepare_pretrain_data.py SHARED_SINGLECELL_DIR OUT_DIR [--extra DIR]``
 """
