@@ -14,7 +14,8 @@ from app.engine.gp.job_configs import GPCVConfig
 from app.engine.jobconfig import example_values, field_specs
 from app.engine.registry import JOBS
 
-CLI = {"celllm.finetune": ["celllm", "finetune"], "celllm.pretrain": ["celllm", "pretrain"],
+CLI = {"celllm.finetune": ["celllm", "finetune"], "celllm.evaluate": ["celllm", "finetune"],
+       "celllm.pretrain": ["celllm", "pretrain"],
        "celllm.embed": ["celllm", "embed"], "celllm.annotate": ["celllm", "annotate"], "gp.cv": ["gp", "cv"],
        "gp.train": ["gp", "train"], "gp.predict": ["gp", "predict"]}
 

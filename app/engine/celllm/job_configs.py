@@ -109,9 +109,9 @@ class EvaluateConfig(FinetuneConfig):
     scratch: bool = param(False, "also train the same architecture from random weights on the same splits (does "
                                  "pretraining help on these data?)", group="evaluation")
     label_fractions: tuple[str, ...] = param((), "label-efficiency curve: also train on these fractions of the "
-                                                 "training labels (e.g. 0.01 0.05 0.1 0.25 0.5; 1 is always run)",
-                                             metavar="F", check=_check_fractions, group="evaluation",
-                                             none_label="100 % only")
+                                                 "training labels (1 is always run)",
+                                             suggestions=("0.01", "0.05", "0.1", "0.25", "0.5"), metavar="F",
+                                             check=_check_fractions, group="evaluation")
 
 
 @dataclass(frozen=True, kw_only=True)
