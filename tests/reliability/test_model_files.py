@@ -70,3 +70,20 @@ def test_embedding_with_a_crafted_model_is_one_clear_error(tmp_path: Path) -> No
              "--quiet"], tmp_path)
     assert_refused(p, "sane limit")
     assert not (tmp_path / "o.h5ad").exists()
+
+
+@pytest.mark.parametrize("field", ["n_in", "n_nets"])
+def test_a_crafted_deep_gp_model_json_is_refused_before_allocation(tmp_path: Path, field: str) -> None:
+    from app.data.genotype import simulate_population
+    from app.engine.gp.deep import fit_deepgs, load_deep
+
+    geno, pheno, _ = simulate_population(n_lines=40, n_markers=60, n_causal=5, seed=1)
+    y = pheno.loc[geno.samples, "trait"].to_numpy()
+    model = fit_deepgs(geno, y, params={"epochs": 2}, seed=0)
+    model.save(tmp_path / "m")
+    assert load_deep(tmp_path / "m").predict(geno).shape == (40,)  # the real folder loads
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    doc[field] = 10**7 if field == "n_in" else 500  # asks for ~10^7-input networks, or 500 of them
+    (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="does not match its weights file"):
+        load_deep(tmp_path / "m")

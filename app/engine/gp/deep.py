@@ -462,6 +462,31 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
+def _check_sizes(kind: str, doc: dict[str, Any], cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
+                 where: Path) -> None:
+    """Before any network is allocated: the sizes model.json asks for must be those of the saved weights.
+
+    The networks are first built on PyTorch's "meta" device (shapes only, no memory), so a crafted
+    model.json asking for millions of inputs or units is refused instead of exhausting memory.
+    """
+    bad = DataError("model.json does not match its weights file (sizes changed or the file was crafted)", where,
+                    "Use the model folder exactly as `gp train` wrote it, or train the model again.")
+    try:
+        n_nets, n_in, n_out = int(doc["n_nets"]), int(doc["n_in"]), int(doc["n_out"])
+        if not (1 <= n_nets <= 1000 and 1 <= n_in <= 10**8 and 1 <= n_out <= 10**4):
+            raise bad
+        with torch.device("meta"):
+            probe = _make_net(kind, n_in, n_out, cfg)
+        need = sum(t.numel() for t in probe.state_dict().values())
+    except DataError:
+        raise
+    except Exception as exc:  # a config the networks cannot even be shaped from
+        raise bad from exc
+    saved = sum(t.numel() for k, t in tensors.items() if k.startswith("net"))
+    if need * n_nets != saved:
+        raise bad
+
+
 def load_deep(folder: str | Path, device: str = "cpu") -> DeepModel:
     """Load a model written by ``DeepModel.save``.
 
@@ -484,6 +509,7 @@ def load_deep(folder: str | Path, device: str = "cpu") -> DeepModel:
     dev = resolve_device(device)
     tensors, _ = load_tensors(folder / "weights.safetensors", device="cpu")
     kind, cfg = doc["name"], doc["config"]
+    _check_sizes(kind, doc, cfg, tensors, meta_path)
     nets = []
     for i in range(int(doc["n_nets"])):
         net = _make_net(kind, int(doc["n_in"]), int(doc["n_out"]), cfg)
