@@ -83,15 +83,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-# The jobs `runs resume` may start. run.json is a file anyone can edit: resuming must never import and call
-# whatever "module:function" it names.
-RESUMABLE = ("app.engine.celllm.pretrain:pretrain", "app.engine.celllm.finetune:finetune",
-             "app.engine.celllm.embed:embed", "app.engine.gp.jobs:cv", "app.engine.gp.jobs:train",
-             "app.engine.gp.jobs:predict", "app.engine.demo_job:demo")
-
-
 def cmd_resume(args: argparse.Namespace) -> int:
-    """Restart the run's job from its last checkpoint, with its recorded config (registered jobs only)."""
+    """Restart the run's job from its last checkpoint, with its recorded config (``prepare_run`` refuses a
+    finished run and a job OmicsLab does not know)."""
     from app.engine.rundir import find_run
     from app.jobs.cli_runner import run_with_progress
 
@@ -100,14 +94,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not target:
         raise DataError("this run folder does not record which job made it (run.json has no target)", rd.path,
                         "Resume it with the command that started it, adding --resume.")
-    if target not in RESUMABLE:
-        raise DataError(f"run.json names a job that OmicsLab does not know ({target[:120]!r}); it is not run",
-                        rd.path / "run.json", "Resume only runs made by OmicsLab; if this one was, its run.json was "
-                        "changed: start the run again with its original command.")
-    if rd.status == "done":
-        raise DataError("this run has already finished (status done); there is nothing to resume", rd.path,
-                        f"Its results are in the folder (`python -m app runs show {rd.path}`). To train again, "
-                        "start a new run with another --out folder.")
     if rd.status in ("running", "starting") and rd.process_alive() and not args.force:
         raise DataError(f"this run is still running (process {rd.read_run_info().get('pid')})", rd.path,
                         "Cancel it first, or add --force if that process is not this job.")

@@ -43,7 +43,7 @@ def os_error_words(exc: OSError) -> tuple[str, str]:
         return "the disk is read-only", "Choose a folder on a writable disk."
     if code == errno.EDQUOT:
         return "the disk quota is exceeded", "Free some of your space, or choose another disk."
-    return (exc.strerror or type(exc).__name__).lower(), "Check the path and that the disk is working."
+    return (exc.strerror or str(exc) or type(exc).__name__).lower(), "Check the path and that the disk is working."
 
 
 def check_readable(path: str | Path) -> None:

@@ -93,6 +93,11 @@ def _telling_line(tail: list[str]) -> str:
 
 
 FINISHED = ("done",)
+# The jobs a resume may start. run.json is a file anyone can edit: resuming (CLI `runs resume`, the window's
+# Resume) must never import and call whatever "module:function" it names.
+RESUMABLE = ("app.engine.celllm.pretrain:pretrain", "app.engine.celllm.finetune:finetune",
+             "app.engine.celllm.embed:embed", "app.engine.gp.jobs:cv", "app.engine.gp.jobs:train",
+             "app.engine.gp.jobs:predict", "app.engine.demo_job:demo")
 
 
 def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None = None, *, device: str = "cpu",
@@ -132,7 +137,9 @@ def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None 
     if resume and not RunDir.is_run_dir(path):
         raise DataError("cannot resume: this is not a run folder", path,
                         "Give the folder of an earlier run (see `python -m app runs list`).")
-    if not resume:
+    if resume:
+        _check_resumable(RunDir.open(path), target)  # before the lock: a refusal changes nothing
+    else:
         check_not_foreign(path)
     lock = None
     try:
@@ -164,15 +171,24 @@ def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None 
     return rd, child_cfg, resume
 
 
+def _check_resumable(rd: RunDir, target: str) -> None:
+    """Refuse to resume a job OmicsLab does not know, or a run that has finished."""
+    if target not in RESUMABLE:
+        raise DataError(f"run.json names a job that OmicsLab does not know ({target[:120]!r}); it is not run",
+                        rd.path / "run.json", "Resume only runs made by OmicsLab; if this one was, its run.json "
+                        "was changed: start the run again with its original command.")
+    if rd.status in FINISHED:
+        raise DataError(f"this run has already finished (status {rd.status}); there is nothing to resume",
+                        rd.path, "Its model and metrics are in the folder (`python -m app runs show "
+                        f"{rd.path}`). To train again, start a new run with another --out folder.")
+
+
 def _open_or_create(target: str, cfg: dict[str, Any], path: Path, resume: bool,
                     status: str) -> tuple[RunDir, Path | None]:
     """The run folder for ``prepare_run`` (called with the folder's lock held when it already exists)."""
     if resume:
         rd = RunDir.open(path)
-        if rd.status in FINISHED:
-            raise DataError(f"this run has already finished (status {rd.status}); there is nothing to resume",
-                            rd.path, "Its model and metrics are in the folder (`python -m app runs show "
-                            f"{rd.path}`). To train again, start a new run with another --out folder.")
+        _check_resumable(rd, target)  # again, now that the lock is held
         cfg["run_dir"] = str(rd.path)
         rd.write_config(cfg)
         rd.update_run_info(target=target, status=status, message=None)

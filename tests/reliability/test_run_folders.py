@@ -113,6 +113,9 @@ def test_resume_runs_only_registered_jobs(tmp_path: Path) -> None:
     p = cli(["runs", "resume", str(rd.path), "--quiet"], tmp_path)
     assert_refused(p, "names a job that OmicsLab does not know", "'os:system'")
     assert not marker.exists() and rd.status == "cancelled"
+    with pytest.raises(DataError, match="does not know"):  # the window's Resume goes through the same door
+        prepare_run("os:system", rd.read_config(), rd.path, resume=True)
+    assert rd.read_config() == {"command": f"touch {marker}"}
 
 
 def test_a_checkpoint_pointer_outside_the_run_folder_is_not_followed(tmp_path: Path) -> None:

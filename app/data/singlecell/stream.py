@@ -342,8 +342,8 @@ class CellStream:
         d = m.data
         if d.size and (float(d.min()) < 0 or not np.all(np.isclose(d, np.round(d)))):
             raise DataError(f"the matrix {s.key} does not hold raw counts (negative or fractional values)", s.path,
-                            "CellLM pretraining needs raw counts: pass the layer holding them (layer='counts') "
-                            "or the un-normalised file.")
+                            "CellLM pretraining needs raw counts: give the un-normalised file, or save the raw counts "
+                            "in the file's layers['counts'] (read first when present).")
         self._checked = True
 
     def _map(self, source: int, m: sp.csr_matrix) -> sp.csr_matrix:
