@@ -93,11 +93,9 @@ def _telling_line(tail: list[str]) -> str:
 
 
 FINISHED = ("done",)
-# The jobs a resume may start. run.json is a file anyone can edit: resuming (CLI `runs resume`, the window's
-# Resume) must never import and call whatever "module:function" it names.
-RESUMABLE = ("app.engine.celllm.pretrain:pretrain", "app.engine.celllm.finetune:finetune",
-             "app.engine.celllm.embed:embed", "app.engine.gp.jobs:cv", "app.engine.gp.jobs:train",
-             "app.engine.gp.jobs:predict", "app.engine.demo_job:demo")
+# A resume (CLI `runs resume`, the window's Resume) starts only the registry's jobs (and the demo job of the
+# jobs tests and benchmarks): run.json is a file anyone can edit, so its "module:function" is never trusted.
+RESUMABLE_UNREGISTERED = ("app.engine.demo_job:demo",)
 
 
 def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None = None, *, device: str = "cpu",
@@ -173,7 +171,7 @@ def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None 
 
 def _check_resumable(rd: RunDir, target: str) -> None:
     """Refuse to resume a job OmicsLab does not know, or a run that has finished."""
-    if target not in RESUMABLE:
+    if by_target(target) is None and target not in RESUMABLE_UNREGISTERED:
         raise DataError(f"run.json names a job that OmicsLab does not know ({target[:120]!r}); it is not run",
                         rd.path / "run.json", "Resume only runs made by OmicsLab; if this one was, its run.json "
                         "was changed: start the run again with its original command.")
