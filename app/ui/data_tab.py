@@ -143,8 +143,12 @@ class DataTab(QWidget):
         qc = QHBoxLayout()
         qc.addWidget(self.qc_counts)
         qc.addWidget(self.qc_genes)
+        from app.ui.labels_panel import LabelsPanel
+
+        self.labels_panel = LabelsPanel(self.session, self.shell)
         lay = QVBoxLayout(w)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.labels_panel)
         lay.addLayout(form)
         lay.addWidget(QLabel("<b>Classes</b>"))
         lay.addWidget(self.class_table)

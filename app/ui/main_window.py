@@ -102,12 +102,14 @@ class MainWindow(QMainWindow):
 
         m = self.menuBar().addMenu("&File")
         for text, key, fn in (("&Open…", QKeySequence.StandardKey.Open, self.open_dialog),
+                              ("&Annotate a dataset with a fine-tuned model…", "", lambda: self.open_annotate()),
                               ("&Export annotated data…", "Ctrl+E", self.export_shortcut),
                               ("&Quit", QKeySequence.StandardKey.Quit, self.close)):
             a = QAction(text, self)
             if text == "&Open…":
                 a.setIcon(icon("open"))
-            a.setShortcut(QKeySequence(key))
+            if key:
+                a.setShortcut(QKeySequence(key))
             a.triggered.connect(fn)
             m.addAction(a)
         r = self.menuBar().addMenu("&Run")
@@ -139,6 +141,19 @@ class MainWindow(QMainWindow):
             self.export_tab.export_h5ad()
         elif self.state.gp_result:
             self.export_tab.export_gebv()
+
+    def open_annotate(self, model: str | None = None) -> Any:
+        """Open (or bring back) the "Annotate another dataset" dialog with ``model`` (a fine-tune run)."""
+        from app.ui.annotate_dialog import AnnotateDialog
+
+        dlg = getattr(self, "annotate_dialog", None)
+        if dlg is None:
+            dlg = self.annotate_dialog = AnnotateDialog(self.session, self, self.runner, model, parent=self)
+        elif model:
+            dlg.set_model(model)
+        dlg.show()
+        dlg.raise_()
+        return dlg
 
     def plot_sources(self) -> list[PlotSource]:
         """The views that have plots (the Export tab saves them all)."""

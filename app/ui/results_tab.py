@@ -114,9 +114,15 @@ class ResultsTab(QWidget):
         self.f1_table.setHorizontalHeaderLabels(["class", "CellLM F1", "baseline F1"])
         self.f1_table.verticalHeader().hide()
         self.f1_table.horizontalHeader().setStretchLastSection(True)
+        self.annotate_btn = QPushButton("Annotate another dataset…")
+        self.annotate_btn.setToolTip("Apply this fine-tuned model to a new experiment: labels, confidence, "
+                                     "'Unassigned' threshold, one map of both datasets.")
+        self.annotate_btn.setEnabled(False)
+        self.annotate_btn.clicked.connect(lambda: self.shell.open_annotate(self.finetuned_run()))
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.annotate_btn)
         rl.addWidget(self.score_label)
         rl.addWidget(self.cm_celllm, 1)
         rl.addWidget(self.cm_base, 1)
@@ -205,9 +211,15 @@ class ResultsTab(QWidget):
         if self.colour_combo.currentText() == "manual_label":
             self._recolour("manual_label")
 
+    def finetuned_run(self) -> str | None:
+        """The current run's folder when it is a finished fine-tune (the model to annotate with)."""
+        rec = self.state.current
+        return rec.path if rec is not None and rec.kind == "finetune" and rec.status == "done" else None
+
     def refresh_scores(self) -> None:
         """Confusion matrices and per-class F1 of CellLM beside the baseline."""
         m = self.state.metrics
+        self.annotate_btn.setEnabled(bool(m) and self.finetuned_run() is not None)
         if not m:
             return
         t, b = m.get("test", {}), m.get("baseline", {})

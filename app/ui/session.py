@@ -140,7 +140,8 @@ class Session:
         if s.kind is None:
             return "Open a dataset on the Data tab first."
         if s.kind == "singlecell" and s.task == "finetune" and not s.label_key:
-            return ("This dataset has no label column to learn from. Add a labels table, or choose "
+            return ("This dataset has no label column to learn from. Add its cell labels table on the Data tab "
+                    "(Add cell labels table…), or choose "
                     "'Embed with a model' or 'Pretrain CellLM' on the Model tab.")
         if s.kind == "genotype" and (s.pheno_path is None or not s.trait):
             return "Add a phenotype table and pick a trait on the Data tab before training."

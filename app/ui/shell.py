@@ -53,6 +53,10 @@ class Shell(Protocol):
         """A clear, non-blocking message box (details go to the log pane)."""
         ...
 
+    def open_annotate(self, model: str | None = None) -> Any:
+        """The "Annotate another dataset" step with a fine-tuned model (a run folder; None: choose one)."""
+        ...
+
     def plot_sources(self) -> list[PlotSource]:
         """Every view that has plots."""
         ...

@@ -125,6 +125,7 @@ class AppState:
     summary: Any = None  # SingleCellSummary | dict (genotype)
     adata: Any = None
     label_key: str | None = None
+    labels_path: str | None = None  # a labels table added in the window (the job joins it by cell ID)
     model_dir: str = str(BUNDLED_MODEL)
     gene_match: Any = None
     geno: Any = None
@@ -172,6 +173,7 @@ class AppState:
             self.gene_match, self.cell_qc = gene_match, cell_qc
             cols = list(getattr(summary, "label_columns", {}) or {})
             self.label_key = pick_label_column(cols)
+            self.labels_path = None
             self.manual = np.full(adata.n_obs, "", dtype=object)
             if self.task not in SC_TASKS:
                 self.task = "finetune"
@@ -188,7 +190,7 @@ class AppState:
             self.kind, self.path, self.data_path, self.geno, self.qc, self.summary = (
                 "genotype", path, path, geno, qc, summary)
             self.causal = causal
-            self.adata = self.label_key = self.cell_qc = None
+            self.adata = self.label_key = self.labels_path = self.cell_qc = None
             if self.task not in GP_TASKS:
                 self.task = "compare"
         self.events.dataset.emit()
@@ -245,7 +247,7 @@ class AppState:
             p = _none_means_default(entry.config, p)
             cfg: dict[str, Any] = {"data": self.data_path, "device": self.device, "threads": p.pop("threads", None)}
             if self.task == "finetune":
-                cfg.update(label_key=self.label_key, init=self.model_dir)
+                cfg.update(label_key=self.label_key, init=self.model_dir, labels=self.labels_path)
             elif self.task == "embed":
                 cfg.update(model=self.model_dir, out=str(Path(run_dir) / "embedded.h5ad") if run_dir else None)
             cfg.update(p)
