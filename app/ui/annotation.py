@@ -17,8 +17,8 @@ import pandas as pd
 from psygnal import Signal
 
 from app.engine.celllm.annotate import (
-    DEFAULTS,
     UNASSIGNED,
+    AnnotateConfig,
     apply_threshold,
     class_counts,
     export_annotation,
@@ -42,7 +42,7 @@ class Annotation:
         self.query: str | None = None
         self.labels_table: str | None = None  # the query's own labels table (optional)
         self.label_key: str | None = None
-        self.threshold = float(DEFAULTS["min_confidence"])
+        self.threshold = float(AnnotateConfig.defaults()["min_confidence"])
         self.report: dict[str, Any] | None = None
         self.adata: Any = None  # the annotated query
         self.joint: pd.DataFrame | None = None  # cell, dataset, label, predicted, confidence, x, y
