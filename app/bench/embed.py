@@ -1,6 +1,14 @@
-"""``python -m app bench embed [--json]``: CellLM inference speed (cells/s) for the ``tiny`` and ``full``
-presets, Performer (FAVOR+) vs exact attention (``scaled_dot_product_attention``), on the CPU and, when
-one is visible, on the GPU.
+"""``python -m app bench embed [--json]``: CellLM speed. Three kinds of rows (``--rows``):
+
+- ``model``: inference cells/s of the bare model for the ``tiny`` and ``full`` presets, Performer (FAVOR+) vs
+  exact attention (``scaled_dot_product_attention``), on the CPU and, when one is visible, on the GPU.
+- ``end_to_end``: ``celllm embed`` as a user runs it (read the .h5ad, tokenise, embed, write the .h5ad) on a
+  synthetic file of ``--e2e-cells`` cells (default 100,000) with ~``--e2e-genes`` expressed genes (1,000) named
+  after the shipped model's vocabulary, with the shipped model: ``end_to_end_cells_per_s`` (goal 2,000 on 2
+  cores). The file is generated once and kept in the temp folder.
+- ``finetune``: fine-tuning the shipped model on a synthetic labelled set (``--ft-cells``): training cells/s
+  (goal 500 on 2 cores), and the live map's training-time overhead as the ratio of the epoch loop's time with
+  ``--live-cells`` (default 5,000) to the same run with the live map off (goal at most 1.10).
 
 Cells are synthetic (``--min-genes``..``--max-genes`` expressed genes, uniform; a 10x cell typically expresses
 1,000-3,000 genes, ``--max-genes 3000`` shows the long-sequence regime where linear attention pays off).
@@ -12,13 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from app.engine.celllm.tokenize import collate
+from app.engine.celllm.tokenize import Tokens, collate, length_batches
 from app.models.celllm import CellLM, preset
 
 
@@ -42,8 +53,8 @@ def measure(preset_name: str, attention: str, device: torch.device, n_cells: int
     torch.manual_seed(seed)
     model = CellLM(preset(preset_name, vocab, attention=attention)).to(device).eval()
     cells = synthetic_cells(n_cells, vocab, lo, hi, seed)
-    order = np.argsort([len(c[0]) for c in cells], kind="stable")
-    batches = [collate([cells[i] for i in order[s:s + batch_size]]) for s in range(0, n_cells, batch_size)]
+    tok = Tokens.from_cells(cells)
+    batches = [collate(tok.take(rows)) for rows in length_batches(tok.lengths, batch_size)]
     amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     def run(bs: list) -> None:
@@ -66,6 +77,86 @@ def measure(preset_name: str, attention: str, device: torch.device, n_cells: int
             "threads": torch.get_num_threads()}
 
 
+def synthetic_h5ad(n_cells: int, genes: list[str], mean_expressed: int, seed: int = 0,
+                   n_types: int = 0, folder: str | Path | None = None) -> Path:
+    """A raw-count .h5ad of ``n_cells`` cells expressing about ``mean_expressed`` of ``genes`` each (kept in the
+    temp folder and reused: generating 100k cells takes a while). With ``n_types`` > 0, ``obs['cell_type']``
+    and type-specific marker genes (50 per type, higher counts) make a learnable annotation task."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    folder = Path(folder or os.environ.get("OMICSLAB_BENCH_CACHE") or Path(tempfile.gettempdir()) / "omicslab-bench")
+    path = folder / f"synthetic-{n_cells}x{len(genes)}-{mean_expressed}-{n_types}-s{seed}.h5ad"
+    if path.is_file():
+        return path
+    rng = np.random.default_rng(seed)
+    g = len(genes)
+    k = np.clip(rng.integers(int(mean_expressed * 0.8), int(mean_expressed * 1.2) + 1, n_cells), 1, g)
+    rows = np.repeat(np.arange(n_cells), k)
+    cols = rng.integers(0, g, int(k.sum()), dtype=np.int64).astype(np.int32)  # duplicates summed below
+    vals = rng.geometric(0.35, cols.size).astype(np.float32)
+    obs = pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)])
+    if n_types:
+        types = rng.integers(0, n_types, n_cells)
+        markers = rng.choice(g, (n_types, 50), replace=False)
+        mrow = np.repeat(np.arange(n_cells), 50)
+        rows = np.concatenate([rows, mrow])
+        cols = np.concatenate([cols, markers[types].ravel().astype(np.int32)])
+        vals = np.concatenate([vals, rng.geometric(0.08, mrow.size).astype(np.float32)])
+        obs["cell_type"] = pd.Categorical([f"type{t}" for t in types])
+    x = sp.csr_matrix((vals, (rows, cols)), shape=(n_cells, g))
+    x.sum_duplicates()
+    a = ad.AnnData(x, obs=obs, var=pd.DataFrame(index=list(genes)))
+    from app.data.export import write_h5ad_atomic
+
+    write_h5ad_atomic(a, path)
+    return path
+
+
+def end_to_end(n_cells: int, mean_genes: int, threads: int | None, batch_size: int) -> dict[str, Any]:
+    """``celllm embed`` of a synthetic file with the shipped model, timed from reading to the written file."""
+    from app.engine.celllm.embed import embed, load_for_inference
+
+    lm = load_for_inference(None, torch.device("cpu"))
+    t0 = time.perf_counter()
+    data = synthetic_h5ad(n_cells, lm.vocab, mean_genes)
+    gen_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "embedded.h5ad"
+        t0 = time.perf_counter()
+        res = embed({"data": str(data), "out": str(out), "device": "cpu", "threads": threads,
+                     "batch_size": batch_size})
+        dt = time.perf_counter() - t0
+    return {"row": "end_to_end", "n_cells": res["n_cells"], "mean_expressed_genes": mean_genes,
+            "model": "shipped celllm-tiny", "max_len": lm.extra.get("max_len"), "seconds": round(dt, 2),
+            "end_to_end_cells_per_s": round(res["n_cells"] / dt, 1), "threads": torch.get_num_threads(),
+            "batch_size": batch_size, "data": str(data), "generate_s_first_time": round(gen_s, 1)}
+
+
+def finetune_rows(n_cells: int, epochs: int, live_cells: int, threads: int | None) -> dict[str, Any]:
+    """Fine-tune the shipped model twice on the same synthetic labelled cells: live map off, then on."""
+    from app.engine.celllm.embed import load_for_inference
+    from app.engine.celllm.finetune import finetune
+
+    vocab = load_for_inference(None, torch.device("cpu")).vocab
+    data = synthetic_h5ad(n_cells, vocab[:3000], 300, seed=1, n_types=6)
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, n_live in (("off", 0), ("on", live_cells)):
+            m = finetune({"data": str(data), "label_key": "cell_type", "run_dir": str(Path(tmp) / name),
+                          "epochs": epochs, "patience": epochs, "device": "cpu", "threads": threads,
+                          "live_cells": n_live, "baseline_genes": 500})
+            runs[name] = m
+    off, on = runs["off"]["timing"], runs["on"]["timing"]
+    return {"row": "finetune", "n_cells": n_cells, "n_train": runs["off"]["n_train"], "epochs": epochs,
+            "train_cells_per_s": off["train_cells_per_s"], "train_seconds": off["train_seconds"],
+            "epoch_loop_seconds_live_off": off["loop_seconds"], "epoch_loop_seconds_live_on": on["loop_seconds"],
+            "live_cells": min(live_cells, n_cells), "live_seconds": on["live_seconds"],
+            "live_overhead_ratio": round(on["loop_seconds"] / off["loop_seconds"], 3),
+            "test_accuracy": runs["off"]["test"]["accuracy"], "threads": torch.get_num_threads()}
+
+
 def main(argv: list[str]) -> int:
     """Run the benchmark (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m app bench embed", description=__doc__.split("\n\n")[0])
@@ -77,12 +168,41 @@ def main(argv: list[str]) -> int:
     p.add_argument("--cells-tiny", type=int, default=512)
     p.add_argument("--cells-full", type=int, default=16, help="cells for full on the CPU (x16 on a GPU)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: the usable cores, at most 8; the model rows use 1 unless given)")
+    p.add_argument("--rows", default="model,end_to_end,finetune", help="which rows: model, end_to_end, finetune")
+    p.add_argument("--e2e-cells", type=int, default=100_000)
+    p.add_argument("--e2e-genes", type=int, default=1000, help="mean expressed genes per synthetic cell")
+    p.add_argument("--e2e-batch-size", type=int, default=64)
+    p.add_argument("--ft-cells", type=int, default=3000)
+    p.add_argument("--ft-epochs", type=int, default=2)
+    p.add_argument("--live-cells", type=int, default=5000)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    want = {r.strip() for r in args.rows.split(",") if r.strip()}
+    from app.engine.device import set_threads
+
+    rows = []
+    if "end_to_end" in want:
+        r = end_to_end(args.e2e_cells, args.e2e_genes, args.threads, args.e2e_batch_size)
+        rows.append(r)
+        if not args.json:
+            print(f"end to end: {r['end_to_end_cells_per_s']:.0f} cells/s ({r['n_cells']} cells, "
+                  f"~{r['mean_expressed_genes']} expressed genes, {r['seconds']} s, {r['threads']} thread(s))")
+    if "finetune" in want:
+        r = finetune_rows(args.ft_cells, args.ft_epochs, args.live_cells, args.threads)
+        rows.append(r)
+        if not args.json:
+            print(f"fine-tuning: {r['train_cells_per_s']:.0f} training cells/s ({r['n_train']} train cells x "
+                  f"{r['epochs']} epochs, {r['threads']} thread(s)); live map of {r['live_cells']} cells: epoch loop "
+                  f"{r['epoch_loop_seconds_live_on']} s vs {r['epoch_loop_seconds_live_off']} s off = "
+                  f"{r['live_overhead_ratio']:.2f}x")
+    if "model" not in want:
+        if args.json:
+            print(json.dumps({"bench": "embed", "rows": rows}))
+        return 0
+    set_threads(args.threads if args.threads is not None else 1)
     devices = (["cpu"] + (["cuda"] if torch.cuda.is_available() else [])) if args.devices == "auto" \
         else [d.strip() for d in args.devices.split(",")]
-    rows = []
     for dev_name in devices:
         dev = torch.device(dev_name)
         for pr in [x.strip() for x in args.presets.split(",") if x.strip()]:

@@ -160,3 +160,15 @@ def test_mlm_logits_and_mean_pooling_shapes() -> None:
     assert torch.allclose(mean, manual, atol=1e-6)
     with pytest.raises(ValueError):
         model.embed(g, b, m, pooling="max")
+
+
+def test_cls_embedding_fast_path_equals_full_forward() -> None:
+    # embed(pooling="cls") runs the last layer for the CLS position only: the same numbers as the full pass
+    for attention in ("performer", "exact"):
+        torch.manual_seed(0)
+        model = CellLM(preset("tiny", 200, attention=attention)).eval()
+        g, b, m = collate(_cells(6, 60, 4))
+        with torch.no_grad():
+            full = model(g, b, m)[:, 0]
+            fast = model.embed(g, b, m, pooling="cls")
+        assert torch.allclose(full, fast, atol=1e-5, rtol=1e-5)

@@ -185,7 +185,7 @@ def test_prefetch_hands_over_errors_and_stops_when_closed() -> None:
 def test_vectorised_batch_tokens_equal_tokenize_counts() -> None:
     import scipy.sparse as sp
 
-    from app.engine.celllm.tokenize import bin_values, tokenize_counts
+    from app.engine.celllm.tokenize import bin_values, tokenize_counts, tokenize_vocab
 
     rng = np.random.default_rng(0)
     dense = rng.poisson(rng.gamma(0.3, 3.0, size=(40, 60))).astype(np.float32)
@@ -195,14 +195,14 @@ def test_vectorised_batch_tokens_equal_tokenize_counts() -> None:
     ident = np.arange(60)
     # no truncation: identical tokens and bins
     ref = tokenize_counts(x, ident, max_len=None, n_bins=6)
-    got = pt.tokenize_vocab_batch(x, None, 0, 6)
+    got = tokenize_vocab(x, None, 0, 6)
     assert len(got) == 40 and len(got[3][0]) == 1
     for (g1, b1), (g2, b2) in zip(ref, got):
         assert np.array_equal(g1, g2) and np.array_equal(b1, b2)
     # truncation to the 7 most expressed genes: the kept counts are the top 7, bins from the cell's full total
     # (raw counts take a packed-key sort, other values a lexsort: both)
     for mat in (dense, dense * 0.5):
-        for r, (g, b) in enumerate(pt.tokenize_vocab_batch(sp.csr_matrix(mat), 7, 1, 6)):
+        for r, (g, b) in enumerate(tokenize_vocab(sp.csr_matrix(mat), 7, 1, 6)):
             row = mat[r]
             kept = g[1:] - 2
             assert len(kept) == min(7, int((row > 0).sum())) and np.all(np.diff(kept) > 0)
@@ -210,4 +210,4 @@ def test_vectorised_batch_tokens_equal_tokenize_counts() -> None:
             if len(dropped):
                 assert row[kept].min() >= row[dropped].max()
             assert np.array_equal(b[1:], bin_values(row[kept], float(row.sum()), 6))
-    assert not np.array_equal(pt.tokenize_vocab_batch(x, 7, 1, 6)[5][0], pt.tokenize_vocab_batch(x, 7, 2, 6)[5][0])
+    assert not np.array_equal(tokenize_vocab(x, 7, 1, 6)[5][0], tokenize_vocab(x, 7, 2, 6)[5][0])

@@ -166,11 +166,12 @@ def embed_cells(lm: Any, adata: Any, dev: Any, *, max_len: int | None, batch_siz
                 what: str, id_map: dict | None, rep: Reporter) -> Embedded:
     """Gene match (refusing under ``floor``), tokenise and run the model + head over every cell."""
     from app.data.singlecell import counts_matrix, harmonise_genes
-    from app.engine.celllm.embed import infer, tokenise_cells
+    from app.engine.celllm.embed import infer
+    from app.engine.celllm.tokenize import tokenize_counts
 
     gm = harmonise_genes(list(map(str, adata.var_names)), lm.vocab, id_map=id_map)
     check_gene_match(gm, floor, what, rep)
-    cells = tokenise_cells(counts_matrix(adata), gm.data_to_vocab, max_len)
+    cells = tokenize_counts(counts_matrix(adata), np.asarray(gm.data_to_vocab), max_len=max_len)
     emb, probs = infer(lm, cells, dev, batch_size, rep)
     assert probs is not None  # the caller checked that the model has a head
     return Embedded(emb, probs, gm)

@@ -20,6 +20,7 @@ import torch
 from app.data.errors import DataError
 from app.engine.celllm.job_configs import EmbedConfig
 from app.engine.reporter import Reporter, ensure_reporter
+from app.models.celllm.heads import ClassifierHead
 from app.resources import CELLLM_TINY
 
 HEAD_FILE = "head.safetensors"
@@ -59,24 +60,6 @@ class LoadedModel:
     head: torch.nn.Module | None = None
     classes: list[str] | None = None
     pooling: str = "cls"
-
-
-class ClassifierHead(torch.nn.Module):
-    """Dropout + linear layer on the pooled cell embedding.
-
-    The original CellLM reduces every token to a scalar, scatters it into a 19,380-long gene vector and
-    runs an MLP on that. Pooling instead makes the head independent of the vocabulary size (a few thousand
-    parameters, not ~10 M), works for any gene panel, and reuses exactly the embedding users see in
-    ``obsm['X_celllm']``; the contrastive pretraining objective also shapes the pooled embedding directly.
-    """
-
-    def __init__(self, dim: int, n_classes: int, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.dropout = torch.nn.Dropout(dropout)
-        self.linear = torch.nn.Linear(dim, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(x))
 
 
 def model_dim(config: Any) -> int:
@@ -144,50 +127,43 @@ def check_cells_have_counts(counts: Any, data_to_vocab: np.ndarray, where: Any =
                         "Data tab / `python -m app inspect` shows the counts per cell.")
 
 
-def tokenise_cells(counts: Any, data_to_vocab: np.ndarray, max_len: int | None) -> list:
-    """Per-cell tokens via CellLM-core's tokeniser."""
-    from app.engine.celllm import tokenize
-
-    return tokenize.tokenize_counts(counts, np.asarray(data_to_vocab), max_len=max_len)
-
-
-def collate(cells: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pad a list of tokenised cells to the batch's longest and move to ``device``."""
-    from app.engine.celllm import tokenize
-
-    gene_ids, bins, pad_mask = tokenize.collate(cells)
-    return gene_ids.to(device), bins.to(device), pad_mask.to(device)
-
-
-@torch.no_grad()
-def infer(lm: LoadedModel, cells: list, device: torch.device, batch_size: int = 64,
+def infer(lm: LoadedModel, cells: Any, device: torch.device, batch_size: int = 64,
           reporter: Reporter | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Embeddings [N, dim] (float32) and, with a head, class probabilities [N, K]."""
+    """Embeddings [N, dim] (float32) and, with a head, class probabilities [N, K], in input order.
+
+    ``cells``: ``tokenize.Tokens`` or a list of ``(gene_ids, bins)``. Eval mode, ``torch.inference_mode``,
+    batches of cells of similar length (less padding, same result: padding never changes a cell's output).
+    """
+    from app.engine.celllm.tokenize import Tokens, collate, length_batches
+
     rep = ensure_reporter(reporter)
     lm.model.eval()
     if lm.head is not None:
         lm.head.eval()
-    embs, probs = [], []
-    n = len(cells)
-    # Batch cells of similar length together: less padding, same result (padding never changes a cell's
-    # output); the rows are put back in input order at the end.
-    order = np.argsort([len(c[0]) for c in cells], kind="stable")
-    total = (n + batch_size - 1) // batch_size
-    for b, start in enumerate(range(0, n, batch_size)):
-        rep.check_cancel()  # raises Cancelled: a partial embedding is useless, nothing to save
-        g, x, m = collate([cells[i] for i in order[start:start + batch_size]], device)
-        e = lm.model.embed(g, x, m, pooling=lm.pooling)
-        embs.append(e.float().cpu().numpy())
-        if lm.head is not None:
-            probs.append(torch.softmax(lm.head(e).float(), dim=-1).cpu().numpy())
-        rep.progress(b + 1, total)
-    if not embs:
+    tok = Tokens.from_cells(cells)
+    n = len(tok)
+    if n == 0:
         k = len(lm.classes or [])
         return np.zeros((0, model_dim(lm.config)), np.float32), (np.zeros((0, k), np.float32) if lm.head else None)
-    inv = np.empty(n, dtype=np.int64)
-    inv[order] = np.arange(n)
-    emb = np.concatenate(embs)[inv].astype(np.float32)
-    return emb, (np.concatenate(probs)[inv].astype(np.float32) if probs else None)
+    batches = length_batches(tok.lengths, batch_size)
+    emb: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    with torch.inference_mode():
+        for b, rows in enumerate(batches):
+            rep.check_cancel()  # raises Cancelled: a partial embedding is useless, nothing to save
+            g, x, m = (t.to(device, non_blocking=True) for t in collate(tok.take(rows)))
+            e = lm.model.embed(g, x, m, pooling=lm.pooling)
+            if emb is None:
+                emb = np.empty((n, e.shape[1]), np.float32)
+            emb[rows] = e.float().cpu().numpy()  # straight into input order
+            if lm.head is not None:
+                p = torch.softmax(lm.head(e).float(), dim=-1).cpu().numpy()
+                if probs is None:
+                    probs = np.empty((n, p.shape[1]), np.float32)
+                probs[rows] = p
+            rep.progress(b + 1, len(batches))
+    assert emb is not None
+    return emb, probs
 
 
 def json_safe(obj: Any) -> Any:
@@ -221,7 +197,9 @@ def embed_adata(adata: Any, model_path: str | Path | None = None, batch_size: in
     t0 = time.time()
     counts = counts_matrix(adata)
     check_cells_have_counts(counts, gm.data_to_vocab)
-    cells = tokenise_cells(counts, gm.data_to_vocab, max_len)
+    from app.engine.celllm.tokenize import tokenize_counts
+
+    cells = tokenize_counts(counts, np.asarray(gm.data_to_vocab), max_len=max_len)
     emb, probs = infer(lm, cells, dev, batch_size, rep)
     out = adata.copy() if copy else adata
     out.obsm["X_celllm"] = emb

@@ -33,16 +33,13 @@ from app.data.errors import DataError
 from app.engine.celllm.embed import (
     HEAD_FILE,
     MODEL_SUBDIR,
-    ClassifierHead,
     LoadedModel,
     check_cells_have_counts,
-    collate,
     infer,
     json_safe,
     match_genes,
     model_dim,
     resolve_model_dir,
-    tokenise_cells,
 )
 from app.engine.celllm.job_configs import FinetuneConfig
 from app.engine.celllm.splits import (
@@ -52,7 +49,9 @@ from app.engine.celllm.splits import (
     split_from_column,
     stratified_split,
 )
+from app.engine.celllm.tokenize import Tokens, collate, length_batches, tokenize_counts
 from app.engine.reporter import Cancelled, Reporter, ensure_reporter
+from app.models.celllm.heads import ClassifierHead
 
 LR_BY_PRESET = {"tiny": 5e-4, "small": 2e-4, "full": 1e-4}
 """Encoder learning rates: the original CellLM fine-tunes its 52 M-parameter model with Adam 1e-4; the small
@@ -269,22 +268,23 @@ def _weights(model: torch.nn.Module, head: torch.nn.Module) -> dict[str, torch.T
 # --------------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------------
-def train_epoch(model: torch.nn.Module, head: torch.nn.Module, cells: list, y: np.ndarray, idx: np.ndarray,
+def train_epoch(model: torch.nn.Module, head: torch.nn.Module, cells: Tokens, y: np.ndarray, idx: np.ndarray,
                 opt: torch.optim.Optimizer, loss_fn: torch.nn.Module, *, batch_size: int, pooling: str,
                 device: torch.device, rng: np.random.Generator, grad_clip: float, rep: Reporter,
                 epoch: int, amp: bool) -> tuple[float, bool]:
-    """One pass over the training cells. Returns (mean loss, stopped early because a stop was asked)."""
+    """One pass over the training cells, in random batches of cells of similar length (``length_batches``:
+    less padding). Returns (mean loss, stopped early because a stop was asked)."""
     model.train()
     head.train()
-    order = rng.permutation(idx)
-    n_batches = math.ceil(len(order) / batch_size)
+    idx = np.asarray(idx)
+    batches = [idx[b] for b in length_batches(cells.lengths[idx], batch_size, rng)]
+    n_batches = len(batches)
     total, n_seen = 0.0, 0
     params = [p for g in opt.param_groups for p in g["params"]]
-    for b in range(n_batches):
+    for b, bi in enumerate(batches):
         if rep.should_stop():
             return (total / max(n_seen, 1)), True
-        bi = order[b * batch_size:(b + 1) * batch_size]
-        g, x, m = collate([cells[i] for i in bi], device)
+        g, x, m = (t.to(device, non_blocking=True) for t in collate(cells.take(bi)))
         target = torch.as_tensor(y[bi], device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = head(model.embed(g, x, m, pooling=pooling))
@@ -300,13 +300,13 @@ def train_epoch(model: torch.nn.Module, head: torch.nn.Module, cells: list, y: n
     return total / max(n_seen, 1), False
 
 
-def evaluate(lm: LoadedModel, cells: list, idx: np.ndarray, device: torch.device, batch_size: int,
+def evaluate(lm: LoadedModel, cells: Tokens, idx: np.ndarray, device: torch.device, batch_size: int,
              rep: Reporter | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings and class probabilities of ``cells[idx]`` in eval mode."""
     lm.model.eval()
     if lm.head is not None:
         lm.head.eval()
-    emb, probs = infer(lm, [cells[i] for i in idx], device, batch_size, rep)
+    emb, probs = infer(lm, cells.take(np.asarray(idx)), device, batch_size, rep)
     assert probs is not None
     return emb, probs
 
@@ -364,7 +364,7 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
 
     counts = counts_matrix(adata)
     check_cells_have_counts(counts, gm.data_to_vocab, cfg.get("data"))
-    cells = tokenise_cells(counts, gm.data_to_vocab, max_len)
+    cells = tokenize_counts(counts, np.asarray(gm.data_to_vocab), max_len=max_len)
     head = ClassifierHead(model_dim(mcfg), len(classes), float(cfg["head_dropout"])).to(dev)
     depth = mcfg.get("depth") if isinstance(mcfg, dict) else getattr(mcfg, "depth", None)
     counts_p = apply_freeze(model, str(cfg["freeze"]), depth)
@@ -417,12 +417,17 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
         batches=live_mod.column_values(adata.obs, cfg.get("batch_key"), cfg["data"]), batch_key=cfg.get("batch_key"),
         device=dev, pooling=pooling, reporter=rep, resume_epoch=start_epoch if last is not None else None)
     steps_per_epoch = math.ceil(len(split.train) / bs)
+    t_loop = time.perf_counter()
+    t_train, n_trained = 0.0, 0  # for the training cells/s the benchmark reports
     if live is not None and start_epoch == 0:
         live.refresh(0, 0)  # epoch 0: where learning starts
     for epoch in range(start_epoch, epochs):
+        t_ep = time.perf_counter()
         train_loss, stopped = train_epoch(
             model, head, cells, y, split.train, opt, loss_fn, batch_size=bs, pooling=pooling, device=dev,
             rng=rng, grad_clip=float(cfg["grad_clip"]), rep=rep, epoch=epoch, amp=amp)
+        t_train += time.perf_counter() - t_ep
+        n_trained += len(split.train)
         if stopped:
             cancelled = True
             break
@@ -448,6 +453,7 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
         if bad > 0 and bad >= patience:  # patience 0: stop at the first epoch that does not improve
             rep.log(f"early stop: no better validation macro-F1 for {patience} epoch(s); best epoch {best_epoch}")
             break
+    loop_seconds = time.perf_counter() - t_loop
     if cancelled:
         _save_ckpt(rd, model, head, opt, base_meta, rep, epoch=epoch, best_f1=best_f1, best_epoch=best_epoch,
                    bad_epochs=bad, history=history)
@@ -503,6 +509,9 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
         "history": history, "gene_match_rate": float(gm.match_rate), "max_len": max_len,
         "freeze": cfg["freeze"], "lr": enc_lr, "init": str(init_dir), "seed": seed, "device": str(dev),
         "seconds": round(time.time() - t0, 2), "run_dir": str(run_path),
+        "timing": {"loop_seconds": round(loop_seconds, 3), "train_seconds": round(t_train, 3),
+                   "train_cells_per_s": round(n_trained / t_train, 1) if t_train > 0 else None,
+                   "live_seconds": round(sum(r["seconds"] for r in live.refreshes), 3) if live else 0.0},
     }
     metrics_path = run_path / "metrics.json"
     _write_json(metrics_path, metrics)

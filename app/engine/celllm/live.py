@@ -206,9 +206,9 @@ class LiveMap:
         """Wang & Isola alignment of two dropout views (train mode) of up to ``ALIGNMENT_CELLS`` cells; the
         global RNG is forked so the training run draws exactly what it would have drawn without it."""
         from app.engine import embedding_quality as eq
-        from app.engine.celllm.tokenize import collate
+        from app.engine.celllm.tokenize import Tokens, collate
 
-        cells = self.cells[:ALIGNMENT_CELLS]
+        cells = Tokens.from_cells(self.cells)[:ALIGNMENT_CELLS]
         devices = [self.device] if self.device.type == "cuda" else []
         za, zb = [], []
         with torch.random.fork_rng(devices=devices):
@@ -304,7 +304,7 @@ def for_finetune(run_dir: str | Path, *, n_cells: int, seed: int, model: torch.n
     if int(n_cells) <= 0:
         return None
     sub = live_subsample(len(cells), int(n_cells), labels, seed)
-    lm = LiveMap(Path(run_dir), model, [cells[i] for i in sub], [str(c) for c in np.asarray(cell_ids)[sub]],
+    lm = LiveMap(Path(run_dir), model, cells[sub], [str(c) for c in np.asarray(cell_ids)[sub]],
                  device, pooling, labels=[str(v) for v in np.asarray(labels)[sub]],
                  batches=[batches[i] for i in sub] if batches is not None else None, label_key=label_key,
                  batch_key=batch_key, head=head, classes=list(classes), kind="finetune", reporter=reporter)
@@ -348,7 +348,7 @@ def pretrain_live_data(cfg: dict[str, Any], datasets: list[dict[str, Any]], cell
             blocks.append(vocab_counts(d["counts"][rows], d["d2v"], vocab_size))
     order = np.argsort(np.array([k for k, _ in picked], dtype=np.int64), kind="stable")
     counts = sp.vstack(blocks).tocsr()[np.argsort(order)] if blocks else None
-    return {"cells": [cells[j] for j in sub], "cell_ids": ids,
+    return {"cells": cells[sub], "cell_ids": ids,
             "labels": [labels[j] for j in sub] if labels is not None else None,
             "batches": [per_ds_batches[k][i] for k, i in picked] if per_ds_batches is not None else None,
             "label_key": label_key, "batch_key": batch_key, "counts": counts}

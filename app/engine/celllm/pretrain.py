@@ -49,9 +49,10 @@ from app.engine.celllm.model_io import (
     model_metadata,
     save_model,
 )
-from app.engine.celllm.tokenize import collate, tokenize_counts
+from app.engine.celllm.tokenize import Tokens, collate, tokenize_counts, tokenize_vocab
 from app.engine.reporter import Reporter
 from app.models.celllm.config import CellLMConfig, preset
+from app.models.celllm.heads import SupervisedHead
 from app.models.celllm.model import CellLM
 
 DATASET_KEY = "_dataset"
@@ -120,23 +121,12 @@ def load_datasets(paths: list[str], supervised_key: str | None, max_cells: int |
 # --------------------------------------------------------------------------------------------------
 # one step
 # --------------------------------------------------------------------------------------------------
-class SupervisedHead(torch.nn.Module):
-    """Linear classifier on the CLS embedding (pretraining's optional supervised objective)."""
-
-    def __init__(self, dim: int, n_classes: int) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(dim, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
-
-
-def make_batch(cells: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray | None, mlm_prob: float,
+def make_batch(cells: Tokens | list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray | None, mlm_prob: float,
                n_bins: int, generator: torch.Generator) -> dict[str, Any]:
     """Collate cells (sorted by length so chunks pad little), mask bins for MLM; CPU tensors."""
-    order = np.argsort([len(c[0]) for c in cells], kind="stable")
-    cells = [cells[i] for i in order]
-    g, b, m = collate(cells, n_bins)
+    tok = Tokens.from_cells(cells)
+    order = np.argsort(tok.lengths, kind="stable")
+    g, b, m = collate(tok.take(order), n_bins)
     masked, targets = losses.mask_for_mlm(g, b, m, mlm_prob, n_bins, generator)
     batch: dict[str, Any] = {"gene_ids": g, "bins": b, "masked_bins": masked, "pad_mask": m, "targets": targets}
     if labels is not None:
@@ -273,79 +263,22 @@ class _MemorySource:
 
     streamed = False
 
-    def __init__(self, cells: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray | None, batch: int,
-                 seed: int, info: Any) -> None:
+    def __init__(self, cells: Tokens, labels: np.ndarray | None, batch: int, seed: int, info: Any) -> None:
         self.cells, self.labels, self.batch, self.seed, self.info = cells, labels, batch, seed, info
         self.n_cells = len(cells)
         self.n_batches = self.n_cells // (batch * info.world_size)
 
     def lengths(self) -> np.ndarray:
-        return np.array([len(c[0]) for c in self.cells])
+        return self.cells.lengths
 
-    def batches(self, epoch: int, start: int) -> Iterator[tuple[list, np.ndarray | None]]:
+    def batches(self, epoch: int, start: int) -> Iterator[tuple[Tokens, np.ndarray | None]]:
         from app.engine.celllm.distributed import rank_batches
 
         for idx in rank_batches(self.n_cells, self.batch, epoch, self.seed, self.info)[start:]:
-            yield [self.cells[i] for i in idx], (self.labels[idx] if self.labels is not None else None)
+            yield self.cells.take(np.asarray(idx)), (self.labels[idx] if self.labels is not None else None)
 
     def close(self) -> None:
         pass
-
-
-def tokenize_vocab_batch(x: Any, max_len: int | None, seed: int, n_bins: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``tokenize.tokenize_counts`` for a CSR batch already in vocabulary columns (what ``CellStream`` yields
-    with gene maps), vectorised over the batch: same tokens, bins and top-``max_len`` selection (by count;
-    ties broken at random, from ``seed``), several times faster (one pass over the batch instead of a sparse
-    re-indexing product and per-cell work)."""
-    import scipy.sparse as sp
-
-    from app.engine.celllm.tokenize import TARGET_SUM
-    from app.models.celllm.model import CLS_ID, GENE_OFFSET, cls_bin
-
-    x = sp.csr_matrix(x, dtype=np.float32)
-    x.sum_duplicates()  # also sorts indices
-    x.eliminate_zeros()
-    if x.nnz and float(x.data.min()) < 0:
-        raise DataError("the counts contain negative values", None,
-                        "CellLM needs raw counts (non-negative); pass layers['counts'] or the raw matrix.")
-    n = x.shape[0]
-    lens = np.diff(x.indptr)
-    rows = np.repeat(np.arange(n), lens)
-    vals = x.data.astype(np.float64)
-    genes = x.indices.astype(np.int64)
-    totals = np.bincount(rows, weights=vals, minlength=n)
-    scale = np.where(totals > 0, TARGET_SUM / np.where(totals > 0, totals, 1.0), 1.0)
-    bins = np.minimum(np.floor(np.log1p(vals * scale[rows])), n_bins - 1).astype(np.int64)
-    if max_len is not None and x.nnz and int(lens.max()) > int(max_len):
-        long_row = lens > int(max_len)
-        sub = np.flatnonzero(long_row[rows])  # only the values of cells over max_len need sorting
-        tie = np.random.default_rng(seed).random(sub.size)
-        v, rw = vals[sub], rows[sub]
-        if np.all(v == np.floor(v)):  # raw counts: one sort of (row, -count, random tie) packed into a float
-            key = rw * (float(v.max()) + 2.0) - v + 0.5 * tie
-            order = sub[np.argsort(key)]
-        else:
-            order = sub[np.lexsort((tie, -v, rw))]  # per row: most expressed first, ties at random
-        sub_lens = lens[long_row]
-        starts = np.concatenate([[0], np.cumsum(sub_lens)[:-1]])
-        rank = np.arange(sub.size) - np.repeat(starts, sub_lens)  # position within its row in ``order``
-        keep = ~long_row[rows]
-        keep[order[rank < int(max_len)]] = True  # ``order`` keeps rows contiguous and in row order
-        genes, bins, rows = genes[keep], bins[keep], rows[keep]  # still gene-sorted within each row
-        lens = np.bincount(rows, minlength=n)
-    ptr = np.concatenate([[0], np.cumsum(lens)])
-    cb = cls_bin(n_bins)
-    out = []
-    for r in range(n):
-        a, b = ptr[r], ptr[r + 1]
-        ids = np.empty(b - a + 1, np.int64)
-        ids[0] = CLS_ID
-        ids[1:] = genes[a:b] + GENE_OFFSET
-        bn = np.empty(b - a + 1, np.int64)
-        bn[0] = cb
-        bn[1:] = bins[a:b]
-        out.append((ids, bn))
-    return out
 
 
 class StreamSource:
@@ -372,12 +305,12 @@ class StreamSource:
         d2v = self.stream.gene_maps[0] if self.stream.gene_maps is not None else self.ident
         toks = tokenize_counts(m, d2v, max_len=self.max_len, seed=self.seed, n_bins=self.n_bins)
         self.stream.stats = ReadStats()  # count only the epochs' reads
-        return np.array([len(c[0]) for c in toks])
+        return toks.lengths
 
     def _tokenise(self, cb: Any, epoch: int, b: int) -> tuple[list, np.ndarray | None]:
         tie_seed = (self.seed * 1_000_003 + epoch * 7_919 + b * 104_729 + self.info.rank) % (2**32)
-        cells = tokenize_vocab_batch(cb.counts, self.max_len, tie_seed, self.n_bins)
-        self.short_cells += sum(1 for c in cells if len(c[0]) < 2)
+        cells = tokenize_vocab(cb.counts, self.max_len, tie_seed, self.n_bins)
+        self.short_cells += int(np.sum(cells.lengths < 2))
         labels = self.label_of(cb.sources, cb.rows) if self.label_of is not None else None
         return cells, labels
 
@@ -583,7 +516,7 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
         rep.log(f"streaming {source.n_cells} cells from {len(paths)} file(s) (max_len {max_len}); "
                 f"vocabulary {len(vocab)} genes")
     else:
-        cells: list[tuple[np.ndarray, np.ndarray]] = []
+        parts: list[Tokens] = []
         raw_labels: list[Any] = []
         origin: list[tuple[int, int]] = []  # (dataset, row) of each kept cell, for the live map
         min_genes = max(1, int(cfg["min_genes"]))
@@ -592,11 +525,11 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
             d["d2v"] = d2v
             gene_report.append(_report_match(d["path"], rate, rep))
             toks = tokenize_counts(d["counts"], d2v, max_len=max_len, seed=seed + k, n_bins=model_cfg.n_bins)
-            for i, c in enumerate(toks):
-                if len(c[0]) - 1 >= min_genes:
-                    cells.append(c)
-                    raw_labels.append(d["labels"][i] if d["labels"] is not None else None)
-                    origin.append((k, i))
+            kept = np.flatnonzero(toks.lengths - 1 >= min_genes)
+            parts.append(toks.take(kept))
+            raw_labels.extend(d["labels"][kept] if d["labels"] is not None else [None] * len(kept))
+            origin.extend((k, int(i)) for i in kept)
+        cells = Tokens.concat(parts)
         if info.is_main and int(cfg["live_cells"]) > 0:
             from app.engine.celllm.live import pretrain_live_data
 

@@ -78,13 +78,15 @@ class CellLM(nn.Module):
         b = torch.where(gene_ids == PAD_ID, torch.full_like(b, pad_bin(nb)), b)
         return self.gene_emb(gene_ids) + self.bin_emb(b)
 
-    def forward(self, gene_ids: torch.Tensor, bins: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, gene_ids: torch.Tensor, bins: torch.Tensor, pad_mask: torch.Tensor,
+                n_query: int | None = None) -> torch.Tensor:
         """Hidden states [B, L, dim] (final LayerNorm applied). ``pad_mask`` True = real token; position 0 is
-        CLS. Padded positions are excluded as keys, and their outputs are zeroed."""
+        CLS. Padded positions are excluded as keys, and their outputs are zeroed. ``n_query``: the last layer
+        computes only the first ``n_query`` positions ([B, n_query, dim]; 1 = the CLS output)."""
         pad_mask = pad_mask.bool()
         x = self.emb_dropout(self.token_embeddings(gene_ids, bins))
-        h = self.encoder(x, pad_mask)
-        return h * pad_mask.unsqueeze(-1).to(h.dtype)
+        h = self.encoder(x, pad_mask, n_query)
+        return h * pad_mask[:, : h.shape[1]].unsqueeze(-1).to(h.dtype)
 
     def pool(self, hidden: torch.Tensor, pad_mask: torch.Tensor, pooling: str = "cls") -> torch.Tensor:
         """Cell embedding from hidden states: CLS output, or the mean over real gene tokens ("mean")."""
@@ -99,7 +101,9 @@ class CellLM(nn.Module):
 
     def embed(self, gene_ids: torch.Tensor, bins: torch.Tensor, pad_mask: torch.Tensor,
               pooling: str = "cls") -> torch.Tensor:
-        """Cell embeddings [B, dim]."""
+        """Cell embeddings [B, dim]. CLS pooling runs the last layer for the CLS position only."""
+        if pooling == "cls":
+            return self.forward(gene_ids, bins, pad_mask, n_query=1)[:, 0]
         return self.pool(self.forward(gene_ids, bins, pad_mask), pad_mask, pooling)
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
