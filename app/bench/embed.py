@@ -114,7 +114,8 @@ def synthetic_h5ad(n_cells: int, genes: list[str], mean_expressed: int, seed: in
     return path
 
 
-def end_to_end(n_cells: int, mean_genes: int, threads: int | None, batch_size: int) -> dict[str, Any]:
+def end_to_end(n_cells: int, mean_genes: int, threads: int | None, batch_size: int, device: str = "cpu"
+               ) -> dict[str, Any]:
     """``celllm embed`` of a synthetic file with the shipped model, timed from reading to the written file."""
     from app.engine.celllm.embed import embed, load_for_inference
 
@@ -125,13 +126,14 @@ def end_to_end(n_cells: int, mean_genes: int, threads: int | None, batch_size: i
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "embedded.h5ad"
         t0 = time.perf_counter()
-        res = embed({"data": str(data), "out": str(out), "device": "cpu", "threads": threads,
+        res = embed({"data": str(data), "out": str(out), "device": device, "threads": threads,
                      "batch_size": batch_size})
         dt = time.perf_counter() - t0
     return {"row": "end_to_end", "n_cells": res["n_cells"], "mean_expressed_genes": mean_genes,
             "model": "shipped celllm-tiny", "max_len": lm.extra.get("max_len"), "seconds": round(dt, 2),
             "end_to_end_cells_per_s": round(res["n_cells"] / dt, 1), "threads": torch.get_num_threads(),
-            "batch_size": batch_size, "data": str(data), "generate_s_first_time": round(gen_s, 1)}
+            "batch_size": batch_size, "device": device, "data": str(data),
+            "generate_s_first_time": round(gen_s, 1)}
 
 
 def finetune_rows(n_cells: int, epochs: int, live_cells: int, threads: int | None) -> dict[str, Any]:

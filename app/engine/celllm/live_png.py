@@ -13,23 +13,15 @@ from typing import Any
 import numpy as np
 
 
-def next_layout(emb: np.ndarray, prev: np.ndarray | None = None, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
-    """UMAP of ``emb`` (float32 n x 2), initialised from ``prev`` (the previous refresh's layout) when given."""
-    import umap
+def next_layout(emb: np.ndarray, prev: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """UMAP of ``emb`` (float32 n x 2), initialised from ``prev`` (the previous refresh's layout) when given:
+    ``app.engine.layout.umap_refine`` with fewer epochs once it starts close to the answer (less drift)."""
+    from app.engine.layout import umap_refine
 
     x = np.asarray(emb, dtype=np.float32)
-    n = len(x)
-    if n < 4:
+    if len(x) < 4:
         return np.pad(x[:, :2], ((0, 0), (0, max(0, 2 - x.shape[1])))).astype(np.float32)
-    init: Any = "spectral"
-    n_epochs = None
-    if prev is not None:
-        p = np.asarray(prev, dtype=np.float32)
-        init = (p - p.mean(0)) / (p.std(0) + 1e-6) * 5.0  # umap-learn expects a layout of about this scale
-        n_epochs = 200  # starting close to the answer: fewer epochs, and less drift
-    reducer = umap.UMAP(n_neighbors=min(n_neighbors, n - 1), init=init, random_state=seed, n_epochs=n_epochs,
-                        n_jobs=1)
-    return reducer.fit_transform(x).astype(np.float32)
+    return umap_refine(x, init=prev, seed=seed, n_epochs=200 if prev is not None else None)
 
 
 def _colours(cells: dict[str, Any], probs: np.ndarray | None, colour: str) -> tuple[np.ndarray | None, list[str]]:
