@@ -133,10 +133,10 @@ def load_phenotypes(path: str | Path, geno: Any, trait: str | None = None, orien
     pheno = read_phenotypes(path)
     again = None
     if geno is not None and orientation == "auto" and geno.source and detect_genotype_format(geno.source) == "numeric":
-        again = load_genotype(geno.source, sample_ids=pheno_id_candidates(pheno))
-        if list(again["geno"].samples) == list(geno.samples):
-            again = None
-        else:
+        ids = pheno_id_candidates(pheno)
+        # read again only when the marker axis joins the table better than the sample axis (cheap to tell)
+        if sum(str(m) in ids for m in geno.markers["id"]) > sum(str(x) in ids for x in geno.samples):
+            again = load_genotype(geno.source, sample_ids=ids)
             geno = again["geno"]
     numeric = [c for c in pheno.columns if np.issubdtype(pheno[c].dtype, np.number)]
     if geno is not None:
