@@ -38,7 +38,7 @@ class LabelsJoin:
         n = len(self.obs)
         missing = int(i.get("n_cells_without_label", 0))
         lines = [f"{n - missing:,} of {n:,} cells matched a row of {Path(self.path).name}"
-                 + (f" (IDs in column '{i['id_column']}')" if i.get("id_column") else "") + "."]
+                 + _id_words(i.get("id_column")) + "."]
         if missing:
             ex = ', '.join(map(str, i.get('examples_without_label', [])))
             lines.append(f"{missing:,} cells have no row (e.g. {ex});"
@@ -52,6 +52,14 @@ class LabelsJoin:
         lines.append("No cell ID appears twice in the table.")  # duplicates are refused by the join itself
         lines.append(f"Columns added: {', '.join(self.columns)}.")
         return "\n".join(lines)
+
+
+def _id_words(col: str | None) -> str:
+    if not col:
+        return " (matched by row order: the table has no ID column)"
+    if col == "(row names)":
+        return " (IDs in its unnamed first column)"
+    return f" (IDs in column '{col}')"
 
 
 def join_table(obs: pd.DataFrame, path: str | Path) -> LabelsJoin:

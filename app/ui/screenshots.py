@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--gp-epochs", type=int, default=30, help="epochs of the deep GP models")
-    p.add_argument("--only", choices=["singlecell", "genotype"], default=None)
+    p.add_argument("--only", choices=["singlecell", "genotype", "annotate"], default=None)
+    p.add_argument("--shared-data", default=str(REPO.parent / "shared" / "data"),
+                   help="the shared data folder (the labels / annotate pictures use CellBench from it)")
     args = p.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("OMICSLAB_RUNS_DIR", tempfile.mkdtemp(prefix="omicslab-shots-"))
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(app, lambda: not win.workers, 120, "the export")
         shot(win, win.export_tab, "5-export-singlecell.png")
         win.close()
+    cellbench = Path(args.shared_data) / "singlecell" / "cellbench_lung_3cl"
+    if args.only in (None, "annotate") and cellbench.is_dir():
+        annotate_shots(app, out, cellbench, args.epochs, shot, MainWindow)
     if args.only in (None, "genotype"):
         win = MainWindow()
         win.resize(1360, 860)
@@ -121,6 +126,39 @@ def main(argv: list[str] | None = None) -> int:
             print(exc, file=sys.stderr)
         win.close()
     return 0
+
+
+def annotate_shots(app: object, out: Path, cellbench: Path, epochs: int, shot: Callable[..., None],
+                   window: Callable[[], object]) -> None:
+    """A CSV count matrix plus its labels table (Data tab), then "Annotate another dataset…" with the other
+    CellBench platform (the dialog after the threshold moved)."""
+    win = window()
+    win.resize(1360, 860)
+    win.show()
+    win.open_path(str(cellbench / "sc_celseq2.count.csv.gz"))
+    wait_until(app, lambda: win.state.adata is not None and not win.workers, 300, "the CEL-seq2 counts")
+    win.data_tab.labels_panel.add_table(str(cellbench / "sc_celseq2.metadata.csv.gz"))
+    wait_until(app, lambda: win.data_tab.labels_panel.join is not None and not win.workers, 120, "the labels")
+    win.data_tab.label_combo.setCurrentText("cell_line_demuxlet")
+    shot(win, win.data_tab, "6-labels-singlecell.png")
+    win.model_tab.set_task("finetune")
+    win.model_tab.set_param("epochs", epochs)
+    win.train_tab.train()
+    wait_until(app, lambda: win.state.embedding is not None and not win.workers and not win.train_tab.running,
+               900, "fine-tune + embed")
+    win.tabs.setCurrentWidget(win.results_tab)
+    dlg = win.open_annotate(win.results_tab.finetuned_run())
+    dlg.set_query(str(cellbench / "sc_dropseq.count.csv.gz"), str(cellbench / "sc_dropseq.metadata.csv.gz"),
+                  "cell_line_demuxlet")
+    dlg.run()
+    wait_until(app, lambda: dlg.ann.adata is not None or win.last_error is not None, 900, "the annotation")
+    dlg.slider.setValue(70)
+    dlg.colour_combo.setCurrentText("Label (query: predicted)")
+    settle(app, 0.6)
+    dlg.grab().save(str(out / "7-annotate-singlecell.png"))
+    print("wrote", out / "7-annotate-singlecell.png", flush=True)
+    dlg.close()
+    win.close()
 
 
 if __name__ == "__main__":

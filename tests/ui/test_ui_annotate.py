@@ -107,7 +107,7 @@ def test_small_classes_are_named_and_merged_in_one_click(qtbot, win, idle, tmp_p
     idle(win)
     panel = win.data_tab.labels_panel
     with qtbot.waitSignal(panel.joined, timeout=60000):
-        panel.add_table(str(tmp_path / "types.txt"))  # no header, tab-separated
+        _drop(panel, tmp_path / "types.txt")  # dragged onto the Cell labels box; no header, tab-separated
     assert win.state.label_key == "label"
     assert panel.merge_btn.isVisibleTo(panel) and "DC (1)" in panel.small_label.text() \
         and "NK (2)" in panel.small_label.text()
@@ -117,3 +117,19 @@ def test_small_classes_are_named_and_merged_in_one_click(qtbot, win, idle, tmp_p
     assert counts["other"] == 3 and "NK" not in counts and not panel.merge_btn.isVisibleTo(panel)
     assert (pd.read_csv(win.state.labels_path, index_col=0)["label"] == "other").sum() == 3
     idle(win)
+
+
+def _drop(widget, path: Path) -> None:
+    """Drag ``path`` from a file manager and drop it on ``widget``."""
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    pos = QPointF(widget.rect().center())
+    enter = QDragEnterEvent(pos.toPoint(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    widget.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    widget.dropEvent(QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                                Qt.KeyboardModifier.NoModifier))
