@@ -30,9 +30,10 @@ def main(folder: str) -> None:
         for form, fs in (("feature_selection", True), ("default", False)):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                # top_genes above the gene count is refused (a 160-gene panel): then every gene is kept
+                # top_genes above the count of expressed genes is refused (a 160-gene panel): keep them all
+                expressed = int((np.asarray(tr.X.sum(axis=0)).ravel() > 0).sum())
                 model = celltypist.train(tr, labels="label", feature_selection=fs, n_jobs=1, use_GPU=False,
-                                         top_genes=min(300, tr.n_vars))
+                                         top_genes=min(300, expressed))
                 pred = celltypist.annotate(te, model=model, majority_voting=False)
             out[form].append([str(v) for v in pred.predicted_labels["predicted_labels"].tolist()])
     (d / "predictions.json").write_text(json.dumps(out))
