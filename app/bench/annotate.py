@@ -137,11 +137,14 @@ def celltypist_scores(adata: Any, labels: np.ndarray, splits: list, peers_python
             return f"celltypist failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else '?'}"
         preds = json.loads((Path(tmp) / "predictions.json").read_text())
     out: dict[str, list[dict[str, float]]] = {}
+    notes = preds.pop("notes", [])
     for form, per_split in preds.items():
         out[form] = []
         for s, p in zip(splits, per_split):
             sc = classification_scores(labels[s.test], np.asarray(p, dtype=str), classes)
             out[form].append({"macro_f1": sc["macro_f1"], "accuracy": sc["accuracy"]})
+    if notes:
+        out["notes"] = notes  # type: ignore[assignment]
     return out
 
 
@@ -185,6 +188,7 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, shared: Path) -> dict[str
     if isinstance(ct, str):
         notes.append(ct)
     else:
+        notes += list(ct.pop("notes", []))  # type: ignore[arg-type]
         for form, vals in ct.items():
             per[f"celltypist_{form}"] = {k: [v[k] for v in vals] for k in ("macro_f1", "accuracy")}
     methods = {m: {k: spread(v).to_dict() for k, v in d.items()} for m, d in per.items()}
