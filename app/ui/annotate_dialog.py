@@ -249,8 +249,8 @@ class AnnotateDialog(QDialog):
                     f"assigned cells {sc['accuracy_assigned']:.3f} (Unassigned counts as wrong).")
             base = (self.ann.report or {}).get("baseline") or {}
             if "accuracy" in base:
-                text += (f" Baseline (L1 logistic regression on the reference): accuracy {base['accuracy']:.3f}, "
-                         f"macro-F1 {base['macro_f1']:.3f}.")
+                text += (f" Baseline ({base.get('method', 'logistic regression')}, fitted on the reference): "
+                         f"accuracy {base['accuracy']:.3f}, macro-F1 {base['macro_f1']:.3f}.")
             if sc.get("unknown_classes"):
                 text += " Classes the model never saw: " + ", ".join(sc["unknown_classes"]) + "."
             self.scores_label.setText(text)

@@ -424,7 +424,21 @@ class MainWindow(QMainWindow):
         urls = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
         if urls:
             ev.acceptProposedAction()
-            self.open_path(urls[0])
+            if self._is_labels_table(urls[0]):
+                self.tabs.setCurrentWidget(self.data_tab)
+                self.data_tab.labels_panel.add_table(urls[0])
+            else:
+                self.open_path(urls[0])
+
+    def _is_labels_table(self, path: str) -> bool:
+        """A table dropped while single-cell data are open is their cell labels when it is no matrix of its own
+        (it would read as a phenotype table, which only genotypes take)."""
+        if self.state.kind != "singlecell":
+            return False
+        try:
+            return loaders.detect_kind(path) == "phenotype"
+        except OmicsLabError:
+            return False
 
     # -- closing -----------------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -117,6 +117,12 @@ def test_small_classes_are_named_and_merged_in_one_click(qtbot, win, idle, tmp_p
     assert counts["other"] == 3 and "NK" not in counts and not panel.merge_btn.isVisibleTo(panel)
     assert (pd.read_csv(win.state.labels_path, index_col=0)["label"] == "other").sum() == 3
     idle(win)
+    # dropped anywhere on the window, a table that is no count matrix joins the open cells too
+    (tmp_path / "batches.csv").write_text("cell,batch\n" + "".join(f"{c},b{i % 2}\n" for i, c in enumerate(cells)))
+    with qtbot.waitSignal(panel.joined, timeout=60000):
+        _drop(win, tmp_path / "batches.csv")
+    assert "30 of 30 cells matched" in panel.report.toPlainText() and "batch" in win.state.adata.obs
+    idle(win)
 
 
 def _drop(widget, path: Path) -> None:
