@@ -141,12 +141,12 @@ def detect_kind(path: str | Path) -> str:
         if path.with_name(path.name + ".bed").exists():
             return "genotype"  # a PLINK prefix
         raise DataError("the file or folder does not exist", path, "Check the path and its spelling.")
+    check_readable(path)  # "permission denied", never a raw error or a wrong guess
     if path.is_dir():
         if any("matrix.mtx" in p.name.lower() for p in path.iterdir()):
             return "singlecell"
         raise DataError("this folder is not a 10x folder (no matrix.mtx inside)", path,
                         "Give a file, or a 10x folder with matrix.mtx, barcodes.tsv and genes/features.tsv. " + HINT)
-    check_readable(path)
     if path.stat().st_size == 0:
         raise DataError("the file is empty (0 bytes)", path, "The copy was probably interrupted; get it again.")
     if name.endswith(SC_SUFFIXES):

@@ -87,7 +87,7 @@ def test_non_utf8_csv_is_read_as_latin1_like_the_phenotype_reader(tmp_path: Path
     assert "cellé3" in list(read_phenotypes(p).index)  # the phenotype reader reads the same names
 
 
-def test_a_file_the_user_may_not_read_says_permission_not_layout(tmp_path: Path, monkeypatch) -> None:
+def test_a_file_the_user_may_not_read_says_permission_not_layout(tmp_path: Path, monkeypatch, capsys) -> None:
     X, cells, genes = sc_counts(20)
     p = _csv(tmp_path / "locked.csv", X, cells, genes)
     real_open = builtins.open
@@ -103,6 +103,9 @@ def test_a_file_the_user_may_not_read_says_permission_not_layout(tmp_path: Path,
     msg = str(ei.value)
     assert "permission denied" in msg and "locked.csv" in msg and "header" not in msg.lower()
     assert "permissions" in ei.value.hint
+    assert main(["inspect", str(p)]) == 2  # the command line (and the window's reader) say the same
+    err = capsys.readouterr().err
+    assert "permission denied" in err and "What to do:" in err and "Traceback" not in err
 
 
 def test_infinite_counts_are_named_with_their_cell_and_gene(tmp_path: Path, capsys) -> None:
