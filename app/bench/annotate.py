@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from app.data.jsonsafe import dumps
+
 SC = "singlecell"
 
 
@@ -266,14 +268,12 @@ def main(argv: list[str]) -> int:
         if not args.json:
             print(table(results[-1:]), flush=True)
         elif args.partial:
-            Path(args.partial).write_text(json.dumps(results, default=str))
+            Path(args.partial).write_text(dumps(results))
     out = {"benchmark": "annotate", "seeds": args.seeds, "seed": args.seed, "init": args.init or "shipped",
            "max_cells": args.max_cells, "test_cells": "held out from pretraining (CRC-32 of the cell ID even)",
            "results": results, "seconds": round(time.time() - t0, 1)}
     if args.json:
-        from app.engine.celllm.embed import json_safe
-
-        print(json.dumps(json_safe(out)))
+        print(dumps(out))
     else:
         print("\n" + table(results))
         print(f"{args.seeds} seeded splits per dataset; {out['seconds']:.0f} s")

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.data.jsonsafe import dumps
+
 BUDGET_S = 480.0
 """The whole check should finish within 8 minutes."""
 
@@ -215,7 +217,7 @@ def main(argv: list[str]) -> int:
         result = run_steps(plan(device, Path(tmp), quick=args.cpu_plumbing), args.budget_s)
     result = {"bench": "gpu", "device": device, "torch": torch.__version__,
               "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, **result}
-    text = json.dumps(result, default=str)
+    text = dumps(result)
     if args.out:
         from app.data.atomic import write_text_atomic
 

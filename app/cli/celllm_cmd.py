@@ -16,6 +16,7 @@ from typing import Any
 
 from app.cli.options import add_config_options, config_from_args, help_text
 from app.data.errors import DataError
+from app.data.jsonsafe import dumps
 from app.engine.celllm.job_configs import AnnotateConfig, EmbedConfig, EvaluateConfig, FinetuneConfig, PretrainConfig
 from app.engine.jobconfig import spec_of
 from app.engine.registry import job
@@ -136,7 +137,7 @@ def _run(target: str, config: dict[str, Any], run_dir: str | None, args: argpars
 
 def _finish(result: dict, args: argparse.Namespace, summary: str) -> int:
     if args.json:
-        print(json.dumps(result, default=str))
+        print(dumps(result))
     else:
         print(summary)
     if result.get("cancelled"):

@@ -8,13 +8,13 @@ prints a results table. Bad input ends in one ``error: ...`` message and exit co
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from app.cli.options import add_config_options, config_from_args
 from app.data.errors import DataError
+from app.data.jsonsafe import dumps
 from app.engine.gp.job_configs import GPCVConfig, GPPredictConfig, GPTrainConfig
 from app.engine.registry import job
 
@@ -165,7 +165,7 @@ def _finish(result: dict[str, Any], args: argparse.Namespace, summary: str) -> i
         print("cancelled", file=sys.stderr)
         return 130
     if args.json:
-        print(json.dumps(result, default=str))
+        print(dumps(result))
     else:
         print(summary)
     return 0

@@ -8,12 +8,13 @@ phenotype join) and phenotype tables. ``--json`` prints one JSON object with at 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from app.data.jsonsafe import dumps
 
 ORIENTATIONS = ("auto", "genes_x_cells", "cells_x_genes", "samples_x_markers", "markers_x_samples")
 MAX_SHOWN = 5
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         out = inspect_phenotype(args)
     if args.json:
-        print(json.dumps(_jsonable(out["json"]), ensure_ascii=False))
+        print(dumps(out["json"], ensure_ascii=False))
     else:
         print(out["text"])
     return 0
@@ -85,7 +86,7 @@ def inspect_singlecell(args: argparse.Namespace) -> dict[str, Any]:
         if backed and getattr(adata, "file", None) is not None:
             adata.file.close()
     d = s.to_dict()
-    j = {"kind": "single-cell", "path": str(args.path), "n_obs": s.n_cells, "n_vars": s.n_genes,
+    j = {"kind": "singlecell", "path": str(args.path), "n_obs": s.n_cells, "n_vars": s.n_genes,
          "value_type": s.value_kind, "id_type": s.id_type, "columns": s.label_columns,
          "problems": list(s.problems), "notes": list(s.notes), "summary": d}
     text = s.to_text()
@@ -269,18 +270,6 @@ def inspect_phenotype(args: argparse.Namespace) -> dict[str, Any]:
     j = {"kind": "phenotype", "path": str(args.path), "n_obs": len(pheno), "n_vars": int(pheno.shape[1]),
          "value_type": "table", "id_type": "sample_id", "columns": traits, "problems": problems, "notes": notes}
     return {"json": j, "text": "\n".join(text)}
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience

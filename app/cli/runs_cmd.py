@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from app.data.errors import DataError
+from app.data.jsonsafe import dumps
 
 
 def _when(ts: Any) -> str:
@@ -24,7 +25,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     root = args.root or default_runs_root()
     runs = [rd.summary() for rd in list_runs(root)]
     if args.json:
-        print(json.dumps({"root": str(root), "runs": runs}, default=str))
+        print(dumps({"root": str(root), "runs": runs}))
         return 0
     if not runs:
         print(f"no runs in {root}")
@@ -58,7 +59,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
         out["live_png"] = [str(p) for p in write_live_pngs(rd.path, args.live_png, colour=args.colour)]
     if args.json:
-        print(json.dumps(out, default=str))
+        print(dumps(out))
         return 0
     print(f"run:        {info['path']}")
     print(f"job:        {info['target'] or info['kind']}")
@@ -67,8 +68,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"metrics:    {len(metrics)} rows" + (f"; last {json.dumps(metrics[-1])}" if metrics else ""))
     print(f"checkpoint: {out['checkpoint'] or 'none'}")
     if out["result"] is not None:
-        print("result:     " + json.dumps(out["result"], default=str)[:2000])
-    print("config:     " + json.dumps(out["config"], default=str))
+        print("result:     " + dumps(out["result"])[:2000])
+    print("config:     " + dumps(out["config"]))
     table = live.quality_table(rd.path)
     if table:
         print("live map quality per refresh (PCA-HVG = the reference on the same cells):")
@@ -104,7 +105,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         config["threads"] = args.threads
     result = run_with_progress(target, config, rd.path, quiet=bool(args.quiet), resume=True)
     if args.json:
-        print(json.dumps(result, default=str))
+        print(dumps(result))
     else:
         state = "cancelled (rerun `runs resume` to continue)" if result.get("cancelled") else "finished"
         print(f"{rd.path.name}: {state}")

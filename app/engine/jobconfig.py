@@ -31,6 +31,7 @@ The window engineer's form uses ``field_specs(Config)``::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -72,8 +73,7 @@ def param(default: Any = _MISSING, help: str = "", *, choices: tuple[Any, ...] |
     if default is _MISSING:
         return dataclasses.field(default=None, metadata=meta)  # required: from_dict refuses None
     if isinstance(default, dict | list):
-        frozen = json.loads(json.dumps(default))
-        return dataclasses.field(default_factory=lambda: json.loads(json.dumps(frozen)), metadata=meta)
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -336,8 +336,7 @@ class JobConfig:
             v = getattr(self, f.name)
             if f.name == "resume" and not v:
                 continue
-            out[f.name] = list(v) if isinstance(v, tuple) else (json.loads(json.dumps(v)) if isinstance(v, dict)
-                                                                  else v)
+            out[f.name] = list(v) if isinstance(v, tuple) else copy.deepcopy(v)
         return out
 
     def replace(self: C, **changes: Any) -> C:

@@ -22,17 +22,29 @@ from app.engine.celllm.job_configs import (
 )
 from app.engine.gp.job_configs import GPCVConfig, GPPredictConfig, GPTrainConfig
 from app.engine.jobconfig import JobConfig
+from app.engine.results import (
+    AnnotateResult,
+    EmbedResult,
+    EvaluateResult,
+    FinetuneResult,
+    GPCVResult,
+    GPPredictResult,
+    GPTrainResult,
+    JobResult,
+    PretrainResult,
+)
 
 
 @dataclass(frozen=True)
 class JobEntry:
     """One job: ``name`` (``celllm.finetune``), ``target`` (``package.module:function``, what a spawned job
-    process imports), its config type and its result type (None while the job still returns a plain dict)."""
+    process imports), its config type and its result type (``result.from_dict`` reads a finished run's
+    result.json back as the typed result)."""
 
     name: str
     target: str
     config: type[JobConfig]
-    result: type | None = None
+    result: type[JobResult] = JobResult
     title: str = ""
 
     def function(self) -> Callable[..., Any]:
@@ -44,18 +56,24 @@ class JobEntry:
         """A validated config of this job from untyped values."""
         return self.config.from_dict(values, where)
 
+    def read_result(self, values: dict[str, Any] | None) -> JobResult:
+        """The typed result from its JSON form (a finished run's result.json, a job's Result event)."""
+        return self.result.from_dict(values)
+
 
 JOBS: dict[str, JobEntry] = {e.name: e for e in (
-    JobEntry("celllm.finetune", "app.engine.celllm.finetune:finetune", FinetuneConfig, title="Fine-tune CellLM"),
-    JobEntry("celllm.evaluate", "app.engine.celllm.evaluate:evaluate_repeats", EvaluateConfig,
-             title="Evaluate CellLM over repeated splits"),
-    JobEntry("celllm.pretrain", "app.engine.celllm.pretrain:pretrain", PretrainConfig, title="Pretrain CellLM"),
-    JobEntry("celllm.embed", "app.engine.celllm.embed:embed", EmbedConfig, title="Embed with a model"),
-    JobEntry("celllm.annotate", "app.engine.celllm.annotate:annotate", AnnotateConfig,
-             title="Annotate with a fine-tuned model"),
-    JobEntry("gp.cv", "app.engine.gp.jobs:cv", GPCVConfig, title="Cross-validate"),
-    JobEntry("gp.train", "app.engine.gp.jobs:train", GPTrainConfig, title="Train on all lines"),
-    JobEntry("gp.predict", "app.engine.gp.jobs:predict", GPPredictConfig, title="Predict new lines"),
+    JobEntry("celllm.finetune", "app.engine.celllm.finetune:finetune", FinetuneConfig, FinetuneResult,
+             "Fine-tune CellLM"),
+    JobEntry("celllm.evaluate", "app.engine.celllm.evaluate:evaluate_repeats", EvaluateConfig, EvaluateResult,
+             "Evaluate CellLM over repeated splits"),
+    JobEntry("celllm.pretrain", "app.engine.celllm.pretrain:pretrain", PretrainConfig, PretrainResult,
+             "Pretrain CellLM"),
+    JobEntry("celllm.embed", "app.engine.celllm.embed:embed", EmbedConfig, EmbedResult, "Embed with a model"),
+    JobEntry("celllm.annotate", "app.engine.celllm.annotate:annotate", AnnotateConfig, AnnotateResult,
+             "Annotate with a fine-tuned model"),
+    JobEntry("gp.cv", "app.engine.gp.jobs:cv", GPCVConfig, GPCVResult, "Cross-validate"),
+    JobEntry("gp.train", "app.engine.gp.jobs:train", GPTrainConfig, GPTrainResult, "Train on all lines"),
+    JobEntry("gp.predict", "app.engine.gp.jobs:predict", GPPredictConfig, GPPredictResult, "Predict new lines"),
 )}
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from app.data.atomic import atomic_path, write_text_atomic
 from app.data.errors import DataError, os_error_words
+from app.data.jsonsafe import dumps
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
@@ -65,19 +66,8 @@ def new_run_name(kind: str) -> str:
     return f"{stamp}-{safe}-{os.urandom(2).hex()}"
 
 
-def _json_default(obj: Any) -> Any:
-    """Make numpy scalars/arrays and paths JSON-serialisable."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
-
-
 def _dumps(obj: Any, indent: int | None = 2) -> str:
-    return json.dumps(obj, indent=indent, default=_json_default)
+    return dumps(obj, indent=indent)
 
 
 class RunLock:

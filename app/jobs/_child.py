@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import importlib
-import json
 import multiprocessing as mp
 import os
 import signal
@@ -20,6 +19,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from app.data.jsonsafe import json_safe
 from app.engine.events import Event, Failed, Log, Progress, Result
 from app.engine.reporter import Cancelled, Reporter
 
@@ -174,9 +174,9 @@ def child_main(target: str, config: dict[str, Any], run_dir: str, queue: Any, st
         value = fn(job_config, reporter)
         if value is None:
             value = {}
+        value = json_safe(value)  # typed results and dicts alike: always JSON-safe when it crosses over
         if not isinstance(value, dict):
             value = {"value": value}
-        value = json.loads(json.dumps(value, default=str))  # always JSON-safe when it crosses over
         cancelled = bool(value.get("cancelled"))
         final = Result(value, cancelled=cancelled)
     except Cancelled:

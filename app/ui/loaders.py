@@ -158,11 +158,10 @@ def demo_genotype_paths() -> dict[str, Path]:
 
 
 def detect_kind(path: str | Path) -> str:
-    """single-cell / genotype / phenotype, by name and content."""
+    """singlecell / genotype / phenotype, by name and content."""
     from app.data.sniff import detect_kind as _detect
 
-    k = _detect(path)
-    return {"single-cell": "singlecell"}.get(k, k)
+    return _detect(path)
 
 
 def env_threads() -> int | None:

@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
 from superqt import QCollapsible
 
 from app.data.errors import OmicsLabError
+from app.resources import CELLLM_TINY
 from app.ui.state import (
-    BUNDLED_MODEL,
     GP_DEFAULTS,
     GP_MODELS,
     GP_TASKS,
@@ -71,7 +71,7 @@ class ModelTab(QWidget):
         self.task_help.setStyleSheet("color: #444;")
         self.buttons: dict[str, QRadioButton] = {}
 
-        self.model_edit = QLineEdit(str(BUNDLED_MODEL))
+        self.model_edit = QLineEdit(str(CELLLM_TINY))
         self.model_edit.setReadOnly(True)
         self.model_btn = QPushButton("Choose model…")
         self.model_reset = QPushButton("Bundled tiny")
@@ -134,7 +134,7 @@ class ModelTab(QWidget):
         lay.addStretch(1)
         lay.addWidget(self.next_btn)
         self.model_btn.clicked.connect(self._choose_model)
-        self.model_reset.clicked.connect(lambda: self.set_model_dir(str(BUNDLED_MODEL)))
+        self.model_reset.clicked.connect(lambda: self.set_model_dir(str(CELLLM_TINY)))
         self.state.events.dataset.connect(self.rebuild)
         self.state.events.model_dir.connect(lambda path: self.model_edit.setText(str(path)))
         self.state.events.device.connect(self._show_device)

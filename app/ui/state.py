@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 from psygnal import Signal, SignalGroup, SignalGroupDescriptor
 
+from app.data.jsonsafe import json_safe
 from app.engine.jobconfig import JobConfig, field_specs
 from app.engine.registry import job
-from app.resources import CELLLM_TINY as BUNDLED_MODEL
+from app.resources import CELLLM_TINY
 
 SC_JOBS = {"finetune": "celllm.finetune", "pretrain": "celllm.pretrain", "embed": "celllm.embed"}
 SC_TASKS = {task: (job(name).title, job(name).target) for task, name in SC_JOBS.items()}
@@ -126,7 +127,7 @@ class AppState:
     adata: Any = None
     label_key: str | None = None
     labels_path: str | None = None  # a labels table added in the window (the job joins it by cell ID)
-    model_dir: str = str(BUNDLED_MODEL)
+    model_dir: str = str(CELLLM_TINY)
     gene_match: Any = None
     geno: Any = None
     qc: Any = None  # genotype QC
@@ -330,10 +331,10 @@ class AppState:
                      "model": self.model_dir}
         if self.current is not None:
             om["run"] = {"path": self.current.path, "target": self.current.target,
-                         "config": _jsonable(self.current.config)}
+                         "config": json_safe(self.current.config, h5ad=True)}
         if self.metrics is not None:
-            om["metrics"] = _jsonable({k: v for k, v in self.metrics.items() if k in (
-                "best_epoch", "best_val_macro_f1", "history", "gene_match_rate", "classes")})
+            om["metrics"] = json_safe({k: v for k, v in self.metrics.items() if k in (
+                "best_epoch", "best_val_macro_f1", "history", "gene_match_rate", "classes")}, h5ad=True)
         ad.uns["omicslab"] = om
         return ad
 
@@ -375,26 +376,6 @@ def pick_label_column(cols: list[str]) -> str | None:
         if "type" in c.lower() or "label" in c.lower():
             return c
     return cols[0] if cols else None
-
-
-def _jsonable(obj: Any) -> Any:
-    """A copy h5ad ``uns`` accepts (no None, numpy scalars as Python)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, list | tuple):
-        items = [_jsonable(v) for v in obj if v is not None]
-        if items and all(isinstance(v, dict) for v in items):
-            # records (e.g. the metric history) -> columns: h5ad stores arrays, not lists of dicts
-            keys = list(dict.fromkeys(k for v in items for k in v))
-            return {k: [v.get(k, float("nan")) for v in items] for k in keys}
-        if items and len({type(v) for v in items}) > 1:
-            return [str(v) for v in items]  # mixed types cannot form one array
-        return items
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def gp_fold_table(result: dict[str, Any]) -> pd.DataFrame:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.celllm.embed import SHIPPED_TINY, embed, embed_adata
+from app.engine.celllm.embed import embed, embed_adata
 from app.engine.celllm.finetune import finetune, stratified_subsample
+from app.resources import CELLLM_TINY
 
 torch.set_num_threads(1)
 
@@ -49,8 +50,8 @@ def test_embed_with_finetuned_model_writes_fields(small_pbmc: Path, tmp_path: Pa
 
 @pytest.mark.shared_data
 def test_embed_is_batch_independent_with_shipped_model(small_pbmc: Path) -> None:
-    if not SHIPPED_TINY.is_dir():
-        pytest.fail(f"the shipped tiny model is missing at {SHIPPED_TINY}")
+    if not CELLLM_TINY.is_dir():
+        pytest.fail(f"the shipped tiny model is missing at {CELLLM_TINY}")
     a = ad.read_h5ad(small_pbmc)
     full = embed_adata(a, None, batch_size=32, device="cpu", max_len=64)
     assert "celllm_label" not in full.obs  # a pretrained model has no head: embeddings only

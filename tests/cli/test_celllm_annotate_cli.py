@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.engine.celllm.embed import SHIPPED_TINY
+from app.resources import CELLLM_TINY
 
 REPO = Path(__file__).resolve().parents[2]
 CELLBENCH = "singlecell/cellbench_lung_3cl"
@@ -101,7 +101,7 @@ def test_annotate_refuses_a_query_with_too_few_known_genes(celseq2_run: Path, tm
 
 
 def test_annotate_needs_a_fine_tuned_model(tmp_path: Path) -> None:
-    p = _run(["celllm", "annotate", "--model", str(SHIPPED_TINY),
+    p = _run(["celllm", "annotate", "--model", str(CELLLM_TINY),
               "--data", str(tmp_path / "whatever.h5ad"), "--out", str(tmp_path / "o.h5ad"), "--quiet"],
              tmp_path / "runs")
     assert p.returncode == 2 and "not fine-tuned" in p.stderr and "Traceback" not in p.stderr

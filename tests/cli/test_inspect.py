@@ -40,7 +40,7 @@ def test_singlecell_json_and_text(tmp_path: Path, capsys: pytest.CaptureFixture)
     d = _json(capsys, ["inspect", str(p), "--json"])
     assert d.keys() >= KEYS
     assert (d["kind"], d["n_obs"], d["n_vars"], d["value_type"], d["id_type"]) == \
-        ("single-cell", 60, 60, "counts", "human_symbol")
+        ("singlecell", 60, 60, "counts", "human_symbol")
     assert d["columns"] == {"cell_type": {"B": 20, "NK": 20, "T": 20}}
     assert any("Only 60 genes" in p for p in d["problems"])
     assert main(["inspect", str(p)]) == 0

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import dataclass
 
 import pytest
 
 from app.cli import build_parser
-from app.cli.options import config_from_args, to_argv
+from app.cli.options import add_config_options, config_from_args, to_argv
 from app.data.errors import DataError
 from app.engine.celllm.job_configs import FinetuneConfig, PretrainConfig
 from app.engine.gp.job_configs import GPCVConfig
-from app.engine.jobconfig import example_values, field_specs
+from app.engine.jobconfig import example_values, field_specs, param
 from app.engine.registry import JOBS
 
 CLI = {"celllm.finetune": ["celllm", "finetune"], "celllm.evaluate": ["celllm", "finetune"],
@@ -90,3 +92,40 @@ def test_gp_models_normalised_once() -> None:
     assert GPCVConfig.from_dict({"geno": "g", "pheno": "p", "trait": "t", "models": "all"}).models[0] == "gblup"
     with pytest.raises(DataError, match="unknown model"):
         GPCVConfig.from_dict({"geno": "g", "pheno": "p", "trait": "t", "models": "svm"})
+
+
+def test_zero_reaches_the_job_process_as_zero(tmp_path) -> None:
+    """What the jobs layer hands the spawned job (the config the job function receives) keeps 0 as 0; a 0 the
+    job cannot use is refused before any run folder exists, never replaced by the default."""
+    from app.jobs.process import prepare_run
+
+    target = JOBS["celllm.finetune"].target
+    rd, child_cfg, _ = prepare_run(target, {"data": "x.h5ad", "patience": 0, "grad_clip": 0.0, "seed": 0},
+                                   tmp_path / "run")
+    try:
+        typed = FinetuneConfig.coerce(child_cfg)
+        assert typed.patience == 0 and typed.grad_clip == 0.0 and typed.seed == 0
+        assert json.loads((tmp_path / "run" / "config.json").read_text())["patience"] == 0  # run.json too
+    finally:
+        if rd.lock is not None:
+            rd.lock.release()
+    with pytest.raises(DataError, match="test_frac"):
+        prepare_run(target, {"data": "x.h5ad", "test_frac": 0}, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtendedFinetune(FinetuneConfig):
+    """The README's example: one line adds a hyper-parameter."""
+
+    label_smoothing: float = param(0.0, "cross-entropy label smoothing", min=0, max=1, advanced=True)
+
+
+def test_a_new_hyper_parameter_is_one_line_and_the_cli_gets_it() -> None:
+    p = argparse.ArgumentParser()
+    add_config_options(p, ExtendedFinetune)
+    assert "label smoothing" in p.format_help()
+    args = p.parse_args(["--data", "x.h5ad", "--out", "run", "--label-smoothing", "0.1"])
+    assert config_from_args(ExtendedFinetune, args).label_smoothing == 0.1
+    with pytest.raises(DataError, match="at most 1"):
+        config_from_args(ExtendedFinetune, p.parse_args(["--data", "x", "--out", "r", "--label-smoothing", "2"]))

@@ -48,3 +48,16 @@ def test_same_choices_through_the_form_and_the_cli_give_equal_configs() -> None:
                                       "--out", "RUN", "--epochs", "4", "--patience", "0", "--freeze", "last:1",
                                       "--test-frac", "0.2", "--init", str(cfg["init"])])
     assert FinetuneConfig.from_dict(cfg) == config_from_args(FinetuneConfig, args)
+
+
+def test_a_new_hyper_parameter_appears_in_the_form() -> None:
+    from dataclasses import dataclass
+
+    from app.engine.jobconfig import param
+    from app.ui.state import form_defaults
+
+    @dataclass(frozen=True, kw_only=True)
+    class Extended(FinetuneConfig):  # the README's one-line example
+        label_smoothing: float = param(0.0, "cross-entropy label smoothing", min=0, max=1, advanced=True)
+
+    assert form_defaults(Extended) == {**form_defaults(FinetuneConfig), "label_smoothing": 0.0}

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from app.data.errors import DataError
 from app.data.genes import detect_id_type
+from app.data.jsonsafe import json_safe
 from app.data.singlecell.detect import MatrixStats, looks_like_counts, matrix_stats
 
 MAX_CLASSES = 500  # an obs column with more distinct values is an ID or a measurement, not a label
@@ -67,10 +68,10 @@ class SingleCellSummary:
     labels: dict[str, Any] = field(default_factory=dict)  # the labels-table join report, if any
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of every field (plus ``kind`` = "single-cell")."""
+        """JSON-ready dict of every field (plus ``kind`` = "singlecell", the name every layer uses)."""
         d = asdict(self)
-        d["kind"] = "single-cell"
-        return _jsonable(d)
+        d["kind"] = "singlecell"
+        return json_safe(d)
 
     def to_text(self) -> str:
         """The summary as a short report a biologist can read."""
@@ -110,18 +111,6 @@ class SingleCellSummary:
 
 def _num(x: float) -> str:
     return f"{x:,.0f}" if float(x).is_integer() or abs(x) >= 100 else f"{x:,.3g}"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def _examples(names: pd.Index, mask: np.ndarray, k: int = 5) -> list[str]:

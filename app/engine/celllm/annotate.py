@@ -35,6 +35,7 @@ import pandas as pd
 from app.data.errors import DataError
 from app.engine.celllm.job_configs import AnnotateConfig
 from app.engine.reporter import Reporter, ensure_reporter
+from app.engine.results import AnnotateResult
 
 UNASSIGNED = "Unassigned"
 """The label of cells whose confidence is under the threshold."""
@@ -252,9 +253,8 @@ def export_annotation(query: Any, joint_map: pd.DataFrame | None, report: dict, 
     recomputed for the threshold, ``report`` (updated: threshold, counts, scores) goes to
     ``uns['omicslab']['celllm_annotate']`` and ``OUT_annotate.json``.
     """
-    from app.data.atomic import write_text_atomic
     from app.data.export import write_csv_atomic, write_h5ad_atomic
-    from app.engine.celllm.embed import json_safe
+    from app.data.jsonsafe import json_safe, write_json
 
     paths = output_paths(out)
     if paths["h5ad"].suffix.lower() != ".h5ad":
@@ -269,7 +269,7 @@ def export_annotation(query: Any, joint_map: pd.DataFrame | None, report: dict, 
     if true_labels is not None:
         report["scores"] = score_transfer(true_labels, labels, classes)
     om = dict(query.uns.get("omicslab", {}) or {})
-    om["celllm_annotate"] = json_safe(report)
+    om["celllm_annotate"] = json_safe(report, h5ad=True)
     query.uns["omicslab"] = om
     written = {"h5ad": str(write_h5ad_atomic(query, paths["h5ad"]))}
     table = pd.DataFrame({"celllm_label": labels, "celllm_confidence": query.obs["celllm_confidence"].to_numpy(),
@@ -287,7 +287,7 @@ def export_annotation(query: Any, joint_map: pd.DataFrame | None, report: dict, 
         if png is not None:
             written["joint_map_png"] = str(png)
     report["files"] = written
-    write_text_atomic(paths["report"], json.dumps(json_safe(report), indent=2))
+    write_json(paths["report"], report)
     written["report"] = str(paths["report"])
     return written
 
@@ -326,12 +326,13 @@ def plot_joint_map(jm: pd.DataFrame, path: Path) -> Path | None:
 # --------------------------------------------------------------------------------------------------
 # the job
 # --------------------------------------------------------------------------------------------------
-def annotate(config: AnnotateConfig | dict, reporter: Reporter | None = None) -> dict:
+def annotate(config: AnnotateConfig | dict, reporter: Reporter | None = None) -> AnnotateResult:
     """Job function ``app.engine.celllm.annotate:annotate``; every setting is a field of ``AnnotateConfig``
     (a dict is validated into one). Returns the report (also in ``OUT_annotate.json``).
     """
+    from app.data.jsonsafe import json_safe
     from app.data.singlecell import read_gene_map, read_singlecell
-    from app.engine.celllm.embed import json_safe, load_for_inference
+    from app.engine.celllm.embed import load_for_inference
     from app.engine.device import device_info, resolve_device, set_threads
 
     rep = ensure_reporter(reporter)
@@ -437,7 +438,7 @@ def annotate(config: AnnotateConfig | dict, reporter: Reporter | None = None) ->
     if sc and sc.get("n_scored"):
         rep.log(f"transfer: accuracy {sc['accuracy']:.3f}, macro-F1 {sc['macro_f1']:.3f} at threshold "
                 f"{threshold:g} ({sc['assigned_fraction']:.1%} assigned)")
-    return json_safe(result)
+    return AnnotateResult.from_dict(json_safe(result))
 
 
 __all__ = ["UNASSIGNED", "AnnotateConfig", "annotate", "apply_threshold", "class_counts", "export_annotation",

@@ -8,7 +8,6 @@ in ``.X``/``layers`` are never touched.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +17,15 @@ import numpy as np
 import torch
 
 from app.data.errors import DataError
+from app.data.jsonsafe import json_safe
 from app.engine.celllm.job_configs import EmbedConfig
 from app.engine.reporter import Reporter, ensure_reporter
+from app.engine.results import EmbedResult
 from app.models.celllm.heads import ClassifierHead
 from app.resources import CELLLM_TINY
 
 HEAD_FILE = "head.safetensors"
 MODEL_SUBDIR = "model"
-SHIPPED_TINY = CELLLM_TINY
-"""The pretrained ``tiny`` model shipped with OmicsLab (the default ``--init``)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -38,7 +37,7 @@ def resolve_model_dir(path: str | Path | None) -> Path:
     A fine-tuning or pretraining run folder keeps its final model in ``RUN/model``; a model folder (like the
     shipped ``app/resources/models/celllm-tiny``) holds it directly. ``None`` means the shipped tiny model.
     """
-    p = Path(path) if path is not None else SHIPPED_TINY
+    p = Path(path) if path is not None else CELLLM_TINY  # the shipped pretrained model
     if not p.exists():
         hint = ("The shipped tiny model is missing: reinstall OmicsLab or pass --init/--model."
                 if path is None else "Pass a run folder, a model folder or a checkpoint that exists.")
@@ -166,11 +165,6 @@ def infer(lm: LoadedModel, cells: Any, device: torch.device, batch_size: int = 6
     return emb, probs
 
 
-def json_safe(obj: Any) -> Any:
-    """A copy of ``obj`` that ``json.dumps`` and h5ad ``uns`` both accept."""
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
 # --------------------------------------------------------------------------------------------------
 # public calls
 # --------------------------------------------------------------------------------------------------
@@ -216,12 +210,12 @@ def embed_adata(adata: Any, model_path: str | Path | None = None, batch_size: in
         out.obs["celllm_confidence"] = probs.max(1).astype(np.float32)
         params["classes"] = list(lm.classes)
     om = dict(out.uns.get("omicslab", {}) or {})
-    om["celllm_embed"] = json_safe(params)
+    om["celllm_embed"] = json_safe(params, h5ad=True)
     out.uns["omicslab"] = om
     return out
 
 
-def embed(config: EmbedConfig | dict, reporter: Reporter | None = None) -> dict:
+def embed(config: EmbedConfig | dict, reporter: Reporter | None = None) -> EmbedResult:
     """Job function ``app.engine.celllm.embed:embed``; every setting is a field of ``EmbedConfig`` (a dict is
     validated into one). With ``run_dir`` the embedding is also saved there as .npy (the window maps it)."""
     from app.data.export import check_h5ad_writable, write_h5ad_atomic
@@ -245,7 +239,7 @@ def embed(config: EmbedConfig | dict, reporter: Reporter | None = None) -> dict:
     if cfg.run_dir:
         result["embedding_npy"] = str(save_embedding_array(cfg.run_dir, res.obsm["X_celllm"]))
         rep.artifact("embedding", result["embedding_npy"])
-    return result
+    return EmbedResult.from_dict(result)
 
 
 def save_embedding_array(run_dir: str | Path, emb: np.ndarray, name: str = "X_celllm") -> Path:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import numpy as np
 
 from app.data.errors import DataError
 from app.engine.reporter import Reporter, ensure_reporter
+from app.engine.results import EvaluateResult
 
 SPLIT_COLUMN = "_omicslab_split"
 LABEL_COLUMN = "_omicslab_label"
@@ -167,15 +167,15 @@ def _summary(rows: list[dict[str, Any]], methods: list[str], fraction: float = 1
     return out
 
 
-def evaluate_repeats(config: Any, reporter: Reporter | None = None, *, test_pool: np.ndarray | None = None) -> dict:
+def evaluate_repeats(config: Any, reporter: Reporter | None = None, *,
+                     test_pool: np.ndarray | None = None) -> EvaluateResult:
     """Job function ``app.engine.celllm.evaluate:evaluate_repeats``; its settings are the fields of
     ``job_configs.EvaluateConfig`` (the fine-tuning settings plus ``repeats``, ``scratch``,
     ``label_fractions``). ``test_pool`` (programmatic use, e.g. ``bench annotate``): a boolean mask over the
     labelled cells, where test cells may come from. Sub-runs get no live map unless ``live_cells`` is set
     explicitly. Returns the summary (also ``run_dir/metrics.json``).
     """
-    from app.data.atomic import write_text_atomic
-    from app.engine.celllm.embed import json_safe
+    from app.data.jsonsafe import write_json
     from app.engine.celllm.finetune import finetune
     from app.engine.celllm.job_configs import EvaluateConfig, FinetuneConfig
 
@@ -245,16 +245,16 @@ def evaluate_repeats(config: Any, reporter: Reporter | None = None, *, test_pool
         "label_efficiency": [_summary(rows, methods, f) for f in fractions] if len(fractions) > 1 else None,
         "rows": rows, "seconds": round(time.time() - t0, 1), "run_dir": str(run_path),
     }
-    write_text_atomic(run_path / "metrics.json", json.dumps(json_safe(summary), indent=2))
+    result = EvaluateResult.from_dict(summary)
+    write_json(run_path / "metrics.json", result)
     rep.artifact("metrics", str(run_path / "metrics.json"))
     if len(fractions) > 1:
-        write_text_atomic(run_path / "label_efficiency.json",
-                          json.dumps(json_safe(summary["label_efficiency"]), indent=2))
+        write_json(run_path / "label_efficiency.json", summary["label_efficiency"])
         rep.artifact("label_efficiency", str(run_path / "label_efficiency.json"))
     _write_rows(run_path / "repeats.csv", rows)
     for v in summary["verdicts"].values():
         rep.log(v)
-    return json_safe(summary)
+    return result
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:

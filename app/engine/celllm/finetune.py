@@ -20,7 +20,6 @@ Run folder (``config["run_dir"]``):
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -30,13 +29,13 @@ import numpy as np
 import torch
 
 from app.data.errors import DataError
+from app.data.jsonsafe import json_safe, write_json
 from app.engine.celllm.embed import (
     HEAD_FILE,
     MODEL_SUBDIR,
     LoadedModel,
     check_cells_have_counts,
     infer,
-    json_safe,
     match_genes,
     model_dim,
     resolve_model_dir,
@@ -51,6 +50,7 @@ from app.engine.celllm.splits import (
 )
 from app.engine.celllm.tokenize import Tokens, collate, length_batches, tokenize_counts
 from app.engine.reporter import Cancelled, Reporter, ensure_reporter
+from app.engine.results import FinetuneResult
 from app.models.celllm.heads import ClassifierHead
 
 LR_BY_PRESET = {"tiny": 5e-4, "small": 2e-4, "full": 1e-4}
@@ -229,12 +229,6 @@ def open_run_dir(path: str | Path, kind: str, config: dict) -> Any:
         return RunDir.create(path, kind, json_safe(config))
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    from app.data.atomic import write_text_atomic
-
-    write_text_atomic(path, json.dumps(json_safe(obj), indent=2))
-
-
 def _opt_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
     """Flatten an optimiser's state into named tensors (safetensors) + its JSON param groups."""
     sd = opt.state_dict()
@@ -311,7 +305,7 @@ def evaluate(lm: LoadedModel, cells: Tokens, idx: np.ndarray, device: torch.devi
     return emb, probs
 
 
-def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) -> dict:
+def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) -> FinetuneResult:
     """Job function ``app.engine.celllm.finetune:finetune``; every setting is a field of ``FinetuneConfig``
     (a dict is validated into one: run.json, notebooks).
 
@@ -344,7 +338,7 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     cls_index = {c: i for i, c in enumerate(classes)}
     y = np.array([cls_index.get(c, -1) for c in labels], dtype=np.int64)
     obs_names = np.asarray(adata.obs_names).astype(str)
-    _write_json(run_path / "split.json", {
+    write_json(run_path / "split.json", {
         "seed": seed, "split_key": cfg.get("split_key"),
         "train": obs_names[split.train].tolist(), "val": obs_names[split.val].tolist(),
         "test": obs_names[split.test].tolist()})
@@ -458,7 +452,7 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
         _save_ckpt(rd, model, head, opt, base_meta, rep, epoch=epoch, best_f1=best_f1, best_epoch=best_epoch,
                    bad_epochs=bad, history=history)
         rep.log("cancelled: checkpoint saved; run again with resume to continue")
-        return {"cancelled": True, "run_dir": str(run_path), "epochs_done": epoch, "history": history}
+        return FinetuneResult(cancelled=True, run_dir=str(run_path), epochs_done=epoch, history=history)
 
     # test with the best epoch -------------------------------------------------------------------------
     if best_file.is_file():
@@ -513,14 +507,15 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
                    "train_cells_per_s": round(n_trained / t_train, 1) if t_train > 0 else None,
                    "live_seconds": round(sum(r["seconds"] for r in live.refreshes), 3) if live else 0.0},
     }
+    result = FinetuneResult.from_dict(metrics)
     metrics_path = run_path / "metrics.json"
-    _write_json(metrics_path, metrics)
+    write_json(metrics_path, result)
     rep.artifact("metrics", str(metrics_path))
     rep.log(f"test: CellLM accuracy {test_scores['accuracy']:.3f}, macro-F1 {test_scores['macro_f1']:.3f}; "
             f"baseline accuracy {base['accuracy']:.3f}, macro-F1 {base['macro_f1']:.3f}")
     if test_only:
         rep.log("classes in test but not in train (counted as errors): " + ", ".join(test_only), level="warning")
-    return json_safe(metrics)
+    return result
 
 
 def _save_ckpt(rd: Any, model: torch.nn.Module, head: torch.nn.Module, opt: torch.optim.Optimizer,

@@ -51,6 +51,7 @@ from app.engine.celllm.model_io import (
 )
 from app.engine.celllm.tokenize import Tokens, collate, tokenize_counts, tokenize_vocab
 from app.engine.reporter import Reporter
+from app.engine.results import PretrainResult
 from app.models.celllm.config import CellLMConfig, preset
 from app.models.celllm.heads import SupervisedHead
 from app.models.celllm.model import CellLM
@@ -356,7 +357,7 @@ def _class_index(classes: list[str], values: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # the job
 # --------------------------------------------------------------------------------------------------
-def pretrain(config: PretrainConfig | dict, reporter: Reporter | None = None) -> dict:
+def pretrain(config: PretrainConfig | dict, reporter: Reporter | None = None) -> PretrainResult:
     """Job function ``app.engine.celllm.pretrain:pretrain``; every setting is a field of ``PretrainConfig``
     (a dict is validated into one). ``supervised_key`` may be ``_dataset`` (the input file of each cell);
     ``init`` continues from a model, keeping its vocabulary; ``stream`` auto reads backed ``.h5ad`` files
@@ -747,7 +748,7 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
     if cancelled:
         path = checkpoint(step // max(n_batches, 1))
         rep.log(f"stopped at step {step}; checkpoint {path.name} (resume to continue)")
-        result = {"cancelled": True, "step": step, "checkpoint": str(path), "run_dir": str(run_dir)}
+        result = PretrainResult(cancelled=True, step=step, checkpoint=str(path), run_dir=str(run_dir))
         if main:
             rd.write_result(result)
         return result
@@ -762,17 +763,18 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
     if main:
         model_dir = save_model(model_dir, model.cpu(), model_cfg, vocab, extra)
         rep.artifact("model", str(model_dir))
-    result = {"cancelled": False, "run_dir": str(run_dir), "model_dir": str(model_dir), "steps": step,
-              "epochs": epochs, "n_cells": n_cells, "vocab_size": len(vocab), "chunk_size": chunk,
-              "batch_size": bsz, "device": str(device), "gene_match": gene_report, "final": last,
-              "seconds": round(time.time() - t_start, 2)}
+    out = {"cancelled": False, "run_dir": str(run_dir), "model_dir": str(model_dir), "steps": step,
+           "epochs": epochs, "n_cells": n_cells, "vocab_size": len(vocab), "chunk_size": chunk,
+           "batch_size": bsz, "device": str(device), "gene_match": gene_report, "final": last,
+           "seconds": round(time.time() - t_start, 2)}
     if info.distributed:
-        result.update({"world_size": world, "batch_per_rank": source.batch, "backend": info.backend})
+        out.update({"world_size": world, "batch_per_rank": source.batch, "backend": info.backend})
     if source.streamed:
         st = source.stream.stats
-        result["stream"] = {"reads": st.reads, "max_rows_per_read": st.max_rows_per_read,
-                            "max_values_per_read": st.max_values_per_read, "values_read": st.values_read,
-                            "cells_without_vocabulary_genes": source.short_cells}
+        out["stream"] = {"reads": st.reads, "max_rows_per_read": st.max_rows_per_read,
+                         "max_values_per_read": st.max_values_per_read, "values_read": st.values_read,
+                         "cells_without_vocabulary_genes": source.short_cells}
+    result = PretrainResult.from_dict(out)
     if main:
         rd.write_result(result)
     dist_mod.barrier(info)

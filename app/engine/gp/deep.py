@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.data.atomic import write_text_atomic
 from app.data.errors import DataError
 from app.data.genotype import GenotypeMatrix, GenotypePCA, additive, fit_pca, marker_means, one_hot
+from app.data.jsonsafe import json_safe, write_json
 from app.engine.checkpoint import load_tensors, save_tensors
 from app.engine.device import resolve_device
 from app.engine.gp.base import FitNotes
@@ -449,17 +449,13 @@ class DeepModel:
             "marker_ids": self.marker_ids,
             "y_mean": self.y_mean.tolist(),
             "y_sd": self.y_sd.tolist(),
-            "notes": {"warnings": self.notes.warnings, "info": _jsonable(self.notes.info)},
+            "notes": {"warnings": self.notes.warnings, "info": json_safe(self.notes.info)},
         }
-        write_text_atomic(folder / "model.json", json.dumps(doc, indent=1))
+        write_json(folder / "model.json", doc, indent=1)
 
 
 def _n_in(net: nn.Module) -> int:
     return int(net.n_features if isinstance(net, DNNGP) else net.n_markers)
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
 def _check_sizes(kind: str, doc: dict[str, Any], cfg: dict[str, Any], tensors: dict[str, torch.Tensor],

@@ -16,7 +16,6 @@ atomically.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.data.atomic import write_text_atomic
 from app.data.errors import DataError
 from app.data.export import write_csv_atomic
 from app.data.genotype import (
@@ -39,10 +37,12 @@ from app.data.genotype import (
     read_phenotypes,
     run_qc,
 )
+from app.data.jsonsafe import write_json
 from app.engine.gp.base import MODEL_NAMES, FitFn, FittedModel
 from app.engine.gp.cv import ModelSpec, make_folds, run_cv
 from app.engine.gp.job_configs import GPCVConfig, GPPredictConfig, GPTrainConfig, model_keys
 from app.engine.reporter import Reporter, ensure_reporter
+from app.engine.results import GPCVResult, GPPredictResult, GPTrainResult
 
 DISPLAY = {"gblup": "GBLUP", "dnngp": "DNNGP", "deepgs": "DeepGS", "dlgwas": "DLGWAS"}
 DEEP_OVERRIDES = ("epochs", "batch_size", "lr")  # job-level settings passed to every deep model
@@ -225,27 +225,6 @@ def load_inputs(config: dict[str, Any], reporter: Reporter | None = None) -> Inp
 # --------------------------------------------------------------------------------------------------
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, numpy scalars/arrays -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(_clean(obj), indent=2))
-
-
 def _run_dir(config: dict[str, Any]) -> Path:
     rd = Path(_need(config, "run_dir", "run folder"))
     rd.mkdir(parents=True, exist_ok=True)
@@ -275,7 +254,7 @@ def _compute(config: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def cv(config: GPCVConfig | dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
+def cv(config: GPCVConfig | dict[str, Any], reporter: Reporter | None = None) -> GPCVResult:
     """Cross-validate the chosen models on the same folds; every setting is a field of ``GPCVConfig``."""
     config = GPCVConfig.coerce(config).to_dict()  # the helpers read the settings by name
     rep = ensure_reporter(reporter)
@@ -296,11 +275,11 @@ def cv(config: GPCVConfig | dict[str, Any], reporter: Reporter | None = None) ->
         "n_lines": len(inp.ids), "n_markers": inp.geno.n_markers, "coding": inp.geno.coding,
         "n_folds": n_folds, "repeats": repeats, "seed": seed, "group": config.get("group"),
         "n_groups": len(set(inp.groups)) if inp.groups is not None else None, "device": device,
-        "models": res.models, "fold_rows": res.rows, "join": inp.join.to_dict(), "notes": inp.notes,
+        "models": res.models, "folds": res.rows, "join": inp.join.to_dict(), "notes": inp.notes,
         "warnings": res.warnings, "seconds": round(time.perf_counter() - t0, 3),
     }
     mpath, ppath, ipath = run / "metrics.json", run / "predictions.csv", run / "importance.csv"
-    _write_json(mpath, metrics)
+    write_json(mpath, metrics)
     write_csv_atomic(res.predictions, ppath, index=False)
     rep.artifact("metrics", str(mpath))
     rep.artifact("predictions", str(ppath))
@@ -315,13 +294,12 @@ def cv(config: GPCVConfig | dict[str, Any], reporter: Reporter | None = None) ->
             rep.log(f"{name}: {len(s['warnings'])} warning(s) over the folds (listed in metrics.json)",
                     level="warning")
     out = dict(metrics)
-    out.pop("fold_rows")
-    out.update({"folds": res.rows, "metrics_json": str(mpath), "predictions_csv": str(ppath),
+    out.update({"metrics_json": str(mpath), "predictions_csv": str(ppath),
                 "importance_csv": str(ipath) if res.importance else None, "run_dir": str(run)})
-    return _clean(out)
+    return GPCVResult.from_dict(out)
 
 
-def train(config: GPTrainConfig | dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
+def train(config: GPTrainConfig | dict[str, Any], reporter: Reporter | None = None) -> GPTrainResult:
     """Fit the chosen models on every phenotyped line, save them and write GEBVs of every genotyped line;
     every setting is a field of ``GPTrainConfig``."""
     config = GPTrainConfig.coerce(config).to_dict()
@@ -374,11 +352,11 @@ def train(config: GPTrainConfig | dict[str, Any], reporter: Reporter | None = No
            "n_genotyped": inp.geno.n_samples, "n_unphenotyped": len(new), "seed": seed,
            "geno": str(config["geno"]), "pheno": str(config["pheno"]), "join": inp.join.to_dict(),
            "notes": inp.notes, "fits": info}
-    _write_json(run / MODEL_INFO, doc)
+    write_json(run / MODEL_INFO, doc)
     rep.artifact("gebv", str(gpath))
     rep.log(f"trained {', '.join(DISPLAY[k] for k in keys)} on {len(inp.ids)} lines; GEBVs of "
             f"{inp.geno.n_samples} lines ({len(new)} without a phenotype) in {gpath}")
-    return _clean({**doc, "run_dir": str(run), "models_dir": str(models_dir), "gebv_csv": str(gpath),
+    return GPTrainResult.from_dict({**doc, "run_dir": str(run), "models_dir": str(models_dir), "gebv_csv": str(gpath),
                    "gebv_unphenotyped_csv": str(npath), "importance_csv": str(ipath) if importance else None})
 
 
@@ -393,7 +371,7 @@ def find_train_run(model: str | Path) -> tuple[Path, list[str] | None]:
                     "give the --out folder of `python -m app gp train` (or one of its models/NAME folders)")
 
 
-def predict(config: GPPredictConfig | dict[str, Any], reporter: Reporter | None = None) -> dict[str, Any]:
+def predict(config: GPPredictConfig | dict[str, Any], reporter: Reporter | None = None) -> GPPredictResult:
     """Predict new lines with a train run's models; every setting is a field of ``GPPredictConfig``."""
     config = GPPredictConfig.coerce(config).to_dict()
     rep = ensure_reporter(reporter)
@@ -429,7 +407,7 @@ def predict(config: GPPredictConfig | dict[str, Any], reporter: Reporter | None 
         rep.progress(i + 1, len(names))
     write_csv_atomic(table, out, index=False)
     rep.artifact("predictions", str(out))
-    return _clean({"predictions_csv": str(out), "n_lines": aligned.n_samples, "models": names,
+    return GPPredictResult.from_dict({"predictions_csv": str(out), "n_lines": aligned.n_samples, "models": names,
                    "trait": doc.get("trait"), "train_run": str(run), "align": {
                        "n_reference": report.n_reference, "n_matched": report.n_matched,
                        "n_absent": report.n_absent, "n_flipped": report.n_flipped, "text": report.to_text()}})

@@ -71,7 +71,7 @@ def test_problems_are_stated_with_where_and_what_to_do() -> None:
     assert "1 genes are zero in every cell" in text
     d = s.to_dict()
     json.dumps(d)
-    assert d["kind"] == "single-cell" and d["value_kind"] == "counts" and d["n_cells"] == 10
+    assert d["kind"] == "singlecell" and d["value_kind"] == "counts" and d["n_cells"] == 10
 
 
 def test_unknown_ids_and_normalised_without_counts_are_problems() -> None:
