@@ -315,7 +315,10 @@ class ResultsTab(QWidget):
         self.gp_label.setText(
             f"<b>Pearson r between predicted and observed</b> on held-out folds (trait '{trait}',"
             f" {n} lines, {r.get('n_markers', '?')} markers). Best: <b>{best}</b> (mean {wide.loc[best, 'mean']:.3f}"
-            f" ± {0 if pd.isna(wide.loc[best, 'sd']) else wide.loc[best, 'sd']:.3f} SD).")
+            f" ± {0 if pd.isna(wide.loc[best, 'sd']) else wide.loc[best, 'sd']:.3f} SD)."
+            # the paired difference to GBLUP over repeats, in words (app.engine.stats)
+            + "".join(f"<br>{m['vs_gblup']['verdict']}" for m in (r.get("models") or {}).values()
+                      if isinstance(m, dict) and (m.get("vs_gblup") or {}).get("verdict")))
         self.fold_combo.blockSignals(True)
         self.fold_combo.clear()
         self.fold_combo.addItems([str(m) for m in wide.index])

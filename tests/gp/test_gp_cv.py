@@ -170,3 +170,27 @@ def test_run_cv_honours_cancel() -> None:
     rep.request_stop()
     with pytest.raises(Cancelled):
         run_cv(geno, y, [ModelSpec("GBLUP", fit_gblup)], make_folds(len(y), 3), reporter=rep)
+
+
+def test_repeats_give_spread_and_paired_difference_to_gblup() -> None:
+    geno, y = _toy(n=80)
+    folds = make_folds(len(y), folds=4, repeats=3, seed=1)
+    assert [(f.repeat, f.fold) for f in folds[:4]] == [(0, i) for i in range(4)]
+    first = make_folds(len(y), folds=4, repeats=1, seed=1)  # repeat 0 is the single-repeat folds
+    assert all(np.array_equal(a.test, b.test) for a, b in zip(first, folds[:4], strict=True))
+
+    def noisy_gblup(train: GenotypeMatrix, yt: np.ndarray, **kw: Any) -> Any:
+        return fit_gblup(train, yt, **kw)
+
+    specs = [ModelSpec("GBLUP", fit_gblup), ModelSpec("Twin", noisy_gblup),
+             ModelSpec("Mean", lambda tr, yt, **kw: _MeanModel(float(yt.mean())))]
+    res = run_cv(geno, y, specs, folds)
+    g = res.models["GBLUP"]
+    assert g["n_repeats"] == 3 and len(g["pearson_repeat_means"]) == 3
+    assert math.isclose(g["over_repeats"]["pearson"]["mean"], np.mean(g["pearson_repeat_means"]))
+    assert g["vs_gblup"] is None
+    twin = res.models["Twin"]["vs_gblup"]  # the same predictor: zero difference, not distinguishable
+    assert twin["mean"] == 0.0 and twin["half_width"] == 0.0 and not twin["distinguishable"]
+    assert "not distinguishable from GBLUP" in twin["verdict"]
+    mean = res.models["Mean"]["vs_gblup"]  # a constant predictor is dominated: interval below zero
+    assert mean["high"] < 0 and mean["n"] == 3 and mean["verdict"].startswith("Mean is behind GBLUP by")

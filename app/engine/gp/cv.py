@@ -7,7 +7,9 @@ can only use training lines); every model sees the same folds; grouped CV keeps 
 population) wholly inside one test fold so relatedness across folds does not inflate accuracy.
 
 Metrics per fold: Pearson r, Spearman rho, RMSE and DeepGS's meanNDCG at the top 1 % and 10 %
-(Ma et al. 2018; the R package's ``meanNDCG``), then mean and spread (SD over folds) per model.
+(Ma et al. 2018; the R package's ``meanNDCG``), then mean and spread (SD over folds) per model, and over
+repeats (each repeat's mean over its folds): mean, SD and, for every model beside GBLUP, the paired
+difference to GBLUP with a 95 % interval over repeats (``app.engine.stats``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from app.data.genotype import GenotypeMatrix
 from app.engine.events import Event, Log, Progress
 from app.engine.gp.base import FitFn, FittedModel
 from app.engine.reporter import Reporter, ensure_reporter
+from app.engine.stats import paired_difference, spread
 
 NDCG_ALPHAS = (1, 10)
 METRICS = ("pearson", "spearman", "rmse", "ndcg1", "ndcg10")
@@ -162,11 +165,37 @@ def summarize(rows: list[dict[str, Any]], model: str) -> dict[str, Any]:
         out[f"{m}_sd"] = float(ok.std(ddof=1)) if len(ok) > 1 else None
         out[f"{m}_folds"] = [None if not np.isfinite(x) else float(x) for x in v]
     repeats = sorted({r["repeat"] for r in mine})
-    if len(repeats) > 1:
-        out["pearson_repeat_means"] = [float(np.mean([r["pearson"] for r in mine if r["repeat"] == k]))
-                                       for k in repeats]
+    out["n_repeats"] = len(repeats)
+    out["over_repeats"] = {}
+    for m in METRICS:
+        per = repeat_means(mine, m)
+        out[f"{m}_repeat_means"] = [None if not np.isfinite(x) else float(x) for x in per]
+        out["over_repeats"][m] = spread(per).to_dict()
     out["seconds"] = float(sum(r["seconds"] for r in mine))
     return out
+
+
+def repeat_means(rows: list[dict[str, Any]], metric: str) -> np.ndarray:
+    """One value per repeat (in repeat order): the mean of ``metric`` over that repeat's folds (NaN folds
+    left out; NaN when all are). ``rows`` are one model's."""
+    out = []
+    for k in sorted({r["repeat"] for r in rows}):
+        v = np.array([r[metric] for r in rows if r["repeat"] == k], dtype=np.float64)
+        v = v[np.isfinite(v)]
+        out.append(float(v.mean()) if len(v) else float("nan"))
+    return np.asarray(out, dtype=np.float64)
+
+
+def versus(rows: list[dict[str, Any]], model: str, reference: str = "GBLUP",
+           metric: str = "pearson") -> dict[str, Any] | None:
+    """``model`` minus ``reference`` on ``metric``, paired repeat by repeat (both ran on the same folds), with
+    the 95 % interval over repeats and the plain-words verdict; None when either did not run."""
+    a = [r for r in rows if r["model"] == model]
+    b = [r for r in rows if r["model"] == reference]
+    if not a or not b or model == reference:
+        return None
+    d = paired_difference(repeat_means(a, metric), repeat_means(b, metric))
+    return {"reference": reference, "metric": metric, **d.to_dict(), "verdict": d.verdict(model, reference)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,6 +311,7 @@ def run_cv(geno: GenotypeMatrix, y: np.ndarray, models: Sequence[ModelSpec], fol
         if n_const:
             w.append(f"{n_const} fold(s) with a constant prediction: r counted as 0")
         s["warnings"] = w
+        s["vs_gblup"] = versus(rows, spec.name)
         summaries[spec.name] = s
         all_warnings.extend(f"{spec.name}: {x}" for x in w)
     importance = {k: v / imp_n[k] for k, v in imp_sum.items()}
@@ -291,4 +321,4 @@ def run_cv(geno: GenotypeMatrix, y: np.ndarray, models: Sequence[ModelSpec], fol
 
 
 __all__ = ["METRICS", "NDCG_ALPHAS", "CVResult", "Fold", "ModelSpec", "fold_metrics", "make_folds", "mean_ndcg",
-           "run_cv", "summarize"]
+           "repeat_means", "run_cv", "summarize", "versus"]

@@ -288,7 +288,7 @@ def cv(config: GPCVConfig | dict[str, Any], reporter: Reporter | None = None) ->
         rep.artifact("importance", str(ipath))
     for name, s in res.models.items():
         rep.log(f"{name}: Pearson r {s['pearson_mean']:.3f} (SD {s['pearson_sd'] or 0:.3f}), "
-                f"{s['seconds']:.1f} s")
+                f"{s['seconds']:.1f} s" + (f"; {s['vs_gblup']['verdict']}" if s.get("vs_gblup") else ""))
     for name, s in res.models.items():
         if s["warnings"]:  # each was already logged live by the fit; here only the count
             rep.log(f"{name}: {len(s['warnings'])} warning(s) over the folds (listed in metrics.json)",
