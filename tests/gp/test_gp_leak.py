@@ -13,7 +13,7 @@ import pytest
 from app.data.demo import genotype_demo_paths
 from app.data.genotype import GenotypeMatrix, join_phenotypes, read_genotypes, read_phenotypes
 from app.engine.gp.cv import ModelSpec, make_folds, run_cv
-from app.engine.gp.jobs import DISPLAY, fit_function
+from app.engine.gp.jobs import DISPLAY, ensemble_spec, model_spec
 
 # small and quick: every deep model still trains several epochs with its own early stopping
 TINY = {"epochs": 5, "batch_size": 32}
@@ -35,7 +35,8 @@ def demo() -> tuple[GenotypeMatrix, np.ndarray]:
 
 
 def _specs() -> list[ModelSpec]:
-    return [ModelSpec(DISPLAY[k], fit_function(k), {} if k == "gblup" else dict(TINY)) for k in MODELS]
+    # as the CV job builds them: the deep models fit every fold at once (stacked), plus a deep + GBLUP blend
+    return [model_spec(k, dict(TINY)) for k in MODELS] + [ensemble_spec("deepgs")]
 
 
 def test_test_fold_phenotypes_do_not_change_test_fold_predictions(demo: tuple[GenotypeMatrix, np.ndarray]) -> None:
@@ -46,7 +47,7 @@ def test_test_fold_phenotypes_do_not_change_test_fold_predictions(demo: tuple[Ge
     y2[test] = np.random.default_rng(5).normal(y.mean() + 50, 30, len(test))  # wildly different test values
     a = run_cv(geno, y, _specs(), folds, seed=2, all_geno=geno)
     b = run_cv(geno, y2, _specs(), folds, seed=2, all_geno=geno)
-    for name in (DISPLAY[k] for k in MODELS):
+    for name in [*(DISPLAY[k] for k in MODELS), "GBLUP+DeepGS"]:
         pa = a.predictions[a.predictions.model == name].predicted.to_numpy()
         pb = b.predictions[b.predictions.model == name].predicted.to_numpy()
         assert len(pa) == len(test)

@@ -210,6 +210,11 @@ class ModelSpec:
     name: str
     fit: FitFn | Callable[..., FittedModel]
     params: dict[str, Any] = field(default_factory=dict)
+    # fits every fold at once: fit_many(trains, ys, seeds, *, params, device, reporter, all_geno) -> models
+    fit_many: Callable[..., list[FittedModel]] | None = None
+    # an ensemble: (GBLUP spec name, deep spec name) blended on each fold (``fit`` is then GBLUP's fit,
+    # refitted without the deep networks' inner validation lines to choose the weight; app.engine.gp.ensemble)
+    blend: tuple[str, str] | None = None
 
 
 class _FitReporter(Reporter):
@@ -228,6 +233,21 @@ class _FitReporter(Reporter):
 
     def should_stop(self) -> bool:
         return self._parent.should_stop()
+
+
+class _StackedFitReporter(_FitReporter):
+    """A fit of all folds at once: its progress moves the CV's bar across that model's share of the steps."""
+
+    def __init__(self, parent: Reporter, start: int, span: int, total: int) -> None:
+        super().__init__(parent)
+        self._start, self._span, self._total = start, span, total
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, Progress) and event.total:
+            frac = min(1.0, event.step / event.total)
+            self._parent.progress(self._start + int(frac * self._span), self._total)
+            return
+        super().emit(event)
 
 
 @dataclass
@@ -265,24 +285,49 @@ def run_cv(geno: GenotypeMatrix, y: np.ndarray, models: Sequence[ModelSpec], fol
     if not np.isfinite(yv).all():
         raise DataError("phenotypes given to cross-validation contain NaN", None, "drop lines without a value")
     total = len(folds) * len(models)
+    rep.progress(0, total)
+    fold_geno = [(geno.subset(samples=[geno.samples[j] for j in f.train]),
+                  geno.subset(samples=[geno.samples[j] for j in f.test])) for f in folds]
+    seeds = [int(seed) * 1000 + i for i in range(len(folds))]
+    prefit: dict[str, list[FittedModel]] = {}
+    prefit_s: dict[str, float] = {}
+    batched = [spec for spec in models if spec.fit_many is not None and len(folds) > 1]
+    for b, spec in enumerate(batched):
+        rep.check_cancel()
+        t0 = time.perf_counter()
+        prefit[spec.name] = spec.fit_many([tr for tr, _ in fold_geno], [yv[f.train].copy() for f in folds], seeds,
+                                          params=dict(spec.params), device=device,
+                                          reporter=_StackedFitReporter(rep, b * len(folds), len(folds), total),
+                                          all_geno=all_geno)
+        prefit_s[spec.name] = (time.perf_counter() - t0) / len(folds)
     rows: list[dict[str, Any]] = []
     preds: list[pd.DataFrame] = []
     imp_sum: dict[str, np.ndarray] = {}
     imp_n: dict[str, int] = {}
     warn: dict[str, list[str]] = {m.name: [] for m in models}
-    step = 0
-    rep.progress(0, total)
+    step = len(batched) * len(folds)  # the batched fits moved the bar this far
     for i, f in enumerate(folds):
-        tr_geno = geno.subset(samples=[geno.samples[j] for j in f.train])
-        te_geno = geno.subset(samples=[geno.samples[j] for j in f.test])
+        tr_geno, te_geno = fold_geno[i]
         y_tr = yv[f.train].copy()  # a copy: nothing a fit does can touch y
-        for spec in models:
+        fitted: dict[str, tuple[FittedModel, float]] = {}
+        for k, spec in enumerate(models):
             rep.check_cancel()
             t0 = time.perf_counter()
-            model = spec.fit(tr_geno, y_tr, params=dict(spec.params), seed=int(seed) * 1000 + i, device=device,
-                             reporter=fit_rep, all_geno=all_geno)
+            if spec.blend is not None:
+                from app.engine.gp.ensemble import fit_ensemble
+
+                (g_model, g_s), (d_model, d_s) = fitted[spec.blend[0]], fitted[spec.blend[1]]
+                model = fit_ensemble(spec.name, tr_geno, y_tr, g_model, d_model, fit_gblup=spec.fit, seed=seeds[i])
+                fit_s = g_s + d_s  # the blend costs both fits plus choosing the weight
+            elif spec.name in prefit:
+                model, fit_s = prefit[spec.name][i], prefit_s[spec.name]
+            else:
+                model = spec.fit(tr_geno, y_tr, params=dict(spec.params), seed=seeds[i], device=device,
+                                 reporter=fit_rep, all_geno=all_geno)
+                fit_s = 0.0
             p = np.asarray(model.predict(te_geno), dtype=np.float64).reshape(-1)
-            secs = time.perf_counter() - t0
+            secs = time.perf_counter() - t0 + fit_s  # a fit of all folds at once: each fold's equal share
+            fitted[spec.name] = (model, secs)
             met = fold_metrics(yv[f.test], p)
             notes = getattr(model, "notes", None)
             for w in notes.warnings if notes is not None else []:
@@ -298,10 +343,11 @@ def run_cv(geno: GenotypeMatrix, y: np.ndarray, models: Sequence[ModelSpec], fol
             preds.append(pd.DataFrame({"ID": [geno.samples[j] for j in f.test], "fold": f.fold + 1,
                                        "repeat": f.repeat + 1, "model": spec.name, "observed": yv[f.test],
                                        "predicted": p}))
-            step += 1
-            rep.progress(step, total)
+            if spec.name not in prefit:
+                step += 1
+                rep.progress(step, total)
             # one curve per model in the GUI (x = step), one postfix entry per model in the CLI bar
-            rep.metrics(step, {"pearson": met["pearson"]}, split=spec.name)
+            rep.metrics(i * len(models) + k + 1, {"pearson": met["pearson"]}, split=spec.name)
     summaries: dict[str, dict[str, Any]] = {}
     all_warnings: list[str] = []
     for spec in models:

@@ -63,6 +63,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "monitor": "loss",
         "val_frac": 0.1,
         "ensemble": 1,
+        "trainer": "stacked",
     },
     "deepgs": {
         "preset": "adam",
@@ -80,6 +81,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "loss": "mse",
         "val_frac": 0.1,
         "ensemble": 3,
+        "trainer": "stacked",
     },
     "dlgwas": {
         "preset": "tuned",
@@ -98,6 +100,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "monitor": "mae",
         "val_frac": 0.1,
         "ensemble": 1,
+        "trainer": "stacked",
     },
 }
 
@@ -386,6 +389,14 @@ class DeepModel:
         preds = [_forward_all(net, xt).double().cpu().numpy() for net in self.nets]
         return np.mean(preds, axis=0)
 
+    def member_predict(self, member: int, geno: GenotypeMatrix) -> np.ndarray:
+        """One network's predictions on the trait's scale (the ensemble weighs them on that network's own
+        inner validation lines, which the other networks may have trained on)."""
+        xt = torch.as_tensor(self.encoder(geno), dtype=torch.float32, device=self.device)
+        z = _forward_all(self.nets[member], xt).double().cpu().numpy()
+        out = z * self.y_sd + self.y_mean
+        return out[:, 0] if self.one_d else out
+
     def predict(self, geno: GenotypeMatrix) -> np.ndarray:
         """Predictions on the trait's original scale, (n,) or (n, traits) as the y given to fit."""
         z = self._z_predict(self.encoder(geno))
@@ -521,13 +532,23 @@ def load_deep(folder: str | Path, device: str = "cpu") -> DeepModel:
 
 
 # --------------------------------------------------------------------------------------- fitting
-def _fit(kind: str, train: GenotypeMatrix, y: np.ndarray, params: dict[str, Any] | None, seed: int, device: str,
-         reporter: Reporter | None, all_geno: GenotypeMatrix | None) -> DeepModel:
-    t0 = time.perf_counter()
-    rep = ensure_reporter(reporter)
-    cfg = resolve_params(kind, params)
+@dataclass
+class _Prepared:
+    """One fold's training data, encoded and z-scored on its training lines."""
+
+    train: GenotypeMatrix
+    enc: Encoder
+    x_np: np.ndarray
+    y_mean: np.ndarray
+    y_sd: np.ndarray
+    z: np.ndarray
+    one_d: bool
+    notes: FitNotes
+
+
+def _prepare(kind: str, cfg: dict[str, Any], train: GenotypeMatrix, y: np.ndarray,
+             all_geno: GenotypeMatrix | None) -> _Prepared:
     y2, one_d = _check_inputs(train, y)
-    dev = resolve_device(device)
     marker_ids = [str(v) for v in train.markers["id"]]
     means = marker_means(train)
     notes = FitNotes()
@@ -547,42 +568,117 @@ def _fit(kind: str, train: GenotypeMatrix, y: np.ndarray, params: dict[str, Any]
     enc = Encoder(kind, marker_ids, train.coding, means, pca)
     x_np = enc(train)
     y_mean, y_sd = y2.mean(axis=0), y2.std(axis=0)
-    z = (y2 - y_mean) / y_sd
-    x = torch.as_tensor(x_np, dtype=torch.float32, device=dev)
-    yt = torch.as_tensor(z, dtype=torch.float32, device=dev)
-    n_members = max(1, int(cfg["ensemble"]))
-    total = n_members * int(cfg["epochs"])
-    nets, infos, val_ids = [], [], []
-    rng_devices = [dev.index or 0] if dev.type == "cuda" else []
-    rep.log(f"{kind}: {train.n_samples} training lines, {train.n_markers} markers, input {tuple(x.shape[1:])}, "
-            f"preset {cfg['preset']}, device {dev}")
-    for member in range(n_members):
-        fit_idx, val_idx = inner_split(train.n_samples, float(cfg["val_frac"]), seed, member)
-        val_ids.append([train.samples[i] for i in val_idx])
-        with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(int(seed) * 1000 + member)
-            gen = torch.Generator().manual_seed(int(seed) * 1000 + member + 1)
-            net = _make_net(kind, x.shape[-1], y2.shape[1], cfg).to(dev)
-            info = _train_member(net, x, yt, fit_idx, val_idx, cfg, gen, rep, member * int(cfg["epochs"]), total)
-        nets.append(net)
-        infos.append(info)
-    model = DeepModel(kind, cfg, enc, nets, y_mean, y_sd, one_d, dev, notes)
-    zp = model._z_predict(x_np)
+    return _Prepared(train, enc, x_np, y_mean, y_sd, (y2 - y_mean) / y_sd, one_d, notes)
+
+
+def _member_seeds(seed: int, member: int) -> tuple[int, int, int]:
+    """(init, batch order, dropout) seeds of one ensemble member of a fit seeded ``seed``."""
+    base = int(seed) * 1000 + member
+    return base, base + 1, base + 2
+
+
+def _finish(kind: str, cfg: dict[str, Any], prep: _Prepared, nets: list[nn.Module], infos: list[dict[str, Any]],
+            val_ids: list[list[str]], dev: torch.device, rep: Reporter, t0: float) -> DeepModel:
+    notes = prep.notes
+    model = DeepModel(kind, cfg, prep.enc, nets, prep.y_mean, prep.y_sd, prep.one_d, dev, notes)
+    zp = model._z_predict(prep.x_np)
     pred_sd = zp.std(axis=0)
     notes.info.update(
         best_epoch=[i["best_epoch"] for i in infos], epochs_run=[i["epochs_run"] for i in infos],
         best_val=[i["best_val"] for i in infos], inner_val_samples=val_ids, preset=cfg["preset"],
-        train_pred_sd=pred_sd.tolist(), device=str(dev), seconds=0.0)
+        trainer=cfg["trainer"], train_pred_sd=pred_sd.tolist(), device=str(dev), seconds=0.0)
     if (pred_sd < COLLAPSE_SD).any() or not np.isfinite(zp).all():
         msg = (f"{kind} collapsed to a (near-)constant prediction: SD of its predictions on the training lines "
                f"is {float(pred_sd.min()):.3g} trait SDs (DeepGS's known failure on small data); its predictions "
                "carry no ranking. Try the default preset, a larger lr, more epochs, or GBLUP.")
         notes.warnings.append(msg)
         rep.log(msg, level="warning")
-    model._importance = model.saliency(train)
+    model._importance = model.saliency(prep.train)
     notes.info["seconds"] = round(time.perf_counter() - t0, 3)
-    rep.log(f"{kind}: done in {notes.info['seconds']:.1f} s, best epoch(s) {notes.info['best_epoch']}")
     return model
+
+
+def fit_folds(kind: str, trains: list[GenotypeMatrix], ys: list[np.ndarray], seeds: list[int], *,
+              params: dict[str, Any] | None = None, device: str = "cpu", reporter: Reporter | None = None,
+              all_geno: GenotypeMatrix | None = None) -> list[DeepModel]:
+    """Fit one deep model on several training sets at once (the folds x repeats of a CV): with the default
+    ``trainer="stacked"`` every fold's ensemble members train together (``app.engine.gp.stacked``); each
+    fold's model is the one a separate fit with that fold's seed gives (same inits, inner splits, batch
+    order and dropout masks). ``trainer="sequential"`` trains one network at a time (the reference path).
+    """
+    t0 = time.perf_counter()
+    rep = ensure_reporter(reporter)
+    cfg = resolve_params(kind, params)
+    if cfg["trainer"] not in ("stacked", "sequential"):
+        raise DataError(f"trainer must be 'stacked' or 'sequential', got {cfg['trainer']!r}")
+    if len(trains) != len(ys) or len(trains) != len(seeds):
+        raise ValueError("one y and one seed per training set")
+    dev = resolve_device(device)
+    preps = [_prepare(kind, cfg, tr, y, all_geno if kind == "dnngp" else None) for tr, y in zip(trains, ys,
+                                                                                                   strict=True)]
+    n_members = max(1, int(cfg["ensemble"]))
+    splits = [[inner_split(p.train.n_samples, float(cfg["val_frac"]), sd, m) for m in range(n_members)]
+              for p, sd in zip(preps, seeds, strict=True)]
+    p0 = preps[0]
+    rep.log(f"{kind}: {len(preps)} training set(s) x {n_members} network(s), {p0.train.n_samples} training lines, "
+            f"{p0.train.n_markers} markers, input {tuple(p0.x_np.shape[1:])}, preset {cfg['preset']}, "
+            f"{cfg['trainer']} trainer, device {dev}")
+    tensors = [(torch.as_tensor(p.x_np, dtype=torch.float32, device=dev),
+                torch.as_tensor(p.z, dtype=torch.float32, device=dev)) for p in preps]
+    n_out = p0.z.shape[1]
+    nets_per: list[list[nn.Module]] = [[] for _ in preps]
+    infos_per: list[list[dict[str, Any]]] = [[] for _ in preps]
+    if cfg["trainer"] == "stacked":
+        from app.engine.gp.stacked import Member, train_members
+
+        members = [Member(f, fi, vi, *_member_seeds(seeds[f], m))
+                   for f in range(len(preps)) for m, (fi, vi) in enumerate(splits[f])]
+        shapes = {p.x_np.shape[1:] for p in preps}
+        trained: list[tuple[dict[str, torch.Tensor], dict[str, Any]]] = []
+        for shape in shapes:  # DNNGP's PC count can differ between folds: one stack per input shape
+            which = [i for i, mb in enumerate(members) if preps[mb.data].x_np.shape[1:] == shape]
+
+            def make_s(shape: tuple[int, ...] = shape) -> nn.Module:
+                return _make_net(kind, shape[-1], n_out, cfg).to(dev)
+
+            got = train_members(make_s, tensors, [members[i] for i in which], cfg, _loss_fn(cfg["loss"]), rep)
+            trained.extend(zip(which, got, strict=True))  # type: ignore[arg-type]
+        for i, (sd, info) in sorted(trained, key=lambda t: t[0]):  # type: ignore[misc]
+            mb = members[i]
+            net = _make_net(kind, preps[mb.data].x_np.shape[-1], n_out, cfg).to(dev)
+            net.load_state_dict(sd)
+            nets_per[mb.data].append(net.eval())
+            infos_per[mb.data].append(info)
+    else:
+        rng_devices = [dev.index or 0] if dev.type == "cuda" else []
+        total = len(preps) * n_members * int(cfg["epochs"])
+        for f, (x_t, z_t) in enumerate(tensors):
+            for m, (fit_idx, val_idx) in enumerate(splits[f]):
+                init_seed, order_seed, _ = _member_seeds(seeds[f], m)
+                with torch.random.fork_rng(devices=rng_devices):
+                    torch.manual_seed(init_seed)
+                    gen = torch.Generator().manual_seed(order_seed)
+                    net = _make_net(kind, x_t.shape[-1], n_out, cfg).to(dev)
+                    info = _train_member(net, x_t, z_t, fit_idx, val_idx, cfg, gen, rep,
+                                         (f * n_members + m) * int(cfg["epochs"]), total)
+                nets_per[f].append(net)
+                infos_per[f].append(info)
+    out = []
+    for f, prep in enumerate(preps):
+        val_ids = [[prep.train.samples[i] for i in vi] for _, vi in splits[f]]
+        out.append(_finish(kind, cfg, prep, nets_per[f], infos_per[f], val_ids, dev, rep, t0))
+    secs = time.perf_counter() - t0
+    for m in out:  # the fits ran together: each fold is charged an equal share
+        m.notes.info["seconds"] = round(secs / len(out), 3)
+    rep.log(f"{kind}: done in {secs:.1f} s, best epoch(s) {[m.notes.info['best_epoch'] for m in out][:5]}"
+            + (" ..." if len(out) > 5 else ""))
+    return out
+
+
+def _fit(kind: str, train: GenotypeMatrix, y: np.ndarray, params: dict[str, Any] | None, seed: int, device: str,
+         reporter: Reporter | None, all_geno: GenotypeMatrix | None) -> DeepModel:
+    return fit_folds(kind, [train], [y], [seed], params=params, device=device, reporter=reporter,
+                     all_geno=all_geno)[0]
 
 
 def fit_dnngp(train: GenotypeMatrix, y: np.ndarray, *, params: dict[str, Any] | None = None, seed: int = 0,
@@ -609,3 +705,13 @@ def fit_dlgwas(train: GenotypeMatrix, y: np.ndarray, *, params: dict[str, Any] |
 
 
 FIT_FUNCTIONS = {"dnngp": fit_dnngp, "deepgs": fit_deepgs, "dlgwas": fit_dlgwas}
+
+
+def fold_fitter(kind: str) -> Any:
+    """``fit_many(trains, ys, seeds, *, params, device, reporter, all_geno) -> [DeepModel]`` for ``kind``:
+    what the CV runner calls to fit every fold of a deep model at once."""
+
+    def fit_many(trains: list[GenotypeMatrix], ys: list[np.ndarray], seeds: list[int], **kw: Any) -> list[DeepModel]:
+        return fit_folds(kind, trains, ys, seeds, **kw)
+
+    return fit_many

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from app.data.errors import DataError
 from app.data.genotype.readers import ORIENTATIONS
-from app.engine.gp.base import MODEL_NAMES
+from app.engine.gp.base import DEEP_MODELS, MODEL_NAMES
 from app.engine.jobconfig import JobConfig, param
 
 MODEL_HELP = "gblup, dnngp, deepgs, dlgwas or all (comma-separate several; any case)"
@@ -38,6 +38,41 @@ def model_keys(models: Any) -> tuple[str, ...]:
     if not out:
         raise DataError("no model chosen", None, f"Use {MODEL_HELP}.")
     return tuple(dict.fromkeys(out))
+
+
+ENSEMBLE_HELP = ("deep models to blend with GBLUP, each as its own row (the weight is chosen inside every "
+                 "training fold): dnngp, deepgs, dlgwas or all")
+
+
+def ensemble_keys(value: Any) -> tuple[str, ...]:
+    """Deep model keys to blend with GBLUP, from a list or comma strings ("all" = every deep model).
+
+    Raises:
+        DataError: a name that is not a deep model.
+    """
+    items = [value] if isinstance(value, str) else list(value or ())
+    out: list[str] = []
+    for item in items:
+        for part in str(item).split(","):
+            key = part.strip().lower()
+            if key in ("", "none"):
+                continue
+            if key == "all":
+                out.extend(DEEP_MODELS)
+            elif key in DEEP_MODELS:
+                out.append(key)
+            else:
+                raise DataError(f"cannot blend {part.strip()!r} with GBLUP", None,
+                                "An ensemble takes a deep model: dnngp, deepgs, dlgwas or all.")
+    return tuple(dict.fromkeys(out))
+
+
+def _check_ensemble(value: tuple[str, ...]) -> str | None:
+    try:
+        ensemble_keys(value)
+    except DataError as exc:
+        return exc.problem
+    return None
 
 
 def _check_models(value: tuple[str, ...]) -> str | None:
@@ -103,9 +138,17 @@ class GPCVConfig(GPFitConfig):
     run_dir: str | None = param(None, "run folder", kind="path", flag="--out", metavar="RUN",
                                 none_label="a new one under the runs folder")
     folds: int = param(5, "folds per repeat", min=2, advanced=True)
-    repeats: int = param(1, "repeats with reshuffled folds", min=1, advanced=True)
+    repeats: int = param(1, "repeats with reshuffled folds (3 or more give each model's SD over repeats and a 95 % "
+                            "interval of its difference to GBLUP)", min=1, advanced=True)
+    ensemble: tuple[str, ...] = param((), ENSEMBLE_HELP, kind="list", metavar="MODELS", suggestions=("deepgs",),
+                                      advanced=True, none_label="no ensemble", check=_check_ensemble)
     group: str | None = param(None, "phenotype column (e.g. family): a group never spans train and test",
                               metavar="COL", advanced=True, none_label="random folds")
+
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "ensemble", ensemble_keys(self.ensemble))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,4 +181,5 @@ class GPPredictConfig(JobConfig):
             object.__setattr__(self, "models", model_keys(self.models))
 
 
-__all__ = ["MODEL_HELP", "GPCVConfig", "GPFitConfig", "GPPredictConfig", "GPTrainConfig", "model_keys"]
+__all__ = ["ENSEMBLE_HELP", "MODEL_HELP", "GPCVConfig", "GPFitConfig", "GPPredictConfig", "GPTrainConfig",
+           "ensemble_keys", "model_keys"]

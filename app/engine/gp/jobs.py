@@ -40,7 +40,7 @@ from app.data.genotype import (
 from app.data.jsonsafe import write_json
 from app.engine.gp.base import MODEL_NAMES, FitFn, FittedModel
 from app.engine.gp.cv import ModelSpec, make_folds, run_cv
-from app.engine.gp.job_configs import GPCVConfig, GPPredictConfig, GPTrainConfig, model_keys
+from app.engine.gp.job_configs import GPCVConfig, GPPredictConfig, GPTrainConfig, ensemble_keys, model_keys
 from app.engine.reporter import Reporter, ensure_reporter
 from app.engine.results import GPCVResult, GPPredictResult, GPTrainResult
 
@@ -92,12 +92,35 @@ def model_params(key: str, config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def ensemble_spec(key: str) -> ModelSpec:
+    """The CV entry of GBLUP + the deep model ``key`` (weights chosen inside each training fold)."""
+    from app.engine.gp.ensemble import ensemble_name
+    from app.engine.gp.gblup import fit_gblup
+
+    return ModelSpec(ensemble_name(DISPLAY[key]), fit_gblup, {}, blend=("GBLUP", DISPLAY[key]))
+
+
+def model_spec(key: str, config: dict[str, Any]) -> ModelSpec:
+    """What the CV runs for one model: its fit, its parameters and, for a deep model, the fit of every
+    fold at once (stacked networks; ``params[NAME]["trainer"] = "sequential"`` fits one fold at a time)."""
+    fit_many = None
+    if key != "gblup":
+        from app.engine.gp.deep import fold_fitter
+
+        fit_many = fold_fitter(key)
+    return ModelSpec(DISPLAY[key], fit_function(key), model_params(key, config), fit_many)
+
+
 def load_model(folder: str | Path, device: str = "cpu") -> FittedModel:
     """A saved model folder of any kind (GBLUP or deep)."""
     from app.engine.gp.gblup import is_gblup_folder, load_gblup
 
     if is_gblup_folder(folder):
         return load_gblup(folder)
+    from app.engine.gp.ensemble import is_ensemble_folder, load_ensemble
+
+    if is_ensemble_folder(folder):
+        return load_ensemble(folder, lambda part: load_model(part, device=device))
     from app.engine.gp.deep import load_deep
 
     return load_deep(folder, device=device)
@@ -260,7 +283,10 @@ def cv(config: GPCVConfig | dict[str, Any], reporter: Reporter | None = None) ->
     rep = ensure_reporter(reporter)
     run = _run_dir(config)
     keys = list(config["models"])
-    specs = [ModelSpec(DISPLAY[k], fit_function(k), model_params(k, config)) for k in keys]
+    blends = list(ensemble_keys(config.get("ensemble") or ()))
+    keys = list(dict.fromkeys([*keys, *(["gblup"] if blends else []), *blends]))  # an ensemble needs its parts
+    specs = [model_spec(k, config) for k in keys]
+    specs += [ensemble_spec(k) for k in blends]
     inp = load_inputs(config, rep)
     n_folds, repeats, seed = int(config["folds"]), int(config["repeats"]), int(config["seed"])
     folds = make_folds(len(inp.ids), n_folds, repeats, seed, inp.groups)
@@ -413,5 +439,5 @@ def predict(config: GPPredictConfig | dict[str, Any], reporter: Reporter | None 
                        "n_absent": report.n_absent, "n_flipped": report.n_flipped, "text": report.to_text()}})
 
 
-__all__ = ["DISPLAY", "Inputs", "cv", "find_train_run", "fit_function", "load_inputs", "load_model", "model_params",
-           "predict", "resolve_models", "resolve_trait", "train"]
+__all__ = ["DISPLAY", "Inputs", "cv", "ensemble_spec", "find_train_run", "fit_function", "load_inputs", "load_model",
+           "model_params", "model_spec", "predict", "resolve_models", "resolve_trait", "train"]

@@ -27,6 +27,8 @@ class DeepGS(nn.Module):
         init_range: weights and biases start uniform in +-init_range (0.01 in the original).
     """
 
+    INPUT_CONVS = ("conv",)  # convolutions that read the network input (no gradient flows into it)
+
     def __init__(self, n_markers: int, n_out: int = 1, channels: int = 8, kernel: int = 18, pool: int = 4,
                  hidden: int = 32, dropouts: tuple[float, float, float] = (0.2, 0.1, 0.05),
                  init_range: float = 0.01) -> None:

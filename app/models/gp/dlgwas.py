@@ -36,6 +36,8 @@ class DLGWAS(nn.Module):
         l2_kernel, l2_bias: Keras L2 coefficients on conv kernels/biases (0.1, 0.01).
     """
 
+    INPUT_CONVS = ("conv1", "shortcut")  # convolutions that read the network input (no gradient flows into it)
+
     def __init__(self, n_markers: int, n_out: int = 1, channels: int = 10, dropout: float = 0.75,
                  isru_a: float = 0.03, l2_kernel: float = 0.1, l2_bias: float = 0.01) -> None:
         super().__init__()

@@ -51,6 +51,8 @@ class DNNGP(nn.Module):
         channels, kernel, hidden: 64, 4 and 3 in the original.
     """
 
+    INPUT_CONVS = ("conv1",)  # convolutions that read the network input (no gradient flows into it)
+
     def __init__(self, n_features: int, act: str = "relu", dropout1: float = 0.5, dropout2: float = 0.5,
                  n_out: int = 1, channels: int = 64, kernel: int = 4, hidden: int = 3) -> None:
         super().__init__()

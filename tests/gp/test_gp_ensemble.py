@@ -1,0 +1,67 @@
+"""Deep + GBLUP ensemble: the weight comes from inner validation lines of the training fold only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from app.data.genotype import GenotypeMatrix
+from app.engine.gp.cv import make_folds, run_cv
+from app.engine.gp.ensemble import choose_weight
+from app.engine.gp.jobs import ensemble_spec, load_model, model_spec
+
+
+def test_weight_follows_the_better_predictor() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    good, bad = y + rng.normal(0, 0.3, 200), rng.normal(size=200)
+    assert choose_weight(good, bad, y)[0] >= 0.9  # the deep side is the good one
+    assert choose_weight(bad, good, y)[0] <= 0.1
+    w, rs = choose_weight(good, good.copy(), y)  # identical parts: every weight ties, an even blend
+    assert w == 0.5 and np.allclose(rs, rs[0])
+
+
+def _toy(n: int = 90, m: int = 40) -> tuple[GenotypeMatrix, np.ndarray]:
+    rng = np.random.default_rng(3)
+    calls = rng.binomial(2, 0.4, size=(n, m)).astype(np.int8)
+    y = calls[:, :4].sum(axis=1) + rng.normal(0, 1, n)
+    markers = pd.DataFrame({"id": [f"m{j}" for j in range(m)], "chrom": "1", "pos": np.arange(m), "ref": "A",
+                            "alt": "C"})
+    return GenotypeMatrix(calls, [f"L{i}" for i in range(n)], markers), y
+
+
+def test_ensemble_in_cv_is_a_blend_of_its_parts_on_the_same_folds(tmp_path: Path) -> None:
+    geno, y = _toy()
+    cfg = {"epochs": 4, "params": {"deepgs": {"ensemble": 2}}}
+    specs = [model_spec("gblup", cfg), model_spec("deepgs", cfg), ensemble_spec("deepgs")]
+    res = run_cv(geno, y, specs, make_folds(len(y), folds=3, repeats=2, seed=0))
+    p = res.predictions
+    ens = p[p.model == "GBLUP+DeepGS"].reset_index(drop=True)
+    g = p[p.model == "GBLUP"].reset_index(drop=True)
+    d = p[p.model == "DeepGS"].reset_index(drop=True)
+    assert list(ens.ID) == list(g.ID) == list(d.ID)  # the same folds and lines
+    # each fold's prediction is w * deep + (1 - w) * GBLUP with one w in [0, 1] per fold
+    for (_, _), grp in ens.groupby(["repeat", "fold"]):
+        i = grp.index
+        den = d.predicted[i] - g.predicted[i]
+        w = np.median((grp.predicted - g.predicted[i]) / den)
+        assert 0.0 <= w <= 1.0
+        np.testing.assert_allclose(grp.predicted, w * d.predicted[i] + (1 - w) * g.predicted[i], atol=1e-9)
+    s = res.models["GBLUP+DeepGS"]
+    assert s["vs_gblup"]["n"] == 2 and s["vs_gblup"]["verdict"]
+
+
+def test_saved_ensemble_predicts_the_same(tmp_path: Path) -> None:
+    from app.engine.gp.deep import fit_deepgs
+    from app.engine.gp.ensemble import fit_ensemble
+    from app.engine.gp.gblup import fit_gblup
+
+    geno, y = _toy()
+    deep = fit_deepgs(geno, y, params={"epochs": 3, "ensemble": 2}, seed=1)
+    model = fit_ensemble("GBLUP+DeepGS", geno, y, fit_gblup(geno, y), deep, fit_gblup=fit_gblup, seed=1)
+    assert model.notes.info["inner_val_lines"] == sum(len(v) for v in deep.notes.info["inner_val_samples"])
+    model.save(tmp_path / "ens")
+    back = load_model(tmp_path / "ens")
+    np.testing.assert_allclose(back.predict(geno), model.predict(geno), rtol=1e-6)
