@@ -1,14 +1,22 @@
-"""``python -m app bench gp [--json]``: each genomic-prediction model's cross-validated Pearson r and wall time,
-side by side, on the shared datasets: wheat599 (599 lines x 1,279 DArT markers; every environment E1..E4)
-and rice44k (374 accessions x 36,901 SNPs, a wide marker set; Plant.height, whose README reference is the
-cleanest of its traits). maize282 and sorghum can be added with ``--datasets``.
+"""``python -m app bench gp [--json]``: genomic-prediction accuracy and speed, the figures issue #15/#16 ask for.
 
-Protocol: ``--folds`` (5) x ``--repeats`` (1) seeded folds, the same folds for every model (one
-``app.engine.gp.cv.run_cv`` per dataset and trait, in this process); r is the mean over folds of the
-per-fold Pearson r; seconds are fit + predict time summed over the folds. The deep models run with their
-defaults (``app.engine.gp.deep.DEFAULTS``) unless ``--epochs`` etc. are given. The README's GBLUP numbers are
-10-fold x 5 repeats, so they are shown for orientation only. "best deep - GBLUP" says whether any deep
-model reaches GBLUP on that trait (the issue's goal on wheat: on most environments).
+Default (``--suite speed``), in one run:
+
+1. wheat599 E1 (599 lines x 1,279 DArT markers), every model plus the deep + GBLUP ensembles, 5 folds x 5
+   repeats on the same seeded folds, with the default stacked trainer (every fold x repeat x network of a
+   deep model trained together): wall time, each model's mean ± SD of r over repeats and its paired
+   difference to GBLUP with a 95 % interval.
+2. The per-fold path (``trainer=sequential``: one network at a time, as before) on repeat 1 only: wall time
+   and each deep model's r; ``ratio`` = 5 x that time / the stacked run's time, and each deep model's r
+   from the stacked run's repeat 1 beside it (goal: within 0.02).
+3. One repeat (5 folds) of a simulated 2,000-line x 1,000-marker panel, stacked (the per-fold path took
+   1,501 s on a quiet 2-core box; ``--synthetic-per-fold`` measures it here too).
+
+``--suite panels`` cross-validates every trait of ``--datasets`` (wheat599, rice44k; maize282 and sorghum
+too) with ``--repeats`` and ``--ensemble``, one row per trait: mean ± SD over repeats, difference to GBLUP.
+
+Seconds are fit + predict time; the runner adds the load average and core count (the figures mean little
+without them). The README's GBLUP reference values are 10-fold x 5 repeats, shown for orientation only.
 """
 
 from __future__ import annotations
@@ -39,44 +47,142 @@ DATASETS: dict[str, tuple[str, str, str, tuple[str, ...], dict[str, float]]] = {
 def _parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m app bench gp", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--suite", choices=("speed", "panels"), default="speed",
+                    help="speed: the issue's wheat599 E1 5x5 + per-fold + synthetic run (default); panels: "
+                         "one row per trait of --datasets")
     ap.add_argument("--datasets", default="wheat599,rice44k",
-                    help=f"comma-separated, of: {', '.join(DATASETS)} (default wheat599,rice44k)")
+                    help=f"panels suite: comma-separated, of: {', '.join(DATASETS)} (default wheat599,rice44k)")
     ap.add_argument("--traits", default=None, help="only these traits (comma-separated; default: each dataset's)")
     ap.add_argument("--models", default="all", help="gblup, dnngp, deepgs, dlgwas or all (default all)")
+    ap.add_argument("--ensemble", default="all", help="deep models to blend with GBLUP (default all; none)")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="cap the deep models' epochs (default: theirs)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: usable cores, <= 8)")
+    ap.add_argument("--no-per-fold", action="store_true", help="speed suite: skip the per-fold reference run")
+    ap.add_argument("--no-synthetic", action="store_true", help="speed suite: skip the 2,000-line panel")
+    ap.add_argument("--synthetic-per-fold", action="store_true",
+                    help="speed suite: also time the per-fold path on the 2,000-line panel (~25 min quiet)")
+    ap.add_argument("--synthetic-lines", type=int, default=2000)
+    ap.add_argument("--synthetic-markers", type=int, default=1000)
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (holds genotype/)")
     return ap.parse_args(argv)
 
 
+def _config(args: argparse.Namespace, trainer: str | None = None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    if trainer is not None:
+        cfg["params"] = {k: {"trainer": trainer} for k in ("dnngp", "deepgs", "dlgwas")}
+    return cfg
+
+
+def cv_models(geno: Any, y: Any, args: argparse.Namespace, *, repeats: int, trainer: str | None = None,
+              ensemble: str | None = None, all_geno: Any = None) -> dict[str, Any]:
+    """One CV of the chosen models (and ensembles) on seeded folds: wall time and per-model figures."""
+    from app.engine.gp.cv import make_folds, run_cv
+    from app.engine.gp.job_configs import ensemble_keys
+    from app.engine.gp.jobs import ensemble_spec, model_spec, resolve_models
+
+    keys = resolve_models(args.models)
+    blends = [k for k in ensemble_keys(args.ensemble if ensemble is None else ensemble) if k in keys]
+    if blends and "gblup" not in keys:
+        keys = ["gblup", *keys]
+    cfg = _config(args, trainer)
+    specs = [model_spec(k, cfg) for k in keys] + [ensemble_spec(k) for k in blends]
+    folds = make_folds(len(y), args.folds, repeats, args.seed)
+    t0 = time.perf_counter()
+    res = run_cv(geno, y, specs, folds, seed=args.seed, device=args.device, all_geno=all_geno)
+    wall = time.perf_counter() - t0
+    models: dict[str, Any] = {}
+    for name, s in res.models.items():
+        rep_r = s["over_repeats"]["pearson"]
+        vs = s.get("vs_gblup")
+        models[name] = {
+            "pearson_mean": s["pearson_mean"], "pearson_sd_folds": s["pearson_sd"],
+            "pearson_mean_over_repeats": rep_r["mean"], "pearson_sd_over_repeats": rep_r["sd"],
+            "pearson_repeat_means": s["pearson_repeat_means"], "spearman_mean": s["spearman_mean"],
+            "ndcg10_mean": s["ndcg10_mean"], "seconds": round(s["seconds"], 2), "n_warnings": len(s["warnings"]),
+            "vs_gblup": None if vs is None else {k: vs[k] for k in ("mean", "sd", "low", "high", "half_width", "n",
+                                                                    "distinguishable", "verdict")}}
+    return {"folds": args.folds, "repeats": repeats, "trainer": trainer or "stacked", "wall_seconds": round(wall, 1),
+            "models": models}
+
+
+def _wheat_e1(args: argparse.Namespace) -> Any:
+    from app.engine.gp.jobs import load_inputs
+
+    folder, geno_f, pheno_f, _, _ = DATASETS["wheat599"]
+    d = Path(args.data) / "genotype" / folder
+    return load_inputs({"geno": str(d / geno_f), "pheno": str(d / pheno_f), "trait": "E1"})
+
+
+def synthetic_panel(n_lines: int, n_markers: int, seed: int = 15) -> tuple[Any, Any]:
+    """A simulated breeding population (``app.data.genotype.population``): genotypes and the trait."""
+    from app.data.genotype.population import simulate_population
+
+    geno, pheno, _ = simulate_population(n_lines=n_lines, n_markers=n_markers, seed=seed,
+                                         n_families=max(20, n_lines // 20))
+    y = pheno.loc[list(geno.samples), "trait"].to_numpy(dtype=float)
+    return geno, y
+
+
+def speed_suite(args: argparse.Namespace, say: Any) -> dict[str, Any]:
+    """The issue's figures: wheat599 E1 5 x 5 stacked, the per-fold path on repeat 1, the 2,000-line panel."""
+    inp = _wheat_e1(args)
+    out: dict[str, Any] = {"dataset": "wheat599", "trait": inp.trait, "n_lines": len(inp.ids),
+                           "n_markers": inp.geno.n_markers}
+    stacked = cv_models(inp.geno_y, inp.y, args, repeats=args.repeats, all_geno=inp.geno)
+    out["stacked"] = stacked
+    say(f"wheat599 E1 {args.folds}x{args.repeats} stacked: {stacked['wall_seconds']:.0f} s; " + ", ".join(
+        f"{n} {m['pearson_mean']:.3f}" for n, m in stacked["models"].items()))
+    if not args.no_per_fold:
+        per = cv_models(inp.geno_y, inp.y, args, repeats=1, trainer="sequential", ensemble="none",
+                        all_geno=inp.geno)
+        out["per_fold_repeat1"] = per
+        ratio = round(per["wall_seconds"] * args.repeats / stacked["wall_seconds"], 2)
+        out["ratio_per_fold_x_repeats_over_stacked"] = ratio
+        diffs = {}
+        for name, m in per["models"].items():
+            if name == "GBLUP":
+                continue
+            first = stacked["models"][name]["pearson_repeat_means"][0]
+            diffs[name] = {"per_fold_r": m["pearson_mean"], "stacked_repeat1_r": first,
+                           "difference": None if first is None else round(first - m["pearson_mean"], 4)}
+        out["deep_r_stacked_minus_per_fold_repeat1"] = diffs
+        say(f"per-fold path, repeat 1: {per['wall_seconds']:.0f} s (x{args.repeats} = "
+            f"{per['wall_seconds'] * args.repeats:.0f} s; ratio {ratio}); "
+            + ", ".join(f"{n} {d['per_fold_r']:.3f} vs {d['stacked_repeat1_r']:.3f}" for n, d in diffs.items()))
+    if not args.no_synthetic:
+        geno, y = synthetic_panel(args.synthetic_lines, args.synthetic_markers)
+        syn = {"n_lines": geno.n_samples, "n_markers": geno.n_markers,
+               "stacked": cv_models(geno, y, args, repeats=1, ensemble="none", all_geno=geno)}
+        say(f"synthetic {geno.n_samples}x{geno.n_markers}, 1 repeat stacked: {syn['stacked']['wall_seconds']:.0f} s")
+        if args.synthetic_per_fold:
+            syn["per_fold"] = cv_models(geno, y, args, repeats=1, trainer="sequential", ensemble="none",
+                                        all_geno=geno)
+            say(f"synthetic per-fold path: {syn['per_fold']['wall_seconds']:.0f} s")
+        out["synthetic"] = syn
+    return out
+
+
 def run_row(dataset: str, trait: str, args: argparse.Namespace) -> dict[str, Any]:
     """Cross-validate every chosen model on one dataset and trait; returns one result row."""
-    from app.engine.gp.cv import ModelSpec, make_folds, run_cv
-    from app.engine.gp.jobs import DISPLAY, fit_function, load_inputs, model_params, resolve_models
+    from app.engine.gp.jobs import load_inputs
 
     folder, geno_f, pheno_f, _, refs = DATASETS[dataset]
     d = Path(args.data) / "genotype" / folder
-    config = {"geno": str(d / geno_f), "pheno": str(d / pheno_f), "trait": trait, "epochs": args.epochs,
-              "batch_size": args.batch_size, "lr": args.lr}
     t0 = time.perf_counter()
-    inp = load_inputs(config)
+    inp = load_inputs({"geno": str(d / geno_f), "pheno": str(d / pheno_f), "trait": trait})
     load_s = time.perf_counter() - t0
-    keys = resolve_models(args.models)
-    specs = [ModelSpec(DISPLAY[k], fit_function(k), model_params(k, config)) for k in keys]
-    folds = make_folds(len(inp.ids), args.folds, args.repeats, args.seed)
-    res = run_cv(inp.geno_y, inp.y, specs, folds, seed=args.seed, device=args.device, all_geno=inp.geno)
-    models = {name: {"pearson_mean": s["pearson_mean"], "pearson_sd": s["pearson_sd"],
-                     "spearman_mean": s["spearman_mean"], "ndcg10_mean": s["ndcg10_mean"],
-                     "seconds": round(s["seconds"], 2), "n_warnings": len(s["warnings"])}
-              for name, s in res.models.items()}
+    res = cv_models(inp.geno_y, inp.y, args, repeats=args.repeats, all_geno=inp.geno)
+    models = res["models"]
     row: dict[str, Any] = {"dataset": dataset, "trait": inp.trait, "n_lines": len(inp.ids),
-                           "n_markers": inp.geno.n_markers, "load_seconds": round(load_s, 2), "models": models,
+                           "n_markers": inp.geno.n_markers, "load_seconds": round(load_s, 2),
+                           "wall_seconds": res["wall_seconds"], "models": models,
                            "readme_gblup_10x5": refs.get(inp.trait)}
     deep = [m["pearson_mean"] for n, m in models.items() if n != "GBLUP"]
     if "GBLUP" in models and deep:
@@ -84,22 +190,47 @@ def run_row(dataset: str, trait: str, args: argparse.Namespace) -> dict[str, Any
     return row
 
 
-def _table(rows: list[dict[str, Any]], names: list[str]) -> str:
-    head = f"{'dataset':<9} {'trait':<13} {'lines':>5} {'markers':>7}"
-    for n in names:
-        head += f" {n + ' r':>9} {'s':>7}"
-    head += f" {'deep-GBLUP':>10} {'README':>7}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        s = f"{r['dataset']:<9} {r['trait']:<13} {r['n_lines']:>5} {r['n_markers']:>7}"
-        for n in names:
-            m = r["models"].get(n)
-            s += f" {m['pearson_mean']:>9.3f} {m['seconds']:>7.1f}" if m else f" {'-':>9} {'-':>7}"
-        d = r.get("best_deep_minus_gblup")
-        ref = r.get("readme_gblup_10x5")
-        s += f" {d:>+10.3f}" if d is not None else f" {'-':>10}"
-        s += f" {ref:>7.3f}" if ref is not None else f" {'-':>7}"
-        lines.append(s)
+def _pm(m: dict[str, Any]) -> str:
+    mean, sd = m.get("pearson_mean_over_repeats"), m.get("pearson_sd_over_repeats")
+    return "-" if mean is None else f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+
+
+def _vs(m: dict[str, Any]) -> str:
+    vs = m.get("vs_gblup")
+    if not vs or vs.get("mean") is None:
+        return ""
+    return f"{vs['mean']:+.3f}" + (f" ± {vs['half_width']:.3f}" if vs.get("half_width") is not None else "")
+
+
+def model_table(models: dict[str, Any]) -> str:
+    """One line per model: r mean ± SD over repeats, difference to GBLUP ± 95 % half-width, seconds."""
+    lines = [f"  {'model':<14} {'r (mean ± SD over repeats)':>27} {'r - GBLUP (95 % CI)':>21} {'seconds':>8}"]
+    for name, m in models.items():
+        lines.append(f"  {name:<14} {_pm(m):>27} {_vs(m):>21} {m['seconds']:>8.1f}")
+    return "\n".join(lines)
+
+
+def _speed_text(out: dict[str, Any]) -> str:
+    st = out["stacked"]
+    lines = [f"wheat599 {out['trait']} ({out['n_lines']} lines x {out['n_markers']} markers), {st['folds']} folds x "
+             f"{st['repeats']} repeats, stacked trainer: {st['wall_seconds']:.0f} s wall (goal <= 600 s on 2 cores)",
+             model_table(st["models"])]
+    lines += [f"  {m['vs_gblup']['verdict']}" for m in st["models"].values() if m.get("vs_gblup")]
+    if "per_fold_repeat1" in out:
+        per = out["per_fold_repeat1"]
+        lines.append(f"per-fold path (one network at a time), repeat 1 only: {per['wall_seconds']:.0f} s; "
+                     f"x{st['repeats']} repeats / stacked = {out['ratio_per_fold_x_repeats_over_stacked']}x")
+        for name, d in out["deep_r_stacked_minus_per_fold_repeat1"].items():
+            lines.append(f"  {name:<8} repeat-1 r: per-fold {d['per_fold_r']:.3f}, stacked "
+                         f"{d['stacked_repeat1_r']:.3f} (difference {d['difference']:+.3f}; goal within 0.02)")
+    if "synthetic" in out:
+        syn = out["synthetic"]
+        lines.append(f"simulated panel {syn['n_lines']} lines x {syn['n_markers']} markers, {syn['stacked']['folds']} "
+                     f"folds x 1 repeat, stacked: {syn['stacked']['wall_seconds']:.0f} s (per-fold path measured "
+                     "quiet: 1,501 s; goal <= 500 s)")
+        lines.append(model_table(syn["stacked"]["models"]))
+        if "per_fold" in syn:
+            lines.append(f"  per-fold path here: {syn['per_fold']['wall_seconds']:.0f} s")
     return "\n".join(lines)
 
 
@@ -119,40 +250,44 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(args.data) / "genotype").is_dir():
         print(f"error: no shared data at {args.data} (need its genotype/ folder); pass --data", file=sys.stderr)
         return 2
-    only = {t.strip().lower() for t in args.traits.split(",")} if args.traits else None
-    rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    out: dict[str, Any] = {"benchmark": "gp", "suite": args.suite, "folds": args.folds, "repeats": args.repeats,
+                           "seed": args.seed, "device": args.device, "threads": threads, "epochs": args.epochs}
+    only = {t.strip().lower() for t in args.traits.split(",")} if args.traits else None
     try:
-        for ds in names:
-            for trait in DATASETS[ds][3]:
-                if only is not None and trait.lower() not in only:
-                    continue
-                row = run_row(ds, trait, args)
-                rows.append(row)
-                brief = ", ".join(f"{n} {m['pearson_mean']:.3f} ({m['seconds']:.0f} s)"
-                                  for n, m in row["models"].items())
-                print(f"[{time.perf_counter() - t0:6.0f} s] {ds} {trait}: {brief}", file=sys.stderr, flush=True)
+        if args.suite == "speed":
+            out.update(speed_suite(args, say))
+        else:
+            rows = []
+            for ds in names:
+                for trait in DATASETS[ds][3]:
+                    if only is not None and trait.lower() not in only:
+                        continue
+                    rows.append(run_row(ds, trait, args))
+                    say(f"{ds} {trait}: " + ", ".join(f"{n} {_pm(m)}" for n, m in rows[-1]["models"].items()))
+            out["rows"] = rows
     except OmicsLabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    model_names = list(dict.fromkeys(n for r in rows for n in r["models"]))
-    wheat = [r for r in rows if r["dataset"] == "wheat599" and r.get("best_deep_minus_gblup") is not None]
-    out = {
-        "benchmark": "gp", "folds": args.folds, "repeats": args.repeats, "seed": args.seed, "device": args.device,
-        "threads": threads, "epochs": args.epochs, "rows": rows, "total_seconds": round(time.perf_counter() - t0, 1),
-        "wheat_envs_where_a_deep_model_reaches_gblup": sum(1 for r in wheat if r["best_deep_minus_gblup"] >= 0),
-        "wheat_envs": len(wheat),
-    }
+    out["total_seconds"] = round(time.perf_counter() - t0, 1)
     if args.json:
         print(json.dumps(out))
+        return 0
+    print(f"gp bench ({args.suite}): seed {args.seed}, {args.device}, {threads} thread(s); r = Pearson r on held-out "
+          "folds; seconds = fit + predict over the folds")
+    if args.suite == "speed":
+        print(_speed_text(out))
     else:
-        print(f"gp bench: {args.folds}-fold x {args.repeats} CV, seed {args.seed}, {args.device}, {threads} thread(s); "
-              "r = mean per-fold Pearson r, s = fit + predict seconds over the folds")
-        print(_table(rows, model_names))
-        if wheat:
-            print(f"wheat599: a deep model reaches GBLUP on {out['wheat_envs_where_a_deep_model_reaches_gblup']} of "
-                  f"{len(wheat)} environments")
-        print(f"total {out['total_seconds']:.0f} s (README column: GBLUP 10-fold x 5 reference, for orientation)")
+        for r in out["rows"]:
+            ref = r.get("readme_gblup_10x5")
+            print(f"{r['dataset']} {r['trait']} ({r['n_lines']} lines x {r['n_markers']} markers; README GBLUP 10x5 "
+                  f"{'-' if ref is None else f'{ref:.3f}'}), {r['wall_seconds']:.0f} s")
+            print(model_table(r["models"]))
+    print(f"total {out['total_seconds']:.0f} s")
     return 0
 
 
