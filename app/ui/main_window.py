@@ -27,6 +27,7 @@ from app.ui.data_tab import OPEN_FILTER, DataTab
 from app.ui.export_tab import ExportTab
 from app.ui.gc_guard import MainThreadGC
 from app.ui.job_runner import JobRunner
+from app.ui.live_view import LiveLayouts
 from app.ui.model_tab import ModelTab
 from app.ui.results_tab import ResultsTab
 from app.ui.session import Session
@@ -61,6 +62,7 @@ class MainWindow(QMainWindow):
         self.session = Session(refine_layout=umap_refine)
         self.state = self.session.state
         self.runner = JobRunner(self.session, self)
+        self.live_layouts = LiveLayouts(self.session, self.runner, self)  # before the views: it follows runs first
         self.umap_refine = umap_refine
         self.last_error: tuple[str, str] | None = None
         self.workers: list[Worker] = []

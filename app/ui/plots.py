@@ -11,6 +11,7 @@ vectorised point-in-polygon on the FULL data, so what is picked never depends on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import QGraphicsPathItem, QHBoxLayout, QLabel, QSizePolic
 
 DENSE_ABOVE = 50_000  # measured here (2 busy vCPUs, offscreen): 100k drawn points repaint in ~90 ms per pan step
 SUBSAMPLE = 8_000  # points drawn over the colour image when dense (~1.5 us each a repaint here)
+DRAW_CHUNK = 2_000  # points per item of the dense subsample: one item per event-loop turn when handed over
 IMAGE_BINS = 512
 SHOW_SELECTED = 10_000
 MAX_LEGEND = 25
@@ -33,7 +35,19 @@ pg.setConfigOptions(antialias=False, background="w", foreground="k")
 
 
 def category_codes(values: np.ndarray, max_bins: int = 10) -> tuple[np.ndarray, list[str]]:
-    """(int codes, names) for categorical values; numeric values with many levels are binned by quantile."""
+    """(int codes, names) for categorical values; numeric values with many levels are binned by quantile.
+
+    A pandas ``Categorical`` (an AnnData ``.obs`` column) gives its codes as they are: hashing 1M label strings
+    holds the GIL for ~0.15 s, which a worker thread preparing a map must not do while the window runs."""
+    import pandas as pd
+
+    if isinstance(values, pd.Categorical):
+        codes = np.asarray(values.codes, dtype=np.int32).copy()
+        names = [str(c) for c in values.categories]
+        if (codes < 0).any():
+            codes[codes < 0] = len(names)
+            names.append("NA")
+        return codes, names
     vals = np.asarray(values)
     if vals.dtype.kind in "fiu" and len(np.unique(vals[: min(len(vals), 5000)])) > 20:
         v = vals.astype(np.float64)
@@ -45,8 +59,6 @@ def category_codes(values: np.ndarray, max_bins: int = 10) -> tuple[np.ndarray, 
         if (~finite).any():
             names.append("NA")
         return codes.astype(np.int32), names
-    import pandas as pd
-
     try:  # hash-based, no string copies: ~0.15 s for 1M labels
         codes, uniques = pd.factorize(vals, sort=True, use_na_sentinel=True)
         names = [str(u) for u in uniques]
@@ -88,6 +100,60 @@ def colour_density(xy: np.ndarray, codes: np.ndarray, colours: list[str], bins: 
     dens = np.log1p(t)
     img[nz, 3] = (255 * (0.45 + 0.55 * dens / max(float(dens.max()), 1e-9))).astype(np.uint8)
     return img.reshape(bins, bins, 4)
+
+
+@dataclass
+class MapData:
+    """A cell map ready to hand to an ``EmbeddingView``: plain arrays, made on any thread (no Qt objects)."""
+
+    xy: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    codes: np.ndarray
+    names: list[str]
+    colours: list[str]
+    drawn: np.ndarray | None  # the subsample drawn as points (dense maps), None = every cell
+    image: np.ndarray | None  # the RGBA density image (dense maps)
+    tree: Any = None
+
+    @property
+    def n(self) -> int:
+        return len(self.xy)
+
+
+def prepare_colours(xy: np.ndarray, lo: np.ndarray, hi: np.ndarray, values: np.ndarray | None) -> MapData:
+    """Category codes and colours of ``values`` (and, above ``DENSE_ABOVE`` cells, the density image and the
+    drawn subsample) for cells at ``xy``."""
+    import pandas as pd
+
+    n = len(xy)
+    if values is None:
+        values = np.zeros(n, dtype=np.int32)
+    if not isinstance(values, pd.Categorical):
+        values = np.asarray(values)
+    numeric = values.dtype.kind in "fiu" and len(np.unique(values[:5000])) > 20
+    codes, names = category_codes(values)
+    colours = numeric_colours(len(names)) if numeric else [PALETTE[i % len(PALETTE)] for i in range(len(names))]
+    image = drawn = None
+    if n > DENSE_ABOVE:
+        image = colour_density(xy, codes, colours, IMAGE_BINS)
+        drawn = np.sort(np.random.default_rng(0).choice(n, SUBSAMPLE, replace=False))
+    return MapData(xy, lo, hi, codes, names, colours, drawn, image)
+
+
+def prepare_map(xy: np.ndarray, values: np.ndarray | None = None, tree: str = "now") -> MapData:
+    """Everything a map needs from the cells' positions and one colouring; ``tree="now"`` also builds the
+    KD-tree for hovering (unbalanced, non-compact: 1M points ~0.7 s instead of ~1.4 s)."""
+    pts = np.ascontiguousarray(np.asarray(xy, dtype=np.float32)[:, :2])
+    n = len(pts)
+    lo = np.array([pts[:, 0].min(), pts[:, 1].min()]) if n else np.zeros(2)
+    hi = np.array([pts[:, 0].max(), pts[:, 1].max()]) if n else np.ones(2)
+    prep = prepare_colours(pts, lo, hi, values)
+    if tree == "now" and n:
+        from scipy.spatial import cKDTree
+
+        prep.tree = cKDTree(pts, balanced_tree=False, compact_nodes=False)
+    return prep
 
 
 class LassoViewBox(pg.ViewBox):
@@ -192,23 +258,17 @@ class EmbeddingView(QWidget):
         self.vb.addItem(self.hover_item)
         self._proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30, slot=self._mouse_moved)
 
-    # -- data --------------------------------------------------------------------------------------
+    # -- data ------------------------------------------------------------------------------------
     def set_data(self, xy: np.ndarray, values: np.ndarray | None = None, ids: np.ndarray | None = None,
                  hover_cols: dict[str, np.ndarray] | None = None, title: str = "") -> None:
-        """Show ``xy`` (n x 2) coloured by ``values``; ``ids``/``hover_cols`` are what hovering shows."""
-        from scipy.spatial import cKDTree
+        """Show ``xy`` (n x 2) coloured by ``values``; ``ids``/``hover_cols`` are what hovering shows.
 
-        self.xy = np.ascontiguousarray(np.asarray(xy, dtype=np.float32)[:, :2])
-        n = len(self.xy)
-        self.lo = np.array([self.xy[:, 0].min(), self.xy[:, 1].min()]) if n else np.zeros(2)
-        self.hi = np.array([self.xy[:, 0].max(), self.xy[:, 1].max()]) if n else np.ones(2)
-        self.ids = np.asarray(ids) if ids is not None else None  # 1M str(row) would cost ~0.5 s
-        self.hover_cols = hover_cols or {}
-        # unbalanced, non-compact build (1M points: ~0.7 s instead of ~1.4 s); above DENSE_ABOVE it is built
-        # in a worker thread so the window does not freeze (hover waits for it, lasso does not need it)
-        self.tree = None
-        self._tree_gen = getattr(self, "_tree_gen", 0) + 1
-        if n > DENSE_ABOVE:
+        Everything is prepared here, on the calling thread; ``set_data_async`` prepares in a worker thread."""
+        prep = prepare_map(xy, values, tree="now" if len(xy) <= DENSE_ABOVE else "none")
+        self._apply(prep, ids, hover_cols, title)
+        if prep.tree is None and prep.n:  # dense: the KD-tree is built in a worker (hover waits for it)
+            from scipy.spatial import cKDTree
+
             from app.ui.workers import Worker
 
             gen, pts = self._tree_gen, self.xy
@@ -218,13 +278,58 @@ class EmbeddingView(QWidget):
                     self.tree = tree
 
             self._tree_worker = Worker(cKDTree, pts, balanced_tree=False, compact_nodes=False).start(got)
-        elif n:
-            self.tree = cKDTree(self.xy, balanced_tree=False, compact_nodes=False)
+
+    def set_data_async(self, xy: np.ndarray, values: np.ndarray | None = None, ids: np.ndarray | None = None,
+                       hover_cols: dict[str, np.ndarray] | None = None, title: str = "",
+                       on_shown: Any = None) -> Any:
+        """``set_data`` with the heavy part (colour codes, density image, subsample, KD-tree) in a worker
+        thread: the GUI thread only hands the prepared items to the plot (a 1M-cell map: milliseconds, where
+        ``set_data`` stalled the window ~1 s). A newer call wins. Returns the worker."""
+        from app.ui.workers import Worker
+
+        self._async_gen = getattr(self, "_async_gen", 0) + 1
+        gen = self._async_gen
+
+        def done(prep: MapData) -> None:
+            if gen == self._async_gen:
+                self._apply(prep, ids, hover_cols, title, on_shown, chunked=True)
+
+        self._prep_worker = Worker(prepare_map, xy, values, "now").start(done)
+        return self._prep_worker
+
+    def _apply(self, prep: MapData, ids: np.ndarray | None, hover_cols: dict[str, np.ndarray] | None,
+               title: str, on_shown: Any = None, chunked: bool = False) -> None:
+        """Hand prepared data to the plot (GUI thread). ``chunked``: one step per event-loop turn (density
+        image, points, a few legend entries at a time), so no single turn stalls the window."""
+        self.xy, self.lo, self.hi = prep.xy, prep.lo, prep.hi
+        self.ids = np.asarray(ids) if ids is not None else None  # 1M str(row) would cost ~0.5 s
+        self.hover_cols = hover_cols or {}
+        self._tree_gen = getattr(self, "_tree_gen", 0) + 1
+        self.tree = prep.tree
         self.selection = np.zeros(0, np.int64)
         self.sel_item.setData([], [])
         self.hover_item.setData([], [])
-        self.recolour(values, title=title)
-        self.fit_view()
+        steps = self._draw_steps(prep, title)
+        if not chunked:
+            for _ in steps:
+                pass
+            self.fit_view()
+            return
+        from PySide6.QtCore import QTimer
+
+        gen = self._async_gen
+
+        def step() -> None:
+            if gen != self._async_gen:
+                return  # a newer map replaced this one
+            if next(steps, None) is None:
+                self.fit_view()
+                if on_shown is not None:
+                    on_shown()
+            else:
+                QTimer.singleShot(0, step)
+
+        step()
 
     def fit_view(self) -> None:
         """Show every cell, leaving the right-hand strip free for the legend (so it covers no cells)."""
@@ -241,7 +346,13 @@ class EmbeddingView(QWidget):
 
     def recolour(self, values: np.ndarray | None, title: str = "") -> None:
         """Colour by new values without rebuilding the KD-tree."""
-        n = len(self.xy)
+        for _ in self._draw_steps(prepare_colours(self.xy, self.lo, self.hi, values), title):
+            pass
+
+    def _draw_steps(self, prep: MapData, title: str) -> Any:
+        """Replace the coloured items (and the density image) by those of ``prep``; a generator that yields
+        between steps (the caller runs them at once or one per event-loop turn)."""
+        n = prep.n
         for it in self.items:
             self.vb.removeItem(it)
         self.items = []
@@ -249,31 +360,31 @@ class EmbeddingView(QWidget):
         if self.density is not None:
             self.vb.removeItem(self.density)
             self.density = None
-        if values is None:
-            values = np.zeros(n, dtype=np.int32)
-        numeric = np.asarray(values).dtype.kind in "fiu" and len(np.unique(np.asarray(values)[:5000])) > 20
-        self.codes, self.names = category_codes(np.asarray(values))
-        colours = numeric_colours(len(self.names)) if numeric else [PALETTE[i % len(PALETTE)]
-                                                                   for i in range(len(self.names))]
-        if n > DENSE_ABOVE:
-            self._draw_density(colours)
-            rng = np.random.default_rng(0)
-            self.drawn = np.sort(rng.choice(n, SUBSAMPLE, replace=False))
-        else:
-            self.drawn = None
+        self.codes, self.names, self.drawn = prep.codes, prep.names, prep.drawn
+        self.plot.setTitle(title)
+        if prep.image is not None:
+            self._show_density(prep.image)
+            yield
         idx_all = self.drawn if self.drawn is not None else np.arange(n)
         codes = self.codes[idx_all]
         size = 3 if n > DENSE_ABOVE else (4 if n > 20000 else 6)
         totals = np.bincount(self.codes, minlength=len(self.names)) if n else np.zeros(len(self.names), int)
-        brushes = [pg.mkBrush(c) for c in colours]  # shared: one QBrush per category, never per point
+        brushes = [pg.mkBrush(c) for c in prep.colours]  # shared: one QBrush per category, never per point
         self._legend_items = []
         if self.drawn is not None:
-            # dense: the subsample is ONE item (pyqtgraph's per-item overhead dominated a repaint with 10+)
-            it = pg.ScatterPlotItem(x=self.xy[idx_all, 0], y=self.xy[idx_all, 1], pen=None, size=size, pxMode=True,
-                                    brush=[brushes[c] for c in codes])
-            self.vb.addItem(it)
-            self.items.append(it)
+            # dense: the subsample in a few items, not one per category (pyqtgraph's per-item overhead dominated a
+            # repaint with 10+), nor one (its per-point brushes took ~130 ms of one event-loop turn under load)
+            for start in range(0, len(idx_all), DRAW_CHUNK):
+                part = idx_all[start:start + DRAW_CHUNK]
+                it = pg.ScatterPlotItem(x=self.xy[part, 0], y=self.xy[part, 1], pen=None, size=size, pxMode=True,
+                                        brush=[brushes[c] for c in codes[start:start + DRAW_CHUNK]])
+                self.vb.addItem(it)
+                self.items.append(it)
+                yield
+            self.legend.setVisible(bool(title) or len(self.names) > 1)
             for k, name in enumerate(self.names[:MAX_LEGEND]):
+                if k % 4 == 0:
+                    yield
                 sample = pg.ScatterPlotItem(pen=None, brush=brushes[k], size=8)  # legend swatch only
                 self._legend_items.append(sample)
                 self.legend.addItem(sample, f"{name} ({totals[k]:,})")
@@ -291,11 +402,10 @@ class EmbeddingView(QWidget):
                 if len(self.items) <= MAX_LEGEND:
                     self.legend.addItem(it, f"{name} ({sel.size:,})")
         self.legend.setVisible(bool(title) or len(self.names) > 1)
-        self.plot.setTitle(title)
 
-    def _draw_density(self, colours: list[str], bins: int = IMAGE_BINS) -> None:
-        """The category-coloured density image of all cells (RGBA, one ``np.bincount`` over bin x category)."""
-        self.density = pg.ImageItem(colour_density(self.xy, self.codes, colours, bins))
+    def _show_density(self, image: np.ndarray) -> None:
+        """The category-coloured density image of all cells, placed over the cells' extent."""
+        self.density = pg.ImageItem(image)
         lo, hi = self.lo, self.hi
         self.density.setRect(float(lo[0]), float(lo[1]), float(hi[0] - lo[0]) or 1.0, float(hi[1] - lo[1]) or 1.0)
         self.density.setZValue(-10)

@@ -20,11 +20,13 @@ from PySide6.QtWidgets import (
     QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.ui import plots
+from app.ui.live_view import LiveMapPanel
 from app.ui.state import gp_fold_table, gp_wide_table
 
 if TYPE_CHECKING:
@@ -128,7 +130,15 @@ class ResultsTab(QWidget):
         rl.addWidget(self.cm_base, 1)
         rl.addWidget(self.f1_table, 1)
         split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
+        # the map of all cells, and the live map of the run being trained (the same cells' subsample, per refresh)
+        self.map_tabs = QTabWidget()
+        self.map_tabs.setDocumentMode(True)
+        self.map_tabs.addTab(left, "All cells")
+        self.live_map = LiveMapPanel(self.session.live)
+        self.map_tabs.addTab(self.live_map, "Live training map")
+        self.session.live.events.layout_ready.connect(self._live_ready)
+        self.state.events.embedding.connect(lambda: self.map_tabs.setCurrentIndex(0))  # every cell mapped now
+        split.addWidget(self.map_tabs)
         split.addWidget(right)
         split.setSizes([700, 400])
         QVBoxLayout(w).addWidget(split)
@@ -136,6 +146,11 @@ class ResultsTab(QWidget):
         self.label_edit.returnPressed.connect(self._assign)
         self.umap_btn.clicked.connect(lambda: self.session.request_layout(refine=True))
         return w
+
+    def _live_ready(self, k: int) -> None:
+        """While no model has mapped all cells yet, the live map is what there is to see."""
+        if k == 0 and self.state.embedding is None:
+            self.map_tabs.setCurrentWidget(self.live_map)
 
     def refresh_map(self) -> None:
         """Redraw the map from ``state.layout`` (colour column kept when possible)."""
@@ -161,12 +176,19 @@ class ResultsTab(QWidget):
             self.layout_label.setText("no layout yet: press Compute UMAP")
             return
         self.layout_label.setText(f"layout: {s.layout_kind}")
-        self.view.set_data(s.layout, self._values(pick), ids=np.asarray(s.adata.obs_names),
-                           hover_cols=self._hover_cols(), title=pick)
+        args = (s.layout, self._values(pick))
+        kw = {"ids": np.asarray(s.adata.obs_names), "hover_cols": self._hover_cols(), "title": pick}
+        if len(s.layout) > plots.DENSE_ABOVE:  # a big map is prepared in a worker: the window never stalls
+            self.view.set_data_async(*args, **kw)
+        else:
+            self.view.set_data(*args, **kw)
 
     def _values(self, col: str) -> np.ndarray | None:
         if not col:
             return None
+        obs = getattr(self.state.adata, "obs", None)
+        if obs is not None and col in obs and isinstance(obs[col].dtype, pd.CategoricalDtype):
+            return obs[col].array  # the Categorical itself: its codes colour the map without hashing labels
         try:
             return self.state.column_values(col)
         except KeyError:

@@ -30,6 +30,7 @@ from psygnal import Signal, SignalGroup
 
 from app.data.errors import OmicsLabError
 from app.engine.events import Failed, Result
+from app.ui.live_map import LiveMap
 from app.ui.state import GP_TARGET, GP_TRAIN_TARGET, SC_TASKS, AppState, RunRecord
 
 EMBED_TARGET = SC_TASKS["embed"][1]
@@ -85,6 +86,7 @@ class Session:
                  refine_layout: bool = True) -> None:
         self.state = state if state is not None else AppState()
         self.events = SessionEvents()
+        self.live = LiveMap()  # the live cell map of the run being trained or reopened
         self.refine_layout = refine_layout
         self.busy = False  # a job is running (set by the job runner through job_started / job_finished)
         self._runs_root = runs_root

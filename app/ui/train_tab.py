@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from app.engine.events import Failed, Log, Metrics, Progress, Result
 from app.ui.job_runner import JobRunner
+from app.ui.live_view import LiveMapPanel, QualityCurves
 from app.ui.plots import CurvesWidget
 from app.ui.qt_jobs import QtJob
 from app.ui.session import JobRequest, Session
@@ -106,10 +107,21 @@ class TrainTab(QWidget):
         bottom.addWidget(self.log)
         bottom.addWidget(hist)
         bottom.setSizes([700, 300])
+        # the live map and its quality curves beside the loss curves (single-cell runs; issue #13)
+        self.quality = QualityCurves(session.live)
+        self.live_map = LiveMapPanel(session.live)
+        left = QSplitter(Qt.Orientation.Vertical)
+        left.addWidget(self.curves)
+        left.addWidget(self.quality)
+        left.setSizes([240, 200])
+        self.top_split = QSplitter(Qt.Orientation.Horizontal)
+        self.top_split.addWidget(left)
+        self.top_split.addWidget(self.live_map)
+        self.top_split.setSizes([760, 480])
         vsplit = QSplitter(Qt.Orientation.Vertical)
-        vsplit.addWidget(self.curves)
+        vsplit.addWidget(self.top_split)
         vsplit.addWidget(bottom)
-        vsplit.setSizes([380, 220])
+        vsplit.setSizes([460, 180])
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         srow = QHBoxLayout()
@@ -125,6 +137,7 @@ class TrainTab(QWidget):
         st = self.state.events
         for sig in (st.task, st.dataset, st.label_key, st.trait):
             sig.connect(self.update_button)
+        st.dataset.connect(self._show_live_parts)
         st.runs.connect(self.refresh_history)
         session.events.message.connect(self.append_log)
         session.events.run_opened.connect(self._show_run)
@@ -135,6 +148,7 @@ class TrainTab(QWidget):
         runner.device.connect(lambda d: self.device_label.setText(f"device: {d.device} {d.name}"))
         runner.finished.connect(self._on_finished)
         self.update_button()
+        self._show_live_parts()
         self.refresh_history()
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -150,6 +164,12 @@ class TrainTab(QWidget):
             text = "Train"
         self.train_btn.setText(text)
         self.train_btn.setEnabled(s.kind is not None and not self.running)
+
+    def _show_live_parts(self) -> None:
+        """The live map and quality curves are for single-cell runs; genotype runs get the whole width."""
+        sc = self.state.kind != "genotype"
+        self.quality.setVisible(sc)
+        self.live_map.setVisible(sc)
 
     @property
     def running(self) -> bool:
@@ -237,7 +257,7 @@ class TrainTab(QWidget):
         self.bar.setFormat(f"{what}{ep}{ev.step}/{ev.total}{eta}")
 
     def _on_metrics(self, ev: Metrics) -> None:
-        if self.after != "train":
+        if self.after != "train" or ev.split in ("live", "live_reference"):  # drawn from the live map's index
             return
         gp = self.state.current is not None and self.state.current.target == GP_TARGET
         if gp and ev.split in ("train", "val") and ev.epoch is not None:
@@ -328,5 +348,6 @@ class TrainTab(QWidget):
     def plots(self) -> dict[str, Any]:
         """The loss and metric curves (``PlotSource``), with the points still waiting for the batched redraw."""
         self.curves.flush()
-        return {name: w for name, w in (("loss", self.curves.loss), ("metric", self.curves.metric))
-                if w.plotItem.items}
+        out = {name: w for name, w in (("loss", self.curves.loss), ("metric", self.curves.metric))
+               if w.plotItem.items}
+        return out | self.quality.plots() | self.live_map.plots()

@@ -22,7 +22,8 @@ def test_dense_map_draws_an_image_and_picks_on_all_cells(qtbot) -> None:
     v.resize(600, 500)
     v.show()
     v.set_data(xy, lab, title="cells")
-    assert v.density is not None and len(v.drawn) == plots.SUBSAMPLE and len(v.items) == 1
+    assert v.density is not None and len(v.drawn) == plots.SUBSAMPLE
+    assert len(v.items) == plots.SUBSAMPLE // plots.DRAW_CHUNK and sum(len(it.data) for it in v.items) == len(v.drawn)
     img = v.density.image
     assert img.shape == (plots.IMAGE_BINS, plots.IMAGE_BINS, 4) and img[..., 3].max() == 255
     qtbot.waitUntil(lambda: v.tree is not None, timeout=30000)  # built in a worker thread
