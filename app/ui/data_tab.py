@@ -286,7 +286,7 @@ class DataTab(QWidget):
             self.refresh_pheno()
 
     def _fill_classes(self) -> None:
-        counts = (self.state.summary.label_columns or {}).get(self.state.label_key or "", {})
+        counts = (getattr(self.state.summary, "label_columns", None) or {}).get(self.state.label_key or "", {})
         self.class_table.setRowCount(len(counts))
         for i, (k, v) in enumerate(counts.items()):
             self.class_table.setItem(i, 0, QTableWidgetItem(str(k)))

@@ -6,9 +6,9 @@ refresh (epoch end of a fine-tune, every K steps of pretraining) and writes ``RU
 ``LiveMap`` holds what the window knows of them; views bind to its events (psygnal): ``refreshes`` (the index
 grew), ``layout_ready(k)`` (refresh k has a layout), ``shown`` (which refresh the map shows), ``colour_by``.
 
-Each layout starts from the previous one, so cells move rather than jump: ``live_layout`` takes the PCA of the
-refresh's embedding (exact, from the d x d covariance: milliseconds for 5,000 cells) and turns, flips, scales
-and shifts it onto the previous layout (orthogonal Procrustes); with ``method="umap"`` it takes the engine's
+Each layout starts from the previous one, so cells move rather than jump: ``live_layout`` moves the previous
+layout halfway toward the PCA of the refresh's embedding (exact, from the d x d covariance: milliseconds for
+5,000 cells) turned onto it (orthogonal Procrustes); with ``method="umap"`` it takes the engine's
 step (``app.engine.celllm.live_png.next_layout``: umap-learn initialised from the previous layout, ``init=``),
 aligned the same way. Aligned PCA is the default: umap-learn's first call in a process compiles its numba
 kernels (measured here: 332 s on the 2-core machine at load 10; later calls 1.7-4 s for 5,000 cells), which a
@@ -44,20 +44,40 @@ def procrustes_to(xy: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return (rot * scale + mb).astype(np.float32)
 
 
+def _continuation(x: np.ndarray, prev: np.ndarray, m: int = 4) -> np.ndarray:
+    """Where the cells would sit if the previous layout only followed the embedding's change: the least-squares
+    map from the new embedding's top ``m`` principal components onto the previous layout."""
+    xc = x.astype(np.float64) - x.mean(0)
+    _, vecs = np.linalg.eigh(xc.T @ xc)
+    p = xc @ vecs[:, ::-1][:, :min(m, x.shape[1])]
+    mean = prev.mean(0)
+    w, *_ = np.linalg.lstsq(p, prev - mean, rcond=None)
+    return (p @ w + mean).astype(np.float32)
+
+
 def live_layout(emb: np.ndarray, prev: np.ndarray | None = None, method: str = "pca", seed: int = 0) -> np.ndarray:
-    """A 2-D layout of one refresh's embedding, aligned to the previous refresh's layout ``prev``."""
+    """A 2-D layout of one refresh's embedding, started from the previous refresh's layout ``prev``.
+
+    ``pca``: halfway between the continuation of ``prev`` and the new embedding's own principal plane turned
+    onto ``prev`` (Procrustes): one relaxation step from the old picture toward the new one, so cells move
+    smoothly and the map converges to the PCA view as the embedding settles. On a 3-epoch fine-tune of 300
+    PBMCs, plain aligned PCA let one axis jump (r = 0.30 between epochs 0 and 1; 0.85 this way) and the pure
+    continuation hid what the model learned (label silhouette of the map 0.25 instead of 0.30).
+    ``umap``: the engine's step (umap-learn initialised from ``prev``), aligned the same way."""
     from app.engine.layout import pca_preview
 
     x = np.asarray(emb, np.float32)
-    aligned = prev is not None and len(prev) == len(x) and len(x) >= 3
+    aligned = prev is not None and len(prev) == len(x) and len(x) >= 5
     if method == "umap":
         from app.engine.celllm.live_png import next_layout  # the CLI's PNGs take the same step
 
         xy = next_layout(x, prev if aligned else None, seed)
+        if aligned:
+            xy = procrustes_to(xy, prev)
     else:
         xy = pca_preview(x, seed=seed)
-    if aligned:
-        xy = procrustes_to(xy, prev)
+        if aligned:
+            xy = (procrustes_to(xy, prev) + _continuation(x, np.asarray(prev, np.float32))) / 2
     return np.ascontiguousarray(xy, dtype=np.float32)
 
 

@@ -11,7 +11,10 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+PBMC_CLASSES = ["CD8+ T-cells", "Monocytes", "CD4+ T-cells", "B-cells", "NK cells"]
 
 
 @pytest.fixture(autouse=True)
@@ -73,3 +76,17 @@ def idle(qtbot):
         qtbot.waitUntil(lambda: not w.workers, timeout=timeout)
 
     return wait
+
+
+@pytest.fixture
+def pbmc_small(shared_data: Path, tmp_path: Path) -> Path:
+    """60 cells of each of five PBMC classes from the shared PBMC 8k data, written as .h5ad (seeded)."""
+    import anndata as ad
+
+    a = ad.read_h5ad(shared_data / "singlecell" / "pbmc8k_hvg200_h5ad" / "pbmc.h5ad")
+    rng = np.random.default_rng(0)
+    ct = a.obs["cell_type"].astype(str).to_numpy()
+    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(ct == c), 60, replace=False) for c in PBMC_CLASSES]))
+    out = tmp_path / "pbmc_small.h5ad"
+    a[idx].copy().write_h5ad(out)
+    return out

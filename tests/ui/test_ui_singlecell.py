@@ -12,21 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.shared_data
 
-CLASSES = ["CD8+ T-cells", "Monocytes", "CD4+ T-cells", "B-cells", "NK cells"]
-
-
-@pytest.fixture
-def pbmc_small(shared_data: Path, tmp_path: Path) -> Path:
-    """60 cells of each of the five main classes, written as .h5ad (seeded)."""
-    import anndata as ad
-
-    a = ad.read_h5ad(shared_data / "singlecell" / "pbmc8k_hvg200_h5ad" / "pbmc.h5ad")
-    rng = np.random.default_rng(0)
-    ct = a.obs["cell_type"].astype(str).to_numpy()
-    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(ct == c), 60, replace=False) for c in CLASSES]))
-    out = tmp_path / "pbmc_small.h5ad"
-    a[idx].copy().write_h5ad(out)
-    return out
+CLASSES = ["CD8+ T-cells", "Monocytes", "CD4+ T-cells", "B-cells", "NK cells"]  # pbmc_small's (tests/ui/conftest.py)
 
 
 def test_singlecell_workflow(qtbot, win, idle, pbmc_small: Path, tmp_path: Path) -> None:
