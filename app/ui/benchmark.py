@@ -243,14 +243,16 @@ def phase_live(app: Any, win: Any, cells: int, refreshes: int, every_s: float, m
     win.live_layouts._follow(run)
     state = {"k": 0}
 
-    def refresh() -> None:  # what the engine does at an epoch end (files first, index last, then the event)
+    for k in range(refreshes):  # the arrays beforehand: the engine writes them in its own process
+        np.save(os.path.join(live_dir, f"emb-{k:04d}.npy"),
+                (emb * (1 + 0.3 * k) + rng.normal(0, 1, emb.shape)).astype(np.float32))
+        np.save(os.path.join(live_dir, f"probs-{k:04d}.npy"),
+                rng.dirichlet(np.ones(len(classes)), cells).astype(np.float32))
+
+    def refresh() -> None:  # an epoch end: the index lists the new refresh, then the artifact event comes
         k = state["k"]
         if k >= refreshes:
             return
-        x = (emb * (1 + 0.3 * k) + rng.normal(0, 1, emb.shape)).astype(np.float32)
-        np.save(os.path.join(live_dir, f"emb-{k:04d}.npy"), x)
-        probs = rng.dirichlet(np.ones(len(classes)), cells).astype(np.float32)
-        np.save(os.path.join(live_dir, f"probs-{k:04d}.npy"), probs)
         index["refreshes"].append({"refresh": k, "epoch": k, "step": k, "emb": f"emb-{k:04d}.npy",
                                    "probs": f"probs-{k:04d}.npy", "seconds": 0.0,
                                    "quality": {"silhouette": 0.1 * k, "knn_accuracy": 0.5}})

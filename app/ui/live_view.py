@@ -182,7 +182,7 @@ class LiveMapPanel(QWidget):
         self.slider.setEnabled(False)
         self.play_btn.setEnabled(False)
         self.colour.clear()
-        self.view.set_data(np.zeros((0, 2), np.float32))
+        self.view.set_data_async(np.zeros((0, 2), np.float32))
         self.caption.setText("Waiting for the first refresh (the starting model's map)…")
 
     def _fill_colours(self) -> None:
@@ -214,10 +214,16 @@ class LiveMapPanel(QWidget):
         self.draw(k)
 
     def draw(self, k: int) -> None:
-        """Put refresh k on the map (the same cells: positions and colours change in place)."""
+        """Put refresh k on the map (the same cells: positions and colours change in place). The points are
+        prepared in a worker thread and handed to the plot one category per event-loop turn; a hidden panel
+        draws when it is shown."""
         xy = self.live.layouts.get(k)
         if xy is None:
             return
+        if not self.isVisible():
+            self._stale = True
+            return
+        self._stale = False
         values = self.live.colour_values(k)
         ids = (self.live.cells or {}).get("cell_ids")
         hover: dict[str, np.ndarray] = {}
@@ -226,17 +232,25 @@ class LiveMapPanel(QWidget):
             if v is not None:
                 hover[COLOUR_NAMES[by]] = v
         keep = self.view.vb.viewRange() if self.states and not self.live.follow else None
-        self.view.set_data(xy, values, ids=np.asarray(ids) if ids else None, hover_cols=hover,
-                           title=COLOUR_NAMES.get(self.live.colour_by, ""))
-        if keep is not None:  # replaying: keep the user's zoom
-            self.view.vb.setRange(xRange=keep[0], yRange=keep[1], padding=0)
-        self.states += 1
-        self.drawn_refreshes.append(k)
+
+        def shown() -> None:
+            if keep is not None:  # replaying: keep the user's zoom
+                self.view.vb.setRange(xRange=keep[0], yRange=keep[1], padding=0)
+            self.states += 1
+            self.drawn_refreshes.append(k)
+
+        self.view.set_data_async(xy, values, ids=np.asarray(ids) if ids else None, hover_cols=hover,
+                                 title=COLOUR_NAMES.get(self.live.colour_by, ""), on_shown=shown)
         if self.slider.value() != k:
             self.slider.blockSignals(True)
             self.slider.setValue(k)
             self.slider.blockSignals(False)
         self.caption.setText(self.live.describe(k))
+
+    def showEvent(self, ev: Any) -> None:
+        super().showEvent(ev)
+        if getattr(self, "_stale", False) and self.live.shown >= 0:
+            self.draw(self.live.shown)
 
     def _colour_changed(self, i: int) -> None:
         by = self.colour.itemData(i)

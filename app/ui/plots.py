@@ -401,6 +401,7 @@ class EmbeddingView(QWidget):
                 self.items.append(it)
                 if len(self.items) <= MAX_LEGEND:
                     self.legend.addItem(it, f"{name} ({sel.size:,})")
+                yield  # handed over step by step: one category's points per event-loop turn
         self.legend.setVisible(bool(title) or len(self.names) > 1)
 
     def _show_density(self, image: np.ndarray) -> None:

@@ -168,7 +168,9 @@ class Session:
         except (ValueError, OmicsLabError) as exc:  # a setting the job's config refuses: say which
             self._problem("Not ready to train", str(exc))
             return None
-        return self.request(JobRequest(target, cfg, run_dir, purpose="train", kind=self.state.task))
+        req = self.request(JobRequest(target, cfg, run_dir, purpose="train", kind=self.state.task))
+        self.show_step("train")  # where its progress, curves and live map are
+        return req
 
     def resume(self, run_dir: str | None = None) -> JobRequest | None:
         """Continue a stopped run (``run_dir``, else the current one) from its last checkpoint."""

@@ -100,6 +100,7 @@ def test_panel_follows_each_refresh_off_the_gui_thread_then_replays(qtbot, win, 
     run, _ = synthetic_run(tmp_path, refreshes=1)
     ll, live = win.live_layouts, win.session.live
     panel, quality = win.train_tab.live_map, win.train_tab.quality
+    win.tabs.setCurrentWidget(win.train_tab)  # a hidden panel draws only when it is shown
     ll._follow(str(run))
     ll._artifact(Artifact("live_cells", str(run / "live" / "cells.json")))
     ll._artifact(Artifact("live_map", str(run / "live" / "emb-0000.npy")))
@@ -111,7 +112,14 @@ def test_panel_follows_each_refresh_off_the_gui_thread_then_replays(qtbot, win, 
         write_refresh(run, k, emb, None, {"silhouette": 0.2 * k, "knn_accuracy": 0.6})
         ll._artifact(Artifact("live_map", str(run / "live" / f"emb-{k:04d}.npy")))
         qtbot.waitUntil(lambda k=k: panel.states == k + 1, timeout=20000)
-    assert panel.drawn_refreshes == [0, 1, 2, 3] and win.results_tab.live_map.states == 4
+    assert panel.drawn_refreshes == [0, 1, 2, 3]
+    rt = win.results_tab
+    assert rt.live_map.states == 0  # hidden: nothing drawn there yet
+    win.tabs.setCurrentWidget(rt)
+    rt.stack.setCurrentIndex(1)
+    rt.map_tabs.setCurrentWidget(rt.live_map)
+    qtbot.waitUntil(lambda: rt.live_map.drawn_refreshes == [3], timeout=20000)  # the newest, once shown
+    win.tabs.setCurrentWidget(win.train_tab)
     assert quality.n_points("silhouette") == 4 and set(quality.refs) == {"silhouette", "knn_accuracy"}
     assert len(ll.latencies()) == 4
     for k in (1, 2, 3):
@@ -120,10 +128,12 @@ def test_panel_follows_each_refresh_off_the_gui_thread_then_replays(qtbot, win, 
     # after the run: the slider replays every refresh
     assert panel.slider.isEnabled() and panel.slider.maximum() == 3
     panel.slider.setValue(1)
-    assert live.shown == 1 and not live.follow and panel.drawn_refreshes[-1] == 1
+    assert live.shown == 1 and not live.follow
+    qtbot.waitUntil(lambda: panel.drawn_refreshes[-1] == 1, timeout=20000)
     np.testing.assert_array_equal(panel.view.xy, live.layouts[1])
     panel.colour.setCurrentIndex(panel.colour.findData("confidence"))
-    assert live.colour_by == "confidence" and panel.view.plot.plotItem.titleLabel.text == "confidence"
+    assert live.colour_by == "confidence"
+    qtbot.waitUntil(lambda: panel.view.plot.plotItem.titleLabel.text == "confidence", timeout=20000)
     panel.replay()
     qtbot.waitUntil(lambda: live.follow and live.shown == 3, timeout=20000)
     assert {"live_map", "embedding_quality"} <= set(win.train_tab.plots())
