@@ -8,7 +8,6 @@ from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -17,20 +16,22 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QRadioButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 from superqt import QCollapsible
 
 from app.data.errors import OmicsLabError
+from app.engine.jobconfig import FieldSpec, field_specs
+from app.engine.registry import job
 from app.resources import CELLLM_TINY
+from app.ui.config_form import ConfigForm, spec_for_value
 from app.ui.state import (
     GP_DEFAULTS,
     GP_MODELS,
     GP_TASKS,
-    MODEL_DEFAULT_KEYS,
     SC_DEFAULTS,
+    SC_JOBS,
     SC_TASKS,
     gp_model_defaults,
 )
@@ -53,7 +54,6 @@ TASK_HELP = {
     "deepgs": "DeepGS: a CNN on the 0/1/2 marker matrix.",
     "dlgwas": "DLGWAS: a dual-stream CNN on one-hot genotypes; its saliency gives marker importance.",
 }
-FREEZE = ["none", "embeddings", "encoder", "last:1", "last:2"]
 
 
 class ModelTab(QWidget):
@@ -106,10 +106,9 @@ class ModelTab(QWidget):
         drow.addRow("Device:", self.device_combo)
 
         self.advanced = QCollapsible("Advanced hyper-parameters")
-        self.adv_body = QWidget()
-        self.adv_form = QFormLayout(self.adv_body)
-        self.advanced.addWidget(self.adv_body)
-        self.editors: dict[str, QWidget] = {}
+        self.form = ConfigForm()  # generated from the job config's field specs
+        self.form.changed.connect(self.read_params)
+        self.advanced.addWidget(self.form)
         self.model_defaults: dict[str, Any] = {}
 
         self.cluster_btn = QPushButton("Several GPUs / cluster…")
@@ -185,91 +184,35 @@ class ModelTab(QWidget):
             defaults = dict(SC_DEFAULTS.get(task) or {})
         self._fill_editors(defaults)
 
+    def form_specs(self, task: str) -> list[FieldSpec]:
+        """The Advanced settings of ``task``: its job config's ``advanced`` fields (the genomic-prediction
+        tasks add the chosen deep model's own hyper-parameters)."""
+        if self.state.kind == "genotype":
+            specs = [sp for sp in field_specs(job("gp.cv").config) if sp.advanced]
+            return specs + [spec_for_value(k, v) for k, v in self.model_defaults.items()]
+        name = SC_JOBS.get(task)
+        return [sp for sp in field_specs(job(name).config) if sp.advanced] if name else []
+
     def _fill_editors(self, defaults: dict[str, Any]) -> None:
-        while self.adv_form.rowCount():
-            self.adv_form.removeRow(0)
-        self.editors = {}
-        for key, val in defaults.items():
-            if key == "freeze":
-                ed: QWidget = QComboBox()
-                ed.addItems(FREEZE)
-                ed.setCurrentText(str(val))
-            elif key == "preset":
-                ed = QComboBox()
-                ed.addItems(["tiny", "small", "full"])
-                ed.setCurrentText(str(val))
-            elif isinstance(val, bool):
-                ed = QComboBox()
-                ed.addItems(["yes", "no"])
-                ed.setCurrentText("yes" if val else "no")
-            elif isinstance(val, int):
-                ed = QSpinBox()
-                ed.setRange(0, 10_000_000)
-                ed.setValue(val)
-                if key in ("max_cells", "max_markers"):
-                    ed.setSpecialValueText("all")
-                elif key in MODEL_DEFAULT_KEYS and not val:
-                    ed.setSpecialValueText("model default")
-            elif isinstance(val, float):
-                ed = QDoubleSpinBox()
-                ed.setDecimals(6 if val < 0.01 else 3)
-                ed.setRange(0.0, 1e6)
-                ed.setSingleStep(val / 10 if val else (1e-4 if key == "lr" else 0.1))
-                ed.setValue(val)
-                if key == "lr" and not val:
-                    ed.setSpecialValueText("by preset" if self.state.kind != "genotype" else "model default")
-            else:
-                ed = QLineEdit(str(val))
-            ed.setMaximumWidth(260)
-            if key == "group":
-                ed.setToolTip("A phenotype column (e.g. family) to keep related lines in the same fold; empty: "
-                              "random folds.")
-                ed.setPlaceholderText("none (e.g. family)")
-            self.editors[key] = ed
-            self._watch(ed)
-            label = key.split(".", 1)[-1].replace("_", " ")
-            if "." in key:
-                ed.setToolTip(f"{key.split('.')[0].upper()} hyper-parameter (default {val!r})")
-            self.adv_form.addRow(label + ":", ed)
+        self.form.build(self.form_specs(self.state.task), defaults)
         self.read_params()
 
-    def _watch(self, ed: QWidget) -> None:
-        """Every edit writes the settings back to the state at once (no one has to ask the form)."""
-        if isinstance(ed, QSpinBox | QDoubleSpinBox):
-            ed.valueChanged.connect(self.read_params)
-        elif isinstance(ed, QComboBox):
-            ed.currentTextChanged.connect(self.read_params)
-        elif isinstance(ed, QLineEdit):
-            ed.textChanged.connect(self.read_params)
+    @property
+    def editors(self) -> dict[str, QWidget]:
+        """The Advanced form's editors by setting name."""
+        return self.form.editors
 
     def read_params(self) -> dict[str, Any]:
         """The Advanced values into ``state.params``."""
-        out: dict[str, Any] = {}
-        for key, ed in self.editors.items():
-            if isinstance(ed, QSpinBox):
-                out[key] = int(ed.value())
-            elif isinstance(ed, QDoubleSpinBox):
-                out[key] = float(ed.value())
-            elif isinstance(ed, QComboBox):
-                out[key] = ed.currentText()
-                if isinstance(self.model_defaults.get(key), bool):
-                    out[key] = out[key] == "yes"
-            elif isinstance(ed, QLineEdit):
-                out[key] = ed.text()
+        out = self.form.values()
         # a deep model's own hyper-parameters travel only when changed (the engine fills the rest)
         out = {k: v for k, v in out.items() if k not in self.model_defaults or v != self.model_defaults[k]}
         self.state.params = out
         return out
 
     def set_param(self, key: str, value: Any) -> None:
-        """Set one hyper-parameter (tests and the CLI-twin preview use this)."""
-        ed = self.editors[key]
-        if isinstance(ed, QSpinBox | QDoubleSpinBox):
-            ed.setValue(value)
-        elif isinstance(ed, QComboBox):
-            ed.setCurrentText(str(value))
-        else:
-            ed.setText(str(value))
+        """Set one hyper-parameter as a user would (tests and the screenshots use this)."""
+        self.form.set_value(key, value)
         self.read_params()
 
     def set_compare_models(self, models: list[str]) -> None:

@@ -56,7 +56,6 @@ def form_defaults(config: type[JobConfig]) -> dict[str, Any]:
 # defaults shown in the Advanced section: read from the job configs (app.engine.*.job_configs), never written here
 SC_DEFAULTS: dict[str, dict[str, Any]] = {task: form_defaults(job(name).config) for task, name in SC_JOBS.items()}
 GP_DEFAULTS: dict[str, Any] = form_defaults(job("gp.cv").config)
-MODEL_DEFAULT_KEYS = ("epochs", "batch_size", "lr", "max_markers", "max_cells")
 
 
 def _none_means_default(config: type[JobConfig], params: dict[str, Any]) -> dict[str, Any]:
