@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from app.ui.launch import process_events
+
 TICK_MS = 10
 
 
@@ -101,7 +103,7 @@ def wait_for(app: Any, cond: Callable[[], bool], timeout: float) -> bool:
     while not cond():
         if time.perf_counter() - t0 > timeout:
             return False
-        app.processEvents()
+        process_events()
         time.sleep(0.002)
     return True
 
@@ -171,10 +173,10 @@ def phase_points(app: Any, win: Any, n: int, seconds: float, meter: StallMeter) 
     view = win.results_tab.view
     win.tabs.setCurrentWidget(win.results_tab)
     win.results_tab.stack.setCurrentIndex(1)
-    app.processEvents()
+    process_events()
     t0 = time.perf_counter()
     view.set_data(xy, lab, ids=None, hover_cols={"cluster": lab}, title=f"{n:,} synthetic cells")
-    app.processEvents()  # includes the first paint
+    process_events()  # includes the first paint
     set_ms = (time.perf_counter() - t0) * 1000
     rng = np.random.default_rng(1)
     state = {"i": 0}
@@ -195,7 +197,7 @@ def phase_points(app: Any, win: Any, n: int, seconds: float, meter: StallMeter) 
     poly = np.array([[c[0] - 3, c[1] - 3], [c[0] + 3, c[1] - 3], [c[0] + 3, c[1] + 3], [c[0] - 3, c[1] + 3]])
     t0 = time.perf_counter()
     sel = view.select_polygon(poly)
-    app.processEvents()
+    process_events()
     out.update(set_data_ms=round(set_ms, 1), lasso_ms=round((time.perf_counter() - t0) * 1000, 1),
                selected=int(sel.size), drawn_points=len(view.drawn) if view.drawn is not None else n,
                density_image=view.density is not None)
@@ -211,7 +213,7 @@ def phase_handover(app: Any, win: Any, n: int, meter: StallMeter) -> dict[str, A
     view = win.results_tab.view
     win.tabs.setCurrentWidget(win.results_tab)
     win.results_tab.stack.setCurrentIndex(1)
-    app.processEvents()
+    process_events()
     shown: dict[str, float] = {}
     meter.start()
     t0 = time.perf_counter()
@@ -291,7 +293,7 @@ def phase_first_preview(app: Any, win: Any, n: int, dim: int = 32) -> dict[str, 
     s.set_embedding(emb)
     win.compute_layout(refine=False)
     ok = wait_for(app, lambda: "PCA preview" in got and len(win.results_tab.view.xy) == n, 120)
-    app.processEvents()
+    process_events()
     t1 = time.perf_counter()
     wait_for(app, lambda: not win.workers, 60)
     return {"first_preview_s": round(t1 - t0, 3) if ok else None, "cells": n, "dim": dim}

@@ -37,6 +37,21 @@ def icon(name: str) -> object:
     return QIcon(str(p)) if p.is_file() else QIcon()
 
 
+_LOOP: object = None
+
+
+def process_events() -> None:
+    """Handle pending events from Python code that polls (tools, benchmarks). Through a ``QEventLoop``
+    instance: PySide6 6.12's static ``QCoreApplication.processEvents()`` (and ``QTest.qWait``) drop a
+    reference to None at every call, and a few thousand calls crash the interpreter at exit."""
+    global _LOOP
+    from PySide6.QtCore import QEventLoop
+
+    if _LOOP is None:
+        _LOOP = QEventLoop()
+    _LOOP.processEvents()
+
+
 def make_app() -> object:
     """The QApplication (created once), high-DPI friendly."""
     from PySide6.QtCore import Qt

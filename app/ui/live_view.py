@@ -236,8 +236,9 @@ class LiveMapPanel(QWidget):
         def shown() -> None:
             if keep is not None:  # replaying: keep the user's zoom
                 self.view.vb.setRange(xRange=keep[0], yRange=keep[1], padding=0)
-            self.states += 1
-            self.drawn_refreshes.append(k)
+            if not self.drawn_refreshes or self.drawn_refreshes[-1] != k:  # a redraw of the same map is no new state
+                self.states += 1
+                self.drawn_refreshes.append(k)
 
         self.view.set_data_async(xy, values, ids=np.asarray(ids) if ids else None, hover_cols=hover,
                                  title=COLOUR_NAMES.get(self.live.colour_by, ""), on_shown=shown)
@@ -284,27 +285,36 @@ class LiveMapPanel(QWidget):
         return {"live_map": self.view.plot} if len(self.view.xy) else {}
 
 
+SPACE_KEYS = ("alignment", "uniformity")  # Wang & Isola: their own scale (uniformity is a log, about -4 to 0)
+
+
 class QualityCurves(QWidget):
-    """Embedding-quality figures per refresh, with the PCA-of-HVGs reference as dashed lines."""
+    """Embedding-quality figures per refresh, with the PCA-of-HVGs reference as dashed lines: the label and
+    batch figures (0-1 scales) on the left, alignment/uniformity (their own scale) on the right."""
 
     def __init__(self, live: LiveMap, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.live = live
         self.plot = pg.PlotWidget(title="Embedding quality (live map) — dashed: PCA of HVGs")
-        self.plot.addLegend(offset=(-5, 5), brush=pg.mkBrush(255, 255, 255), pen=pg.mkPen("#cccccc"))
-        lay = QVBoxLayout(self)
+        self.space = pg.PlotWidget(title="Alignment / uniformity (lower is better)")
+        lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.plot)
+        for w in (self.plot, self.space):
+            w.addLegend(offset=(-5, -5), brush=pg.mkBrush(255, 255, 255), pen=pg.mkPen("#cccccc"))
+            lay.addWidget(w, 3 if w is self.plot else 2)
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.refs: dict[str, pg.InfiniteLine] = {}
         self.data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         live.events.refreshes.connect(self.redraw)
         live.events.reference.connect(self.redraw)
         live.events.reset.connect(self.clear)
+        self.space.hide()
 
     def clear(self) -> None:
         """Forget the curves (another run)."""
-        self.plot.clear()
+        for w in (self.plot, self.space):
+            w.clear()
+        self.space.hide()
         self.curves, self.refs, self.data = {}, {}, {}
 
     def _colour(self, key: str) -> str:
@@ -314,19 +324,22 @@ class QualityCurves(QWidget):
     def redraw(self) -> None:
         """Draw every figure's curve from the live map's refreshes."""
         self.data = self.live.quality_series()
-        self.plot.setLabel("bottom", "epoch" if self.live.kind == "finetune" else "step")
+        for w in (self.plot, self.space):
+            w.setLabel("bottom", "epoch" if self.live.kind == "finetune" else "step")
         for key, (xs, ys) in self.data.items():
             if key not in self.curves:
                 c = self._colour(key)
-                self.curves[key] = self.plot.plot([], [], name=QUALITY_NAMES.get(key, key), pen=pg.mkPen(c, width=2),
-                                                  symbol="o", symbolSize=5, symbolBrush=c)
+                target = self.space if key in SPACE_KEYS else self.plot
+                target.setVisible(True)
+                self.curves[key] = target.plot([], [], name=QUALITY_NAMES.get(key, key), pen=pg.mkPen(c, width=2),
+                                               symbol="o", symbolSize=5, symbolBrush=c)
             self.curves[key].setData(xs, ys)
         for key, v in self.live.reference_values().items():
             if key in self.curves and key not in self.refs:
                 line = pg.InfiniteLine(pos=v, angle=0, pen=pg.mkPen(self._colour(key), width=1,
                                                                     style=Qt.PenStyle.DashLine))
                 line.setToolTip(f"{QUALITY_NAMES.get(key, key)} of PCA on log-normalised HVGs: {v:.3f}")
-                self.plot.addItem(line)
+                (self.space if key in SPACE_KEYS else self.plot).addItem(line)
                 self.refs[key] = line
 
     def n_points(self, key: str) -> int:
@@ -335,7 +348,12 @@ class QualityCurves(QWidget):
 
     def plots(self) -> dict[str, Any]:
         """The quality curves when there are any (``PlotSource``)."""
-        return {"embedding_quality": self.plot} if self.curves else {}
+        out = {}
+        if any(k not in SPACE_KEYS for k in self.curves):
+            out["embedding_quality"] = self.plot
+        if any(k in SPACE_KEYS for k in self.curves):
+            out["embedding_uniformity"] = self.space
+        return out
 
 
 __all__ = ["LiveLayouts", "LiveMapPanel", "QualityCurves"]

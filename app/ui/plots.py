@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QGraphicsPathItem, QHBoxLayout, QLabel, QSizePolic
 
 DENSE_ABOVE = 50_000  # measured here (2 busy vCPUs, offscreen): 100k drawn points repaint in ~90 ms per pan step
 SUBSAMPLE = 8_000  # points drawn over the colour image when dense (~1.5 us each a repaint here)
+_DONE = object()  # end of a chunked hand-over's steps (a step itself yields None)
 DRAW_CHUNK = 2_000  # points per item of the dense subsample: one item per event-loop turn when handed over
 IMAGE_BINS = 512
 SHOW_SELECTED = 10_000
@@ -257,6 +258,14 @@ class EmbeddingView(QWidget):
         self.vb.addItem(self.sel_item)
         self.vb.addItem(self.hover_item)
         self._proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=30, slot=self._mouse_moved)
+        from PySide6.QtCore import QTimer
+
+        self._steps: Any = None  # the remaining steps of a chunked hand-over
+        self._on_shown: Any = None
+        self._step_timer = QTimer(self)
+        self._step_timer.setSingleShot(True)
+        self._step_timer.setInterval(0)
+        self._step_timer.timeout.connect(self._next_step)
 
     # -- data ------------------------------------------------------------------------------------
     def set_data(self, xy: np.ndarray, values: np.ndarray | None = None, ids: np.ndarray | None = None,
@@ -290,6 +299,8 @@ class EmbeddingView(QWidget):
         self._async_gen = getattr(self, "_async_gen", 0) + 1
         gen = self._async_gen
 
+        self._steps = None  # a newer map: the old one's remaining steps are dropped
+
         def done(prep: MapData) -> None:
             if gen == self._async_gen:
                 self._apply(prep, ids, hover_cols, title, on_shown, chunked=True)
@@ -315,21 +326,28 @@ class EmbeddingView(QWidget):
                 pass
             self.fit_view()
             return
-        from PySide6.QtCore import QTimer
+        self._steps, self._on_shown = steps, on_shown
+        self._next_step()
 
-        gen = self._async_gen
+    @property
+    def busy(self) -> bool:
+        """A map is being handed over (prepared in a worker or drawn step by step)."""
+        w = getattr(self, "_prep_worker", None)
+        return self._steps is not None or (w is not None and w.is_running())
 
-        def step() -> None:
-            if gen != self._async_gen:
-                return  # a newer map replaced this one
-            if next(steps, None) is None:
-                self.fit_view()
-                if on_shown is not None:
-                    on_shown()
-            else:
-                QTimer.singleShot(0, step)
-
-        step()
+    def _next_step(self) -> None:
+        """One step of a chunked hand-over per event-loop turn (a persistent timer: PySide6 6.12's
+        ``QTimer.singleShot(ms, callable)`` drops a reference to None at every call, which crashed the
+        interpreter at exit after a few thousand calls)."""
+        if self._steps is None:
+            return
+        if next(self._steps, _DONE) is _DONE:
+            self._steps = None
+            self.fit_view()
+            if self._on_shown is not None:
+                self._on_shown()
+        else:
+            self._step_timer.start()
 
     def fit_view(self) -> None:
         """Show every cell, leaving the right-hand strip free for the legend (so it covers no cells)."""

@@ -49,6 +49,9 @@ class QtJob(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._tick)
+        self._reap_timer = QTimer(self)
+        self._reap_timer.setSingleShot(True)
+        self._reap_timer.timeout.connect(self._reap)
         self._finishing = False
 
     # -- control -----------------------------------------------------------------------------------
@@ -122,13 +125,14 @@ class QtJob(QObject):
                 self.failed.emit(final)
         finally:
             self.finished.emit(final)
-            # reap the process without blocking: a short timer retries until it has exited
-            QTimer.singleShot(50, self._reap)
+            # reap the process without blocking: a short timer retries until it has exited (a QTimer of this
+            # job, not QTimer.singleShot(ms, callable), which drops a reference to None per call in PySide6 6.12)
+            self._reap_timer.start(50)
 
     def _reap(self) -> None:
         h = self.handle
         if h is not None and h.is_alive():
-            QTimer.singleShot(200, self._reap)
+            self._reap_timer.start(200)
         elif h is not None:
             h.join(0)
 

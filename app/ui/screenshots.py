@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from app.ui.launch import process_events
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -23,7 +25,7 @@ def wait_until(app: object, cond: Callable[[], bool], timeout: float = 300.0, wh
     """Process events until ``cond()`` (raises TimeoutError)."""
     t0 = time.time()
     while not cond():
-        app.processEvents()
+        process_events()
         time.sleep(0.01)
         if time.time() - t0 > timeout:
             raise TimeoutError(f"timed out waiting for {what}")
@@ -32,7 +34,7 @@ def wait_until(app: object, cond: Callable[[], bool], timeout: float = 300.0, wh
 def settle(app: object, s: float = 0.3) -> None:
     t0 = time.time()
     while time.time() - t0 < s:
-        app.processEvents()
+        process_events()
         time.sleep(0.01)
 
 
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--gp-epochs", type=int, default=30, help="epochs of the deep GP models")
-    p.add_argument("--only", choices=["singlecell", "genotype", "annotate"], default=None)
+    p.add_argument("--only", choices=["singlecell", "genotype", "annotate", "live"], default=None,
+                   help="one workflow; live: only the live map and quality curves mid-training")
     p.add_argument("--shared-data", default=str(REPO.parent / "shared" / "data"),
                    help="the shared data folder (the labels / annotate pictures use CellBench from it)")
     args = p.parse_args(argv)
@@ -61,6 +64,35 @@ def main(argv: list[str] | None = None) -> int:
         win.grab().save(str(out / name))
         print("wrote", out / name, flush=True)
 
+    def live_shots(win: MainWindow, refreshes: int = 3) -> None:
+        """The live map and quality curves while the fine-tune still runs (issue #13)."""
+        live = win.session.live
+        panel = win.train_tab.live_map
+        wait_until(app, lambda: (len(live.layouts) >= refreshes and panel.states >= refreshes
+                                 and not panel.view.busy) or not win.train_tab.running, 900, "live-map refreshes")
+        shot(win, win.train_tab, "3-train-live-singlecell.png")
+        rt = win.results_tab
+        rt.map_tabs.setCurrentWidget(rt.live_map)
+        win.tabs.setCurrentWidget(rt)
+        wait_until(app, lambda: rt.live_map.states > 0 and not rt.live_map.view.busy, 60, "the Results live map")
+        shot(win, rt, "4-results-live-singlecell.png")
+        rt.map_tabs.setCurrentIndex(0)
+
+    if args.only == "live":
+        win = MainWindow()
+        win.resize(1360, 860)
+        win.show()
+        win.open_demo("singlecell")
+        wait_until(app, lambda: win.state.layout is not None and not win.workers, 120, "the demo")
+        win.model_tab.set_task("finetune")
+        win.model_tab.set_param("epochs", max(args.epochs, 5))
+        win.train_tab.train()
+        live_shots(win)
+        win.train_tab.stop()
+        wait_until(app, lambda: not win.train_tab.running, 120, "the stop")
+        win.close()
+        return 0
+
     if args.only in (None, "singlecell"):
         win = MainWindow()
         win.resize(1360, 860)
@@ -74,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         shot(win, win.model_tab, "2-model-singlecell.png")
         win.tabs.setCurrentWidget(win.train_tab)
         win.train_tab.train()
+        live_shots(win)
         wait_until(app, lambda: win.state.embedding is not None and win.state.layout_kind == "UMAP"
                    and not win.workers and not win.train_tab.running, 900, "fine-tune + embed + UMAP")
         shot(win, win.train_tab, "3-train-singlecell.png")

@@ -7,6 +7,7 @@ process running (napari's fixtures do the same): a window that leaks workers wou
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,21 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMICSLAB_RUNS_DIR", str(tmp_path / "omicslab" / "runs"))
     monkeypatch.setenv("OMICSLAB_SETTINGS", str(tmp_path / "settings.ini"))
     monkeypatch.setenv("OMICSLAB_THREADS", "1")
+
+
+_NONE_REFS: list[None] = []
+
+
+@pytest.fixture(autouse=True)
+def _pyside_none_refs():
+    """Give back the references to None that PySide6 6.12 drops: its static void calls (``QTest.qWait``, which
+    qtbot's waits use, ``QCoreApplication.processEvents``) decrement None once per call, and after a few
+    thousand the interpreter aborts at exit ("deallocating None"), failing a green run."""
+    before = sys.getrefcount(None)
+    yield
+    lost = before - sys.getrefcount(None)
+    if lost > 0:
+        _NONE_REFS.extend([None] * lost)
 
 
 @pytest.fixture(autouse=True)
