@@ -26,19 +26,14 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMICSLAB_THREADS", "1")
 
 
-_NONE_REFS: list[None] = []
+# PySide6 6.12's static void calls (QTest.qWait, which qtbot's waits use, QCoreApplication.processEvents,
+# QTimer.singleShot) drop a reference to None at every call; a full GUI run makes hundreds of thousands, and the
+# interpreter then aborted at exit ("deallocating None") after every test had passed. As Python 3.12 does for
+# every interpreter, None is made immortal here: a held pool of references would be released at exit too.
+if sys.implementation.name == "cpython" and sys.version_info < (3, 12):
+    import ctypes
 
-
-@pytest.fixture(autouse=True)
-def _pyside_none_refs():
-    """Give back the references to None that PySide6 6.12 drops: its static void calls (``QTest.qWait``, which
-    qtbot's waits use, ``QCoreApplication.processEvents``) decrement None once per call, and after a few
-    thousand the interpreter aborts at exit ("deallocating None"), failing a green run."""
-    before = sys.getrefcount(None)
-    yield
-    lost = before - sys.getrefcount(None)
-    if lost > 0:
-        _NONE_REFS.extend([None] * lost)
+    ctypes.c_ssize_t.from_address(id(None)).value += 1 << 40
 
 
 @pytest.fixture(autouse=True)
