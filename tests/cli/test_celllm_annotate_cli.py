@@ -105,3 +105,28 @@ def test_annotate_needs_a_fine_tuned_model(tmp_path: Path) -> None:
               "--data", str(tmp_path / "whatever.h5ad"), "--out", str(tmp_path / "o.h5ad"), "--quiet"],
              tmp_path / "runs")
     assert p.returncode == 2 and "not fine-tuned" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.shared_data
+def test_query_labels_table_wins_over_a_same_named_obs_column(celseq2_run: Path, shared_data: Path,
+                                                              tmp_path: Path) -> None:
+    d = shared_data / CELLBENCH
+    q = ad.read_h5ad(_h5ad_from_csv(d / "sc_dropseq.count.csv.gz", tmp_path / "dropseq.h5ad"))
+    q.obs["cell_line_demuxlet"] = "wrong"  # a stale annotation in the file; the table holds the truth
+    q.write_h5ad(tmp_path / "dropseq.h5ad")
+    out = tmp_path / "o.h5ad"
+    p = _run(["celllm", "annotate", "--model", str(celseq2_run), "--data", str(tmp_path / "dropseq.h5ad"),
+              "--labels", str(d / "sc_dropseq.metadata.csv.gz"), "--label-key", "cell_line_demuxlet",
+              "--out", str(out), "--map", "pca", "--threads", "1", "--device", "cpu", "--quiet"], tmp_path / "runs")
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads((tmp_path / "o_annotate.json").read_text())
+    assert report["label_key"] == "cell_line_demuxlet_labels"
+    assert set(report["scores"]["confusion"]["labels"]) >= {"H1975", "H2228", "HCC827"}
+    assert "wrong" not in report["scores"]["confusion"]["labels"]
+
+
+def _h5ad_from_csv(csv: Path, out: Path) -> Path:
+    from app.data.singlecell import read_singlecell
+
+    read_singlecell(csv).write_h5ad(out)
+    return out

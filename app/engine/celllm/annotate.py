@@ -178,6 +178,11 @@ def embed_cells(lm: Any, adata: Any, dev: Any, *, max_len: int | None, batch_siz
     return Embedded(emb, probs, gm)
 
 
+def _joined_key(adata: Any) -> str | None:
+    """The label column a labels table was joined as (``read_singlecell(..., labels=...)`` reports it)."""
+    return ((adata.uns.get("omicslab") or {}).get("labels") or {}).get("label_key")
+
+
 def _subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     from app.engine.celllm.finetune import stratified_subsample
 
@@ -358,8 +363,8 @@ def annotate(config: AnnotateConfig | dict, reporter: Reporter | None = None) ->
     label_key = cfg.get("label_key")
     query = read_singlecell(cfg["data"], labels=cfg.get("labels"), label_key=label_key)
     rep.log(f"query: {query.n_obs:,} cells x {query.n_vars:,} genes from {cfg['data']}")
-    if not label_key and cfg.get("labels"):
-        label_key = ((query.uns.get("omicslab") or {}).get("labels") or {}).get("label_key")
+    if cfg.get("labels"):  # the table's column wins over a same-named .obs column (joined as NAME_labels)
+        label_key = _joined_key(query) or label_key
     q = embed_cells(lm, query, dev, what="query", **kw)
     best = np.array(classes, dtype=object)[q.probs.argmax(1)]
     query.obsm["X_celllm"] = q.emb
@@ -383,7 +388,7 @@ def annotate(config: AnnotateConfig | dict, reporter: Reporter | None = None) ->
             ref = None
             notes.append(f"the reference could not be read ({exc}); the map shows the query alone")
         if ref is not None:
-            rkey = spec.get("label_key")
+            rkey = (_joined_key(ref) if spec.get("labels") else None) or spec.get("label_key")
             ref_labels = (ref.obs[rkey].astype(object).where(ref.obs[rkey].notna(), "").astype(str).to_numpy()
                           if rkey and rkey in ref.obs.columns else np.full(ref.n_obs, "", dtype=object))
             rep.log(f"reference: {ref.n_obs:,} cells from {spec['data']}")
