@@ -144,7 +144,8 @@ def results_table(result: dict[str, Any]) -> str:
             + (f", grouped by {result['group']} ({result.get('n_groups')} groups)" if result.get("group") else ""))
     many = int(result.get("repeats") or 1) > 1
     sd_head = "sd rep" if many else "sd"  # with repeats: SD of the repeat means (the split noise)
-    cols = f"{'model':<8} {'pearson r':>9} {sd_head:>6} {'spearman':>8} {'rmse':>9} {'ndcg@1%':>8} " \
+    w = max([8, *(len(str(n)) for n in (result.get("models") or {}))])  # ensembles have long names
+    cols = f"{'model':<{w}} {'pearson r':>9} {sd_head:>6} {'spearman':>8} {'rmse':>9} {'ndcg@1%':>8} " \
            f"{'ndcg@10%':>8} {'seconds':>8}  {'r - GBLUP (95 % CI)':<22}"
     lines = [head, _join_line(result), cols, "-" * len(cols)]
     for name, m in (result.get("models") or {}).items():
@@ -152,7 +153,7 @@ def results_table(result: dict[str, Any]) -> str:
         vs = m.get("vs_gblup") or {}
         diff = "" if vs.get("mean") is None else (
             f"{vs['mean']:+.3f}" + (f" ± {vs['half_width']:.3f}" if vs.get("half_width") is not None else ""))
-        lines.append(f"{name:<8} {_fmt(m.get('pearson_mean')):>9} {_fmt(sd):>6} "
+        lines.append(f"{name:<{w}} {_fmt(m.get('pearson_mean')):>9} {_fmt(sd):>6} "
                      f"{_fmt(m.get('spearman_mean')):>8} {_fmt(m.get('rmse_mean'), 4):>9} "
                      f"{_fmt(m.get('ndcg1_mean')):>8} {_fmt(m.get('ndcg10_mean')):>8} {m.get('seconds', 0):>8.1f}  "
                      f"{diff:<22}".rstrip())

@@ -67,7 +67,7 @@ def ensemble_keys(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _check_ensemble(value: tuple[str, ...]) -> str | None:
+def _check_ensemble(value: str | None) -> str | None:
     try:
         ensemble_keys(value)
     except DataError as exc:
@@ -140,15 +140,16 @@ class GPCVConfig(GPFitConfig):
     folds: int = param(5, "folds per repeat", min=2, advanced=True)
     repeats: int = param(1, "repeats with reshuffled folds (3 or more give each model's SD over repeats and a 95 % "
                             "interval of its difference to GBLUP)", min=1, advanced=True)
-    ensemble: tuple[str, ...] = param((), ENSEMBLE_HELP, kind="list", metavar="MODELS", suggestions=("deepgs",),
-                                      advanced=True, none_label="no ensemble", check=_check_ensemble)
+    ensemble: str | None = param(None, ENSEMBLE_HELP, metavar="MODELS", advanced=True,
+                                 none_label="none (e.g. deepgs or all)", check=_check_ensemble)
     group: str | None = param(None, "phenotype column (e.g. family): a group never spans train and test",
                               metavar="COL", advanced=True, none_label="random folds")
 
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "ensemble", ensemble_keys(self.ensemble))
+        keys = ensemble_keys(self.ensemble)  # one spelling: "deepgs,dlgwas", or None for no ensemble
+        object.__setattr__(self, "ensemble", ",".join(keys) or None)
 
 
 @dataclass(frozen=True, kw_only=True)
