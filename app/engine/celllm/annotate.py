@@ -202,7 +202,7 @@ def joint_layout(emb: np.ndarray, method: str, seed: int, rep: Reporter) -> np.n
 
 def _transfer_baseline(ref: Any, ref_labels: np.ndarray, train_mask: np.ndarray, query: Any, q_labels: Any,
                        classes: list[str], n_genes: int, seed: int) -> dict:
-    """The L1-logistic HVG baseline fitted on the reference training cells, scored on the query, on the genes
+    """The baseline (``logistic_baseline``) fitted on the reference training cells, scored on the query, on the genes
     both datasets share (matched by name after dropping Ensembl versions and case)."""
     import scipy.sparse as sp
 

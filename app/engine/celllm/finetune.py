@@ -1,4 +1,4 @@
-"""Fine-tune CellLM for cell-type annotation, and score it beside the L1-logistic HVG baseline.
+"""Fine-tune CellLM for cell-type annotation, and score it beside the logistic-regression baseline.
 
 ``finetune(config, reporter)`` is the job function behind ``python -m app celllm finetune`` and the GUI's
 "Fine-tune" button. Steps: read the data (+ a labels table joined by cell ID), drop unlabelled cells,
