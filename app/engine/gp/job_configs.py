@@ -140,7 +140,7 @@ class GPCVConfig(GPFitConfig):
     folds: int = param(5, "folds per repeat", min=2, advanced=True)
     repeats: int = param(1, "repeats with reshuffled folds (3 or more give each model's SD over repeats and a 95 % "
                             "interval of its difference to GBLUP)", min=1, advanced=True)
-    ensemble: str | None = param(None, ENSEMBLE_HELP, metavar="MODELS", advanced=True,
+    ensemble: str | None = param(None, ENSEMBLE_HELP, metavar="MODELS", advanced=True, suggestions=("all", "deepgs"),
                                  none_label="none (e.g. deepgs or all)", check=_check_ensemble)
     group: str | None = param(None, "phenotype column (e.g. family): a group never spans train and test",
                               metavar="COL", advanced=True, none_label="random folds")
