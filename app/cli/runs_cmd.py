@@ -20,7 +20,7 @@ def _when(ts: Any) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """List runs, newest first."""
-    from app.engine.rundir import default_runs_root, list_runs
+    from app.engine.run_dir import default_runs_root, list_runs
 
     root = args.root or default_runs_root()
     runs = [rd.summary() for rd in list_runs(root)]
@@ -42,7 +42,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Show one run: status, config, last metrics, result and the end of its log."""
-    from app.engine.rundir import find_run
+    from app.engine.run_dir import find_run
 
     rd = find_run(args.run, args.root)
     info = rd.summary()
@@ -87,7 +87,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     """Restart the run's job from its last checkpoint, with its recorded config (``prepare_run`` refuses a
     finished run and a job OmicsLab does not know)."""
-    from app.engine.rundir import find_run
+    from app.engine.run_dir import find_run
     from app.jobs.cli_runner import run_with_progress
 
     rd = find_run(args.run, args.root)

@@ -66,7 +66,7 @@ def demo(config: dict[str, Any], reporter: Reporter | None = None) -> dict[str, 
     steps, dim, lr = int(cfg["steps"]), int(cfg["dim"]), float(cfg["lr"])
     rd = None
     if cfg.get("run_dir"):
-        from app.engine.rundir import RunDir
+        from app.engine.run_dir import RunDir
 
         rd = RunDir.open(cfg["run_dir"]) if RunDir.is_run_dir(cfg["run_dir"]) else RunDir.create(
             cfg["run_dir"], "demo", {k: v for k, v in cfg.items() if k != "resume"})

@@ -142,7 +142,7 @@ def child_main(target: str, config: dict[str, Any], run_dir: str, queue: Any, st
         nice = int(os.environ.get("OMICSLAB_JOB_NICE", JOB_NICE))
         if nice > 0:
             os.nice(nice)
-    from app.engine.rundir import RunDir
+    from app.engine.run_dir import RunDir
 
     rd = RunDir(run_dir)
     with contextlib.suppress(OSError):

@@ -28,7 +28,7 @@ from typing import Any
 from app.data.errors import DataError, OmicsLabError, os_error_words
 from app.engine.events import Event, Failed, Result
 from app.engine.registry import by_target
-from app.engine.rundir import (
+from app.engine.run_dir import (
     RunDir,
     RunLock,
     check_not_foreign,
@@ -207,7 +207,7 @@ class JobHandle:
     def __init__(self, target: str, rd: RunDir, config: dict[str, Any], process: Any, events_q: Any,
                  stop_event: Any) -> None:
         self.target = target
-        self.rundir = rd
+        self.run_folder = rd
         self.config = config
         self._process = process
         self._q = events_q
@@ -227,7 +227,7 @@ class JobHandle:
     @property
     def run_dir(self) -> Path:
         """The run folder."""
-        return self.rundir.path
+        return self.run_folder.path
 
     @property
     def done(self) -> bool:
@@ -340,7 +340,7 @@ class JobHandle:
         if self._cancel_requested_at is None:
             self._cancel_requested_at = now
             with contextlib.suppress(OSError):
-                self.rundir.log(f"cancel requested (forceful stop after {grace_s:g} s)")
+                self.run_folder.log(f"cancel requested (forceful stop after {grace_s:g} s)")
         term_at = now + max(0.0, grace_s)
         if self._term_at is None or term_at < self._term_at:
             self._term_at = term_at
@@ -372,32 +372,33 @@ class JobHandle:
     # -- ending ------------------------------------------------------------------------------------
     def _synthesise_end(self) -> Result | Failed:
         code = self._process.exitcode
-        tail = self.rundir.tail_log(40)
+        tail = self.run_folder.tail_log(40)
         details = f"process {self.pid} {describe_exit(code)}\nLast log lines:\n" + "\n".join(tail)
         if self._forced or (self.cancel_requested and code is not None and code < 0):
-            last = self.rundir.last_checkpoint()
+            last = self.run_folder.last_checkpoint()
             value = {"cancelled": True, "forced": True, "run_dir": str(self.run_dir),
                      "checkpoint": str(last) if last else None,
                      "message": "the job did not stop in time and was stopped forcefully"}
             with contextlib.suppress(OSError):
-                self.rundir.set_status("cancelled", message=value["message"], exitcode=code)
-                self.rundir.log(f"stopped forcefully: the process {describe_exit(code)}")
+                self.run_folder.set_status("cancelled", message=value["message"], exitcode=code)
+                self.run_folder.log(f"stopped forcefully: the process {describe_exit(code)}")
             return Result(value, cancelled=True)
-        hint = " Resume it from its last checkpoint once the cause is fixed." if self.rundir.last_checkpoint() else ""
-        if not any("started (pid" in line for line in self.rundir.tail_log(400)):
+        hint = (" Resume it from its last checkpoint once the cause is fixed." if self.run_folder.last_checkpoint()
+                else "")
+        if not any("started (pid" in line for line in self.run_folder.tail_log(400)):
             hint += " It ended before the job started; the reason is in the terminal's error output."
         msg = f"the job process {describe_exit(code)} without reporting a result.{hint}"
         last_line = _telling_line(tail)
         if last_line:
             msg += f" Last log line: {last_line[:200]}"
         with contextlib.suppress(OSError):
-            self.rundir.set_status("failed", message=msg, exitcode=code)
-            self.rundir.log(f"FAILED: {msg}")
+            self.run_folder.set_status("failed", message=msg, exitcode=code)
+            self.run_folder.log(f"FAILED: {msg}")
         return Failed(msg, details)
 
     def _release_lock(self) -> None:
-        if self.rundir.lock is not None:
-            self.rundir.lock.release()
+        if self.run_folder.lock is not None:
+            self.run_folder.lock.release()
 
     def _finish(self, ev: Result | Failed) -> None:
         self._final = ev

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.engine.events import Event, Failed, Result
-from app.engine.rundir import RunDir
+from app.engine.run_dir import RunDir
 from app.jobs.process import JobHandle, prepare_run, spawn
 
 
@@ -40,7 +40,7 @@ class QueuedJob:
     def __init__(self, owner: JobQueue, target: str, rd: RunDir, child_cfg: dict[str, Any], gpu: bool) -> None:
         self._owner = owner
         self.target = target
-        self.rundir = rd
+        self.run_folder = rd
         self.config = child_cfg
         self.gpu = gpu
         self.handle: JobHandle | None = None
@@ -58,7 +58,7 @@ class QueuedJob:
 
     @property
     def run_dir(self) -> Path:
-        return self.rundir.path
+        return self.run_folder.path
 
     @property
     def done(self) -> bool:
@@ -82,7 +82,7 @@ class QueuedJob:
         return self.handle is not None and self.handle.is_alive()
 
     def _start(self) -> None:
-        self.handle = spawn(self.target, self.rundir, self.config)
+        self.handle = spawn(self.target, self.run_folder, self.config)
         self.started_at = time.time()
 
     def poll(self, timeout: float = 0.0, max_events: int | None = None) -> list[Event]:
@@ -115,9 +115,9 @@ class QueuedJob:
             ev = Result({"cancelled": True, "queued": True, "run_dir": str(self.run_dir)}, cancelled=True)
             self._final = ev
             self._pending_final = [ev]
-            self.rundir.set_status("cancelled", message="cancelled before it started")
-            if self.rundir.lock is not None:
-                self.rundir.lock.release()
+            self.run_folder.set_status("cancelled", message="cancelled before it started")
+            if self.run_folder.lock is not None:
+                self.run_folder.lock.release()
 
     def join(self, timeout: float | None = None) -> bool:
         end = None if timeout is None else time.monotonic() + timeout

@@ -17,7 +17,7 @@ from app.data.errors import DataError
 
 def cache_dir() -> Path:
     """Where the GUI writes files jobs need (the demo as .h5ad): beside the runs folder."""
-    from app.engine.rundir import default_runs_root
+    from app.engine.run_dir import default_runs_root
 
     d = default_runs_root().parent / "cache"
     d.mkdir(parents=True, exist_ok=True)

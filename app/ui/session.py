@@ -115,13 +115,13 @@ class Session:
         """Where new run folders go (the user data folder, or ``$OMICSLAB_RUNS_DIR``)."""
         if self._runs_root is not None:
             return Path(self._runs_root())
-        from app.engine.rundir import default_runs_root
+        from app.engine.run_dir import default_runs_root
 
         return default_runs_root()
 
     def new_run_dir(self, name: str) -> str:
         """A fresh run folder path (not created) named after ``name``."""
-        from app.engine.rundir import new_run_name
+        from app.engine.run_dir import new_run_name
 
         return str(self.runs_root() / new_run_name(name))
 
@@ -176,7 +176,7 @@ class Session:
         """Continue a stopped run (``run_dir``, else the current one) from its last checkpoint."""
         if self.busy:
             return None
-        from app.engine.rundir import RunDir
+        from app.engine.run_dir import RunDir
 
         rec = self.state.current
         path = run_dir or (rec.path if rec else None)
@@ -283,7 +283,7 @@ class Session:
     # -- the run history -----------------------------------------------------------------------------
     def reopen(self, path: str) -> bool:
         """Show a past run: its record, scores and (when it embedded the cells) its map."""
-        from app.engine.rundir import RunDir
+        from app.engine.run_dir import RunDir
 
         try:
             rd = RunDir.open(path)

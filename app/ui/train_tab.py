@@ -293,7 +293,7 @@ class TrainTab(QWidget):
     # -- history -----------------------------------------------------------------------------------
     def refresh_history(self) -> None:
         """List the run folders (newest first)."""
-        from app.engine.rundir import list_runs
+        from app.engine.run_dir import list_runs
 
         self.history.clear()
         try:
@@ -331,7 +331,7 @@ class TrainTab(QWidget):
 
     def _show_run(self, path: str) -> None:
         """A run was reopened or resumed: its curves and the tail of its log."""
-        from app.engine.rundir import RunDir
+        from app.engine.run_dir import RunDir
 
         try:
             rd = RunDir.open(path)

@@ -10,7 +10,7 @@ import pytest
 
 from app.engine.checkpoint import load_tensors
 from app.engine.events import Artifact, DeviceInfo, Failed, Log, Metrics, Progress, Result
-from app.engine.rundir import RunDir
+from app.engine.run_dir import RunDir
 from app.jobs import start_job
 
 DEMO = "app.engine.demo_job:demo"

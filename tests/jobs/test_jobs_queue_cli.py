@@ -14,7 +14,7 @@ import pytest
 
 from app.cli import main as cli_main
 from app.engine.events import Progress, Result
-from app.engine.rundir import RunDir
+from app.engine.run_dir import RunDir
 from app.jobs import JobFailed, JobQueue, is_gpu_device, start_job
 from app.jobs.cli_runner import run_with_progress
 

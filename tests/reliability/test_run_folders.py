@@ -14,7 +14,7 @@ from campaign import assert_refused, cli, geno_csv, pheno_csv, snapshot
 
 from app.data.errors import DataError
 from app.engine.events import Progress, Result
-from app.engine.rundir import RunDir, RunLock
+from app.engine.run_dir import RunDir, RunLock
 from app.jobs.process import prepare_run, start_job
 
 DEMO = "app.engine.demo_job:demo"
@@ -135,12 +135,12 @@ def test_a_checkpoint_pointer_outside_the_run_folder_is_not_followed(tmp_path: P
 
 def test_a_full_disk_when_the_run_folder_is_made_is_one_message_and_no_starting_run(tmp_path: Path,
                                                                                   monkeypatch) -> None:
-    import app.engine.rundir as rundir
+    import app.engine.run_dir as run_dir_mod
 
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(rundir, "write_text_atomic", full)
+    monkeypatch.setattr(run_dir_mod, "write_text_atomic", full)
     with pytest.raises(DataError) as ei:
         prepare_run(DEMO, {"steps": 2}, tmp_path / "run", status="starting")
     assert "the disk is full" in str(ei.value) and "Free some space" in ei.value.hint

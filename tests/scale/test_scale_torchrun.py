@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from app.engine.celllm.model_io import load_model
-from app.engine.rundir import RunDir
+from app.engine.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[2]
 WORLD = 2

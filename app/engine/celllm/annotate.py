@@ -100,7 +100,7 @@ def find_run_folder(model: str | Path) -> Path | None:
     """The fine-tune run folder behind ``model`` (a run folder, or its ``model`` sub-folder); None when the
     model folder stands alone (copied elsewhere, or the shipped one)."""
     from app.engine.celllm.embed import MODEL_SUBDIR
-    from app.engine.rundir import RunDir
+    from app.engine.run_dir import RunDir
 
     p = Path(model)
     for cand in (p, p.parent):
@@ -117,7 +117,7 @@ def reference_spec(config: dict, rep: Reporter) -> dict | None:
     run = find_run_folder(config["model"])
     run_cfg: dict = {}
     if run is not None:
-        from app.engine.rundir import RunDir
+        from app.engine.run_dir import RunDir
 
         run_cfg = RunDir.open(run).read_config()
         split_file = run / "split.json"

@@ -245,7 +245,7 @@ def embed(config: EmbedConfig | dict, reporter: Reporter | None = None) -> Embed
 def save_embedding_array(run_dir: str | Path, emb: np.ndarray, name: str = "X_celllm") -> Path:
     """Save the embedding as .npy in the run folder (the GUI memory-maps it)."""
     try:
-        from app.engine.rundir import RunDir
+        from app.engine.run_dir import RunDir
     except ImportError:  # jobs helper's RunDir not present: plain atomic .npy
         from app.data.atomic import atomic_path
 

@@ -220,7 +220,7 @@ def make_split(config: dict, adata: Any, labels: np.ndarray) -> Any:
 # --------------------------------------------------------------------------------------------------
 def open_run_dir(path: str | Path, kind: str, config: dict) -> Any:
     """The JOBS run folder: opened when the jobs layer (or a previous attempt) made it, else created."""
-    from app.engine.rundir import RunDir
+    from app.engine.run_dir import RunDir
 
     path = Path(path)
     try:

@@ -146,7 +146,7 @@ class LiveMap:
 
     def _write_reference(self, counts: Any) -> None:
         from app.engine import embedding_quality as eq
-        from app.engine.rundir import RunDir
+        from app.engine.run_dir import RunDir
 
         try:
             ref = eq.pca_reference(counts)
@@ -166,7 +166,7 @@ class LiveMap:
         write the arrays, append the quality row, report the events. Returns the quality figures."""
         from app.engine import embedding_quality as eq
         from app.engine.celllm.embed import LoadedModel, infer
-        from app.engine.rundir import RunDir
+        from app.engine.run_dir import RunDir
 
         t0 = time.perf_counter()
         k = len(self.refreshes)

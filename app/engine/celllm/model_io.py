@@ -81,7 +81,7 @@ def _weights_path(path: Path) -> Path:
         if cand.is_file():
             return cand
     try:  # a run folder without a final model yet: its last checkpoint
-        from app.engine.rundir import RunDir
+        from app.engine.run_dir import RunDir
 
         last = RunDir.open(path).last_checkpoint()
         if last is not None:

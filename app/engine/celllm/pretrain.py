@@ -379,7 +379,7 @@ def pretrain(config: PretrainConfig | dict, reporter: Reporter | None = None) ->
 def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> dict:
     from app.engine.celllm import distributed as dist_mod
     from app.engine.device import device_info, set_threads
-    from app.engine.rundir import RunDir
+    from app.engine.run_dir import RunDir
 
     t_start = time.time()
     main, world = info.is_main, info.world_size

@@ -11,7 +11,7 @@ import torch
 
 from app.data.errors import DataError
 from app.engine.checkpoint import load_tensors
-from app.engine.rundir import RunDir, default_runs_root, find_run, list_runs
+from app.engine.run_dir import RunDir, default_runs_root, find_run, list_runs
 
 
 def test_create_write_read_and_reopen(tmp_path: Path) -> None:
