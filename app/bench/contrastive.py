@@ -28,6 +28,8 @@ import sys
 import time
 from typing import Any
 
+from app.models.celllm.config import PRESETS
+
 SIZES = (64, 256, 1024, 4096)
 
 
@@ -131,7 +133,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="batch sizes N (comma separated)")
     p.add_argument("--chunk", type=int, default=64, help="divide-and-conquer chunk size c")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "full"])
+    p.add_argument("--preset", default="tiny", choices=PRESETS)
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--budget-mb", type=float, default=2048.0,
                    help="skip full-batch rows whose predicted peak exceeds this")

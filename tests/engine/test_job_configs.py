@@ -129,3 +129,19 @@ def test_a_new_hyper_parameter_is_one_line_and_the_cli_gets_it() -> None:
     assert config_from_args(ExtendedFinetune, args).label_smoothing == 0.1
     with pytest.raises(DataError, match="at most 1"):
         config_from_args(ExtendedFinetune, p.parse_args(["--data", "x", "--out", "r", "--label-smoothing", "2"]))
+
+
+def test_config_choices_agree_with_their_owners_and_load_no_torch() -> None:
+    import subprocess
+    import sys
+
+    from app.data.genotype.readers import ORIENTATIONS
+    from app.engine.celllm.job_configs import PRESETS
+    from app.engine.jobconfig import spec_of
+    from app.models.celllm.config import PRESETS as MODEL_PRESETS
+
+    assert set(PRESETS) == set(MODEL_PRESETS) and spec_of(PretrainConfig, "preset").choices == PRESETS
+    assert spec_of(GPCVConfig, "orientation").choices == ORIENTATIONS
+    code = "import sys, app.engine.registry, app.cli.options; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # the CLI's options and the window's form need no torch

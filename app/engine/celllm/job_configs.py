@@ -9,9 +9,11 @@ from typing import ClassVar, Literal
 
 from app.engine.jobconfig import JobConfig, param
 
+PRESETS = ("tiny", "small", "full")
+"""The model sizes (``app.models.celllm.config`` defines them; named here so the CLI need not import torch;
+a test checks the two agree)."""
 FREEZE_MODES = ("none", "embeddings", "encoder", "last:1", "last:2")
 """What a form offers for ``freeze``; any ``last:K`` is valid."""
-PRESETS = ("tiny", "small", "full")
 
 
 def _check_freeze(value: str) -> str | None:
@@ -125,7 +127,7 @@ class PretrainConfig(JobConfig):
                                        "or repeat", kind="paths", metavar="PATH", group="data")
     run_dir: str = param(help="run folder to create (or resume)", kind="path", flag="--out", metavar="RUN")
     resume: bool = param(False, "continue RUN from its last checkpoint")
-    preset: Literal["tiny", "small", "full"] = param("tiny", "model size", advanced=True)
+    preset: str = param("tiny", "model size", choices=PRESETS, advanced=True)
     batch_size: int = param(64, "cells per contrastive batch (under torchrun: the global batch, split over the "
                                 "ranks)", min=2, unit="cells", advanced=True, metavar="N")
     chunk_size: int | None = param(None, "cells per divide-and-conquer chunk", min=1, unit="cells",
