@@ -130,3 +130,19 @@ def test_pretrain_live_map_every_k_steps_and_resume(tmp_path: Path) -> None:
     a, *_ = load_model(tmp_path / "full")
     b, *_ = load_model(tmp_path / "cut")
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_live_map_work_keeps_torch_threads() -> None:
+    # scanpy/scikit-learn (the PCA reference) reset the OpenMP pool torch shares: a 1-thread training run
+    # silently became a 2-thread one; the live map restores the count
+    from app.engine import embedding_quality as eq
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        counts = np.random.default_rng(0).poisson(1.0, (60, 300)).astype(np.float32)
+        with live._keep_torch_threads():
+            eq.pca_reference(counts, 100, 5)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -33,9 +33,11 @@ the reference once as ``Metrics(0, quality, split="live_reference")``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,19 @@ def refresh_every(total_steps: int, live_every: int | None) -> int:
     return max(1, math.ceil(int(total_steps) / TARGET_REFRESHES))
 
 
+@contextlib.contextmanager
+def _keep_torch_threads() -> Iterator[None]:
+    """Restore torch's thread count afterwards: scikit-learn's thread-pool limits (silhouette, PCA) reset the
+    OpenMP pool torch shares to its start-up size, which silently moved a 1-thread training run to 2 threads
+    (measured: a 14x slower epoch loop on a busy 2-core machine)."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
 def _finite(q: dict[str, float]) -> dict[str, float | None]:
     return {k: (float(v) if v is not None and np.isfinite(v) else None) for k, v in q.items()}
 
@@ -127,6 +142,10 @@ class LiveMap:
     def start(self, counts: Any = None, resume_step: int | None = None, resume_epoch: int | None = None) -> None:
         """Write ``cells.json`` and the PCA reference (once), or on a resume keep the refreshes made up to the
         checkpoint (``resume_step`` / ``resume_epoch``) and drop later ones."""
+        with _keep_torch_threads():
+            self._start(counts, resume_step, resume_epoch)
+
+    def _start(self, counts: Any, resume_step: int | None, resume_epoch: int | None) -> None:
         from app.data.atomic import write_text_atomic
 
         old = read_index(self.run_dir) if (resume_step is not None or resume_epoch is not None) else None
@@ -160,10 +179,14 @@ class LiveMap:
         self.reporter.metrics(0, {k: v for k, v in q.items() if v is not None}, split="live_reference")
 
     # -- one refresh ------------------------------------------------------------------------------
-    @torch.no_grad()
     def refresh(self, epoch: int, step: int) -> dict[str, float | None]:
-        """Embed the subsample with the current weights (eval mode; training mode and RNG restored after),
-        write the arrays, append the quality row, report the events. Returns the quality figures."""
+        """Embed the subsample with the current weights (eval mode; training mode, RNG and torch's thread count
+        restored after), write the arrays, append the quality row, report the events. Returns the figures."""
+        with _keep_torch_threads():
+            return self._refresh(epoch, step)
+
+    @torch.no_grad()
+    def _refresh(self, epoch: int, step: int) -> dict[str, float | None]:
         from app.engine import embedding_quality as eq
         from app.engine.celllm.embed import LoadedModel, infer
         from app.engine.run_dir import RunDir
