@@ -338,16 +338,15 @@ def annotate(config: AnnotateConfig | dict, reporter: Reporter | None = None) ->
     from app.data.jsonsafe import json_safe
     from app.data.singlecell import read_gene_map, read_singlecell
     from app.engine.celllm.embed import load_for_inference
-    from app.engine.device import device_info, resolve_device, set_threads
+    from app.engine.device import device_info, resolve_compute
 
     rep = ensure_reporter(reporter)
     cfg = AnnotateConfig.coerce(config).to_dict()  # the steps below read the settings by name
     out = Path(cfg["out"])
     threshold = float(cfg["min_confidence"])
     t0 = time.time()
-    set_threads(cfg.get("threads"))
+    dev, _ = resolve_compute(str(cfg["device"]), cfg["threads"])
     seed = int(cfg["seed"])
-    dev = resolve_device(str(cfg["device"]))
     rep.device(device_info(dev))
     lm = load_for_inference(cfg["model"], dev)
     if lm.head is None or not lm.classes:
