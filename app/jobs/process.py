@@ -114,6 +114,7 @@ def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None 
         raise OmicsLabError(f"job target {target!r} must look like 'package.module:function'")
     cfg = dict(config or {})
     resume = bool(resume or cfg.pop("resume", None))
+    overrides = dict(cfg)  # what this call asks for, before the run's stored settings are merged in
     if run_dir is None and cfg.get("run_dir"):
         run_dir = cfg["run_dir"]
     cfg.setdefault("device", device)
@@ -136,7 +137,7 @@ def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None 
         raise DataError("cannot resume: this is not a run folder", path,
                         "Give the folder of an earlier run (see `python -m app runs list`).")
     if resume:
-        _check_resumable(RunDir.open(path), target)  # before the lock: a refusal changes nothing
+        _check_resumable(RunDir.open(path), target, overrides)  # before the lock: a refusal changes nothing
     else:
         check_not_foreign(path)
     lock = None
@@ -169,16 +170,34 @@ def prepare_run(target: str, config: dict[str, Any], run_dir: str | Path | None 
     return rd, child_cfg, resume
 
 
-def _check_resumable(rd: RunDir, target: str) -> None:
-    """Refuse to resume a job OmicsLab does not know, or a run that has finished."""
+LENGTH_KEYS = ("epochs", "steps", "max_steps")
+"""Settings that say how long a job trains: a resume that raises one of them continues a finished run."""
+
+
+def _extends(rd: RunDir, overrides: dict[str, Any]) -> bool:
+    """True when ``overrides`` ask a finished run to train longer than it did (e.g. --epochs 2 after 1)."""
+    try:
+        stored = rd.read_config() or {}
+    except (OSError, ValueError):
+        return False
+    for key in LENGTH_KEYS:
+        new, old = overrides.get(key), stored.get(key)
+        if isinstance(new, int | float) and isinstance(old, int | float) and new > old:
+            return True
+    return False
+
+
+def _check_resumable(rd: RunDir, target: str, overrides: dict[str, Any] | None = None) -> None:
+    """Refuse to resume a job OmicsLab does not know, or a finished run (unless asked to train it longer)."""
     if by_target(target) is None and target not in RESUMABLE_UNREGISTERED:
         raise DataError(f"run.json names a job that OmicsLab does not know ({target[:120]!r}); it is not run",
                         rd.path / "run.json", "Resume only runs made by OmicsLab; if this one was, its run.json "
                         "was changed: start the run again with its original command.")
-    if rd.status in FINISHED:
+    if rd.status in FINISHED and not _extends(rd, overrides or {}):
         raise DataError(f"this run has already finished (status {rd.status}); there is nothing to resume",
                         rd.path, "Its model and metrics are in the folder (`python -m app runs show "
-                        f"{rd.path}`). To train again, start a new run with another --out folder.")
+                        f"{rd.path}`). To train it longer, resume with a larger --epochs; to train again, start a "
+                        "new run with another --out folder.")
 
 
 def _open_or_create(target: str, cfg: dict[str, Any], path: Path, resume: bool,
@@ -186,7 +205,7 @@ def _open_or_create(target: str, cfg: dict[str, Any], path: Path, resume: bool,
     """The run folder for ``prepare_run`` (called with the folder's lock held when it already exists)."""
     if resume:
         rd = RunDir.open(path)
-        _check_resumable(rd, target)  # again, now that the lock is held
+        _check_resumable(rd, target, cfg)  # again, now that the lock is held
         cfg["run_dir"] = str(rd.path)
         rd.write_config(cfg)
         rd.update_run_info(target=target, status=status, message=None)

@@ -15,7 +15,7 @@ from campaign import assert_refused, cli, geno_csv, pheno_csv, snapshot
 from app.data.errors import DataError
 from app.engine.events import Progress, Result
 from app.engine.run_dir import RunDir, RunLock
-from app.jobs.process import prepare_run, start_job
+from app.jobs.process import _check_resumable, prepare_run, start_job
 
 DEMO = "app.engine.demo_job:demo"
 
@@ -169,3 +169,14 @@ def test_a_forced_stop_does_not_claim_a_checkpoint_was_saved() -> None:
     old = cancelled_words({"cancelled": True, "forced": True, "checkpoint": "RUN/checkpoints/step-4.safetensors"})
     assert "no new checkpoint" in old and "step-4" in old
     assert "kept" in cancelled_words({"cancelled": True, "checkpoint": "RUN/checkpoints/step-9.safetensors"})
+
+
+def test_a_finished_run_may_be_resumed_only_to_train_longer(tmp_path: Path) -> None:
+    """Continuing a finished pretraining run for more epochs is a real use (torchrun test); a bare resume is not."""
+    target = "app.engine.celllm.pretrain:pretrain"
+    rd = RunDir.create(tmp_path / "run", "pretrain", {}, target=target, status="done")
+    rd.write_config({"epochs": 1.0, "seed": 0})
+    _check_resumable(rd, target, {"epochs": 2.0})  # longer: allowed
+    for overrides in ({}, {"epochs": 1.0}, {"epochs": 0.5}, {"seed": 3}):
+        with pytest.raises(DataError, match="already finished"):
+            _check_resumable(rd, target, overrides)
