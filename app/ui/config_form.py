@@ -12,6 +12,7 @@ Values read back are what the form holds (0 / "" for a setting left at its "None
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -79,7 +80,7 @@ class ConfigForm(QWidget):
             ed = QCheckBox()
             ed.setChecked(bool(value))
             ed.toggled.connect(self.changed)
-        elif spec.kind == "choice" or spec.suggestions:
+        elif spec.kind == "choice" or (spec.suggestions and spec.kind not in ("list", "paths")):
             ed = QComboBox()
             ed.addItems([str(c) for c in (spec.choices or spec.suggestions or ())])
             ed.setEditable(spec.kind != "choice")  # suggestions: other values stay valid (freeze last:3)
@@ -102,9 +103,18 @@ class ConfigForm(QWidget):
             ed.setValue(value if value is not None else lo)
             ed.valueChanged.connect(self.changed)
         else:
-            ed = QLineEdit("" if value is None else str(value))
+            if spec.kind in ("list", "paths"):  # several names: comma-separated in one line
+                text = ", ".join(map(str, value or ()))
+            elif spec.kind == "json":
+                text = json.dumps(value) if value not in (None, "") else ""
+            else:
+                text = "" if value is None else str(value)
+            ed = QLineEdit(text)
             if spec.nullable and spec.none_label:
                 ed.setPlaceholderText(spec.none_label)
+            elif spec.kind in ("list", "paths"):
+                eg = f", e.g. {', '.join(map(str, spec.suggestions))}" if spec.suggestions else ""
+                ed.setPlaceholderText(f"none (comma-separated{eg})")
             ed.textChanged.connect(self.changed)
         ed.setToolTip(tip)
         ed.setMaximumWidth(260)
@@ -124,6 +134,8 @@ class ConfigForm(QWidget):
                 out[name] = ed.currentText()
             elif isinstance(ed, QLineEdit):
                 out[name] = ed.text()
+                if self.specs[name].kind in ("list", "paths"):
+                    out[name] = [v.strip() for v in ed.text().split(",") if v.strip()]
         return out
 
     def set_value(self, name: str, value: Any) -> None:
@@ -135,6 +147,8 @@ class ConfigForm(QWidget):
             ed.setValue(value)
         elif isinstance(ed, QComboBox):
             ed.setCurrentText(str(value))
+        elif self.specs[name].kind in ("list", "paths"):
+            ed.setText(", ".join(map(str, [value] if isinstance(value, str) else value)))
         else:
             ed.setText(str(value))
 

@@ -207,7 +207,13 @@ class Session:
                           "lines.")
             return None
         run_dir = self.new_run_dir(f"gp-train-{model.lower()}")
-        cfg = {k: v for k, v in rec.config.items() if k not in ("run_dir", "folds", "repeats", "group")}
+        from app.engine.jobconfig import field_specs
+        from app.engine.registry import by_target
+
+        entry = by_target(GP_TRAIN_TARGET)
+        known = {sp.name for sp in field_specs(entry.config)} if entry is not None else set(rec.config)
+        # the CV's settings that the final fit also has (folds, repeats, group, ensemble... are the CV's own)
+        cfg = {k: v for k, v in rec.config.items() if k in known and k != "run_dir"}
         cfg.update(models=[model], run_dir=run_dir)
         return self.request(JobRequest(GP_TRAIN_TARGET, cfg, run_dir, purpose="gp-final"))
 
