@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any Qt import
@@ -37,3 +39,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def shared_data() -> Path:
     """Path of ../shared/data (tests using it must carry ``@pytest.mark.shared_data``)."""
     return SHARED_DATA
+
+
+@pytest.fixture
+def no_child_left_behind():
+    """The test must leave no job process running (the jobs tests use it: ``usefixtures``)."""
+    yield
+    end = time.monotonic() + 10
+    while mp.active_children() and time.monotonic() < end:
+        time.sleep(0.05)
+    left = mp.active_children()
+    for p in left:
+        p.kill()
+    assert not left, f"job processes left running: {left}"
+
+
+@pytest.fixture
+def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run folders under the test's tmp_path (``OMICSLAB_RUNS_DIR``), and job children at normal priority:
+    they run at nice 5 for the window's sake, which on a shared test box only starves them."""
+    monkeypatch.setenv("OMICSLAB_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("OMICSLAB_JOB_NICE", "0")
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def one_blas_thread():
+    """OpenBLAS threads spin on a busy 2-core machine (eigh 0.1 s -> 8 s); numpy may be imported before this
+    file sets OMP_NUM_THREADS, so limit the pool for the test."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
 from pathlib import Path
 
@@ -16,17 +15,7 @@ from app.jobs import start_job
 DEMO = "app.engine.demo_job:demo"
 
 
-@pytest.fixture(autouse=True)
-def _no_child_left_behind():
-    """Every test must leave no job process running."""
-    yield
-    end = time.monotonic() + 10
-    while mp.active_children() and time.monotonic() < end:
-        time.sleep(0.05)
-    left = mp.active_children()
-    for p in left:
-        p.kill()
-    assert not left, f"job processes left running: {left}"
+pytestmark = pytest.mark.usefixtures("no_child_left_behind")
 
 
 def _collect(handle, timeout: float = 60.0) -> list:

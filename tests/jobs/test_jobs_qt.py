@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,7 @@ from app.ui.qt_jobs import QtJob
 DEMO = "app.engine.demo_job:demo"
 
 
-@pytest.fixture(autouse=True)
-def _no_child_left_behind():
-    """Every test must leave no job process running."""
-    yield
-    end = time.monotonic() + 10
-    while mp.active_children() and time.monotonic() < end:
-        time.sleep(0.05)
-    left = mp.active_children()
-    for p in left:
-        p.kill()
-    assert not left, f"job processes left running: {left}"
+pytestmark = pytest.mark.usefixtures("no_child_left_behind")
 
 
 def test_qtjob_emits_events_then_finished(qtbot, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import signal
 import threading
@@ -21,17 +20,7 @@ from app.jobs.cli_runner import run_with_progress
 DEMO = "app.engine.demo_job:demo"
 
 
-@pytest.fixture(autouse=True)
-def _no_child_left_behind():
-    """Every test must leave no job process running."""
-    yield
-    end = time.monotonic() + 10
-    while mp.active_children() and time.monotonic() < end:
-        time.sleep(0.05)
-    left = mp.active_children()
-    for p in left:
-        p.kill()
-    assert not left, f"job processes left running: {left}"
+pytestmark = pytest.mark.usefixtures("no_child_left_behind")
 
 
 def test_queue_runs_one_gpu_job_at_a_time_and_cpu_jobs_at_once(tmp_path: Path) -> None:

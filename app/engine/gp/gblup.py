@@ -14,7 +14,7 @@ are predicted as ``mu + W_new b``, which equals ``mu + K_new,train alpha`` (thei
 the training lines times alpha) without forming that matrix. ``importance()`` is ``|b|``.
 
 No Python library does REML GBLUP soundly, so this is written here and tested against the mixed-model
-equations solved directly (tests/gp/test_gp_gblup.py).
+equations solved directly (tests/engine/gp/test_gp_gblup.py).
 """
 
 from __future__ import annotations

@@ -7,18 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from app.data.errors import DataError
 from app.data.genotype import GenotypePCA, additive, fit_pca, read_genotypes
 
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """OpenBLAS threads spin on a busy 2-core machine (eigh 0.1 s -> 8 s); numpy may be imported before
-    conftest sets OMP_NUM_THREADS, so limit the pool here."""
-    with threadpool_limits(1):
-        yield
+
 
 
 @pytest.mark.shared_data

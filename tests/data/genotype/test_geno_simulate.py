@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from app.data.genotype import MISSING, join_phenotypes, read_genotypes, read_phenotypes, simulate_population
 from app.data.genotype.population import DEMO_FILES
@@ -19,12 +18,9 @@ from app.resources import GENOTYPE_DEMO as DEMO
 REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """OpenBLAS threads spin on a busy 2-core machine (eigh 0.1 s -> 8 s); numpy may be imported before
-    conftest sets OMP_NUM_THREADS, so limit the pool here."""
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
+
+
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from app.engine.celllm.pretrain import make_chunk_fn
 
 WORLD = 2
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = HERE.parents[2]
 
 
 def _reference(chunk: int) -> tuple[torch.Tensor, float, torch.Tensor]:

@@ -18,7 +18,7 @@ from app.engine.gp.cv import ModelSpec, make_folds, run_cv
 from app.engine.gp.gblup import fit_gblup
 from app.engine.gp.jobs import load_inputs
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.usefixtures("runs_root")]
 
 # dataset -> (genotype file, phenotype file, trait, deep model, extra CLI options, expected lines, join)
 DATASETS: dict[str, tuple[str, str, str, str, list[str], int, str]] = {
@@ -32,9 +32,6 @@ DATASETS: dict[str, tuple[str, str, str, str, list[str], int, str]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMICSLAB_RUNS_DIR", str(tmp_path / "runs"))
 
 
 @pytest.mark.parametrize("name", list(DATASETS))

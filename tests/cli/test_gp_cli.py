@@ -20,11 +20,7 @@ from app.engine.gp.jobs import model_params, resolve_models, resolve_trait
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMICSLAB_RUNS_DIR", str(tmp_path / "runs"))
-    # job children normally run at nice 5 (GUI responsiveness); on a shared test box that only starves them
-    monkeypatch.setenv("OMICSLAB_JOB_NICE", "0")
+pytestmark = pytest.mark.usefixtures("runs_root")
 
 
 def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -1,6 +1,6 @@
-"""One torchrun rank of the distributed divide-and-conquer test (run by tests/scale/test_scale_distributed.py).
+"""One torchrun rank of the distributed divide-and-conquer test (run by tests/engine/celllm/test_distributed.py).
 
-Usage: python -m torch.distributed.run --standalone --nproc-per-node 2 tests/scale/dist_worker.py OUT_DIR
+Usage: python -m torch.distributed.run --standalone --nproc-per-node 2 tests/engine/celllm/dist_worker.py OUT_DIR
 
 Every rank builds the same tiny CellLM and the same global batch (seeded), takes its slice, runs
 ``dc_step_distributed`` for several chunk sizes and saves its gradients, losses and a few collective checks to
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from dist_common import CHUNKS, N, grads, rank_seed, setup, weights
 
