@@ -3,9 +3,9 @@
 Default (``--suite speed``), in one run:
 
 1. wheat599 E1 (599 lines x 1,279 DArT markers), every model plus the deep + GBLUP ensembles, 5 folds x 5
-   repeats on the same seeded folds, with the default stacked trainer (every fold x repeat x network of a
-   deep model trained together): wall time, each model's mean ± SD of r over repeats and its paired
-   difference to GBLUP with a 95 % interval.
+   repeats on the same seeded folds, with the stacked trainer (every fold x repeat x network of a deep
+   model trained together; the default only on a GPU): wall time, each model's mean ± SD of r over
+   repeats and its paired difference to GBLUP with a 95 % interval.
 2. The per-fold path (``trainer=sequential``: one network at a time, as before) on repeat 1 only: wall time
    and each deep model's r; ``ratio`` = 5 x that time / the stacked run's time, and each deep model's r
    from the stacked run's repeat 1 beside it (goal: within 0.02).
@@ -108,7 +108,7 @@ def cv_models(geno: Any, y: Any, args: argparse.Namespace, *, repeats: int, trai
             "ndcg10_mean": s["ndcg10_mean"], "seconds": round(s["seconds"], 2), "n_warnings": len(s["warnings"]),
             "vs_gblup": None if vs is None else {k: vs[k] for k in ("mean", "sd", "low", "high", "half_width", "n",
                                                                     "distinguishable", "verdict")}}
-    return {"folds": args.folds, "repeats": repeats, "trainer": trainer or "stacked", "wall_seconds": round(wall, 1),
+    return {"folds": args.folds, "repeats": repeats, "trainer": trainer or "auto", "wall_seconds": round(wall, 1),
             "models": models}
 
 
@@ -135,7 +135,7 @@ def speed_suite(args: argparse.Namespace, say: Any) -> dict[str, Any]:
     inp = _wheat_e1(args)
     out: dict[str, Any] = {"dataset": "wheat599", "trait": inp.trait, "n_lines": len(inp.ids),
                            "n_markers": inp.geno.n_markers}
-    stacked = cv_models(inp.geno_y, inp.y, args, repeats=args.repeats, all_geno=inp.geno)
+    stacked = cv_models(inp.geno_y, inp.y, args, repeats=args.repeats, trainer="stacked", all_geno=inp.geno)
     out["stacked"] = stacked
     say(f"wheat599 E1 {args.folds}x{args.repeats} stacked: {stacked['wall_seconds']:.0f} s; " + ", ".join(
         f"{n} {m['pearson_mean']:.3f}" for n, m in stacked["models"].items()))
@@ -159,7 +159,7 @@ def speed_suite(args: argparse.Namespace, say: Any) -> dict[str, Any]:
     if not args.no_synthetic:
         geno, y = synthetic_panel(args.synthetic_lines, args.synthetic_markers)
         syn = {"n_lines": geno.n_samples, "n_markers": geno.n_markers,
-               "stacked": cv_models(geno, y, args, repeats=1, ensemble="none", all_geno=geno)}
+               "stacked": cv_models(geno, y, args, repeats=1, trainer="stacked", ensemble="none", all_geno=geno)}
         say(f"synthetic {geno.n_samples}x{geno.n_markers}, 1 repeat stacked: {syn['stacked']['wall_seconds']:.0f} s")
         if args.synthetic_per_fold:
             syn["per_fold"] = cv_models(geno, y, args, repeats=1, trainer="sequential", ensemble="none",

@@ -102,7 +102,8 @@ def ensemble_spec(key: str) -> ModelSpec:
 
 def model_spec(key: str, config: dict[str, Any]) -> ModelSpec:
     """What the CV runs for one model: its fit, its parameters and, for a deep model, the fit of every
-    fold at once (stacked networks; ``params[NAME]["trainer"] = "sequential"`` fits one fold at a time)."""
+    fold at once (``deep.fit_folds``: networks stacked on a GPU or with ``params[NAME]["trainer"] =
+    "stacked"``, one at a time otherwise)."""
     fit_many = None
     if key != "gblup":
         from app.engine.gp.deep import fold_fitter

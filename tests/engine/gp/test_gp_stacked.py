@@ -34,7 +34,7 @@ def test_each_member_matches_a_separate_fit(kind: str, extra: dict) -> None:
     tests = [geno.subset(samples=[geno.samples[j] for j in f.test]) for f in folds]
     ys = [y[f.train] for f in folds]
     seeds = [100 + i for i in range(len(folds))]
-    params = {"epochs": 12, "patience": 3, "ensemble": 2, **extra}
+    params = {"epochs": 12, "patience": 3, "ensemble": 2, "trainer": "stacked", **extra}
     together = fit_folds(kind, trains, ys, seeds, params=params)
     epochs_seen = set()
     for i in range(len(folds)):
@@ -54,8 +54,11 @@ def test_stacked_and_sequential_trainers_agree_without_dropout() -> None:
     tr = geno.subset(samples=[geno.samples[j] for j in f.train])
     te = geno.subset(samples=[geno.samples[j] for j in f.test])
     common = {"epochs": 30, "patience": 30, "ensemble": 1, "dropouts": [0.0, 0.0, 0.0]}
-    a = fit_folds("deepgs", [tr], [y[f.train]], [5], params=common)[0]
+    a = fit_folds("deepgs", [tr], [y[f.train]], [5], params={**common, "trainer": "stacked"})[0]
     b = fit_folds("deepgs", [tr], [y[f.train]], [5], params={**common, "trainer": "sequential"})[0]
     # without dropout the two trainers compute the same thing (Adam as torch.optim computes it)
     np.testing.assert_allclose(a.predict(te), b.predict(te), rtol=1e-3, atol=1e-4)
     assert a.notes.info["best_epoch"] == b.notes.info["best_epoch"]
+    assert a.notes.info["trainer"] == "stacked" and b.notes.info["trainer"] == "sequential"
+    # the default on a CPU is one network at a time (measured faster there); stacking is for GPUs
+    assert fit_folds("deepgs", [tr], [y[f.train]], [5], params={"epochs": 1})[0].notes.info["trainer"] == "sequential"
