@@ -616,9 +616,9 @@ def fit_folds(kind: str, trains: list[GenotypeMatrix], ys: list[np.ndarray], see
         raise ValueError("one y and one seed per training set")
     dev = resolve_device(device)
     if cfg["trainer"] == "auto":
-        # Measured on wheat599 DeepGS (5 folds x 3 networks, 1 thread, load ~6 on 2 cores): stacked 42 s,
-        # one at a time 32 s; these small CPU fits are compute-bound, not overhead-bound, and vmap's batched
-        # convolutions are slower than mkldnn's. On a GPU stacking removes per-kernel launch overhead.
+        # Measured on wheat599 DeepGS (5 folds x 3 networks, 8 epochs, quiet 2 cores): stacked 24 s (1 thread)
+        # / 23 s (2), one at a time 19 s / 11 s. These small CPU fits are compute-bound, not overhead-bound,
+        # and vmap's batched convolutions are slower than mkldnn's. On a GPU stacking removes launch overhead.
         cfg = {**cfg, "trainer": "stacked" if dev.type == "cuda" else "sequential"}
     preps = [_prepare(kind, cfg, tr, y, all_geno if kind == "dnngp" else None) for tr, y in zip(trains, ys,
                                                                                                    strict=True)]
