@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from app.data.errors import OmicsLabError
@@ -27,18 +25,17 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_threads(n: int | None = None) -> int:
-    """The thread count a job uses: ``n`` as given, or (None) the cores this process may use, at most 8.
+    """The thread count a job uses: ``n`` as given, or (None) one thread.
 
     The one rule for every job and face (a config's ``threads`` field defaults to None or its own number).
-    Pure Python, so the job process can size OpenMP before torch is imported.
+    Pure Python, so the job process can size OpenMP before torch is imported. One by default: the models here
+    run many small operations, where torch's intra-op threads cost more than they give. Measured on the 2-core
+    VM (load ~3): embedding 5,000 cells with the shipped CellLM took 6.9 s on 1 thread and 37.5 s on 2 (7x the
+    CPU time); the deep GP models and a small MLP showed the same. Ask for more with ``--threads``.
     """
     if n is not None and n >= 1:
         return int(n)
-    try:
-        avail = len(os.sched_getaffinity(0))
-    except AttributeError:
-        avail = os.cpu_count() or 1
-    return max(1, min(8, avail))
+    return 1
 
 
 def set_threads(n: int | None = None) -> int:
