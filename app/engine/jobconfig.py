@@ -274,7 +274,7 @@ class JobConfig:
     device: str = param("auto", "auto, cpu, cuda, cuda:N or mps (auto: a CUDA GPU when one is visible)",
                         kind="device", group="compute")
     threads: int | None = param(None, "CPU threads for torch", min=1, group="compute",
-                                none_label="usable cores, at most 8")
+                                none_label="1 (small models: more threads cost more than they give)")
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod

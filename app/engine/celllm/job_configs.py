@@ -80,7 +80,7 @@ class FinetuneConfig(JobConfig):
     batch_key: str | None = param(None, "batch column: the live map also reports batch mixing (iLISI, graph "
                                         "connectivity)", metavar="COL", group="data")
     threads: int | None = param(None, "CPU threads for torch", min=1, group="compute", advanced=True,
-                                none_label="usable cores, at most 8")
+                                none_label="1 (small models: more threads cost more than they give)")
 
     def problem(self) -> str | None:
         if self.split_key is None and self.val_frac + self.test_frac >= 1:
@@ -183,7 +183,7 @@ class PretrainConfig(JobConfig):
     batch_key: str | None = param(None, "batch column (or _dataset = the input file): the live map reports "
                                         "batch mixing", metavar="COL", group="data")
     threads: int | None = param(None, "CPU threads for torch", min=1, group="compute", advanced=True,
-                                none_label="usable cores, at most 8 (under torchrun: shared by the ranks)")
+                                none_label="1 (under torchrun on CPUs: the cores shared by the ranks)")
 
 
 def _check_h5ad(value: str) -> str | None:
@@ -206,7 +206,7 @@ class EmbedConfig(JobConfig):
     max_len: int | None = param(None, "genes kept per cell (top expressed)", min=1, unit="genes", advanced=True,
                                 metavar="L", none_label="the model's")
     threads: int | None = param(None, "CPU threads for torch", min=1, group="compute", advanced=True,
-                                none_label="usable cores, at most 8")
+                                none_label="1 (small models: more threads cost more than they give)")
 
 
 @dataclass(frozen=True, kw_only=True)
