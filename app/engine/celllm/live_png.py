@@ -15,13 +15,26 @@ import numpy as np
 
 def next_layout(emb: np.ndarray, prev: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
     """UMAP of ``emb`` (float32 n x 2), initialised from ``prev`` (the previous refresh's layout) when given:
-    ``app.engine.layout.umap_refine`` with fewer epochs once it starts close to the answer (less drift)."""
+    ``app.engine.layout.umap_refine`` with fewer epochs once it starts close to the answer (less drift), then
+    rotated, reflected, scaled and shifted onto ``prev`` (orthogonal Procrustes): UMAP's optimiser may still
+    turn a small map around, and a turned map reads as cells jumping although their neighbourhoods kept."""
     from app.engine.layout import umap_refine
 
     x = np.asarray(emb, dtype=np.float32)
     if len(x) < 4:
         return np.pad(x[:, :2], ((0, 0), (0, max(0, 2 - x.shape[1])))).astype(np.float32)
-    return umap_refine(x, init=prev, seed=seed, n_epochs=200 if prev is not None else None)
+    xy = umap_refine(x, init=prev, seed=seed, n_epochs=200 if prev is not None else None)
+    return xy if prev is None else align_to(xy, np.asarray(prev, dtype=np.float32))
+
+
+def align_to(xy: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``xy`` moved onto ``ref`` by the rotation/reflection, uniform scale and shift that fit it best."""
+    from scipy.linalg import orthogonal_procrustes
+
+    a, b = xy - xy.mean(0), ref - ref.mean(0)
+    rot, _ = orthogonal_procrustes(a, b)
+    scale = np.sqrt((b**2).sum() / max(float((a**2).sum()), 1e-12))
+    return (a @ rot * scale + ref.mean(0)).astype(np.float32)
 
 
 def _colours(cells: dict[str, Any], probs: np.ndarray | None, colour: str) -> tuple[np.ndarray | None, list[str]]:

@@ -146,3 +146,15 @@ def test_live_map_work_keeps_torch_threads() -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_align_to_undoes_a_turned_scaled_shifted_map() -> None:
+    from app.engine.celllm.live_png import align_to
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(200, 2)).astype(np.float32)
+    t = np.deg2rad(130)
+    turned = (ref @ np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) * np.array([1, -1])) * 3 + 7
+    assert np.allclose(align_to(turned.astype(np.float32), ref), ref, atol=1e-4)
+    other = rng.normal(size=(200, 2)).astype(np.float32)  # unrelated points stay unrelated
+    assert abs(np.corrcoef(align_to(other, ref)[:, 0], ref[:, 0])[0, 1]) < 0.3
