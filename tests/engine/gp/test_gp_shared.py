@@ -96,8 +96,8 @@ def test_wheat599_gblup_matches_the_readme(shared_data: Path) -> None:
 def test_bench_gp_json_is_one_object(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from app.bench.gp import main
 
-    rc = main(["--json", "--models", "gblup", "--datasets", "wheat599", "--traits", "E2", "--folds", "3",
-               "--data", str(shared_data), "--threads", "1"])
+    rc = main(["--json", "--suite", "panels", "--models", "gblup", "--datasets", "wheat599", "--traits", "E2",
+               "--folds", "3", "--repeats", "1", "--data", str(shared_data), "--threads", "1"])
     out = capsys.readouterr().out.strip()
     assert rc == 0 and len(out.splitlines()) == 1
     doc = json.loads(out)
