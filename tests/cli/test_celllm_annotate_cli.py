@@ -4,27 +4,23 @@ Drop-seq), run in subprocesses as a user would."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from app_cli import run_app
 
 from app.resources import CELLLM_TINY
 
-REPO = Path(__file__).resolve().parents[2]
 CELLBENCH = "singlecell/cellbench_lung_3cl"
 
 
 def _run(args: list[str], runs_root: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMICSLAB_RUNS_DIR": str(runs_root)}
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, capture_output=True, text=True,
-                          env=env, timeout=600)
+    return run_app(args, runs_root, timeout=600)
 
 
 @pytest.fixture(scope="module")

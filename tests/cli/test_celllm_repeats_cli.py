@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from app_cli import run_app
 
 
 def _run(args: list[str], runs_root: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMICSLAB_RUNS_DIR": str(runs_root)}
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, capture_output=True, text=True,
-                          env=env, timeout=600)
+    return run_app(args, runs_root, timeout=600)
 
 
 @pytest.mark.shared_data

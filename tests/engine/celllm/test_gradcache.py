@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from dist_common import cells
 
 from app.engine.celllm import losses
 from app.engine.celllm.gradcache import dc_step, slice_batch
@@ -15,24 +16,13 @@ torch.set_num_threads(1)
 N = 64
 
 
-def _cells(n: int, vocab: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        k = int(rng.integers(3, 20))
-        genes = np.sort(rng.choice(vocab, k, replace=False)) + 2
-        out.append((np.concatenate([[1], genes]).astype(np.int64),
-                    np.concatenate([[6], rng.integers(0, 6, k)]).astype(np.int64)))
-    return out
-
-
 def _setup(attention: str = "performer", supervised: bool = True):
     torch.manual_seed(0)
     cfg = preset("tiny", 50, dropout=0.2, attention=attention)
     model = CellLM(cfg).train()
     head = torch.nn.Linear(cfg.dim, 3) if supervised else None
     labels = np.arange(N) % 3 if supervised else None
-    batch = make_batch(_cells(N, 50, 1), labels, 0.15, cfg.n_bins, torch.Generator().manual_seed(3))
+    batch = make_batch(cells(N, 50, 1), labels, 0.15, cfg.n_bins, torch.Generator().manual_seed(3))
     return model, head, batch
 
 
