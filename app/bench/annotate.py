@@ -177,7 +177,7 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, shared: Path) -> dict[str
         a.write_h5ad(h5)
         cfg = {"data": str(h5), "label_key": "label", "run_dir": str(Path(tmp) / "run"), "repeats": args.seeds,
                "seed": args.seed, "scratch": not args.no_scratch, "init": args.init, "epochs": args.epochs,
-               "threads": args.threads, "device": "cpu"}
+               "threads": args.threads, "device": "cpu", **dict(args.option)}
         res = evaluate_repeats({k: v for k, v in cfg.items() if v is not None}, None, test_pool=pool)
     per: dict[str, dict[str, list[float]]] = {}
     for row in res["rows"]:
@@ -224,6 +224,17 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, value); the value is read as JSON when it parses (numbers, null), else text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
 def main(argv: list[str]) -> int:
     """Entry point of ``python -m app bench annotate``."""
     p = argparse.ArgumentParser(prog="python -m app bench annotate", description=__doc__,
@@ -239,6 +250,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-cells", type=int, default=2000,
                    help="stratified subsample of larger datasets (default 2000; 0 = all cells)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+                   help="a fine-tuning setting (a FinetuneConfig field, e.g. readout=cls+linear); repeatable")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch control")
     p.add_argument("--no-celltypist", action="store_true", help="skip CellTypist")
     p.add_argument("--peers-python", default=None,
@@ -270,6 +283,7 @@ def main(argv: list[str]) -> int:
         elif args.partial:
             Path(args.partial).write_text(dumps(results))
     out = {"benchmark": "annotate", "seeds": args.seeds, "seed": args.seed, "init": args.init or "shipped",
+           "options": dict(args.option),
            "max_cells": args.max_cells, "test_cells": "held out from pretraining (CRC-32 of the cell ID even)",
            "results": results, "seconds": round(time.time() - t0, 1)}
     if args.json:

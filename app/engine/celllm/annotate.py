@@ -172,8 +172,15 @@ def embed_cells(lm: Any, adata: Any, dev: Any, *, max_len: int | None, batch_siz
 
     gm = harmonise_genes(list(map(str, adata.var_names)), lm.vocab, id_map=id_map)
     check_gene_match(gm, floor, what, rep)
-    cells = tokenize_counts(counts_matrix(adata), np.asarray(gm.data_to_vocab), max_len=max_len)
-    emb, probs = infer(lm, cells, dev, batch_size, rep)
+    counts = counts_matrix(adata)
+    cells = tokenize_counts(counts, np.asarray(gm.data_to_vocab), max_len=max_len)
+    feats = None
+    if lm.readout is not None and lm.head is not None:  # the linear path reads genes by name
+        feats = lm.readout.features(counts, adata.var_names)
+        if lm.readout.n_missing(feats):
+            rep.log(f"linear readout: {lm.readout.n_missing(feats):,} of its {len(lm.readout.genes):,} genes are "
+                    f"not in the {what}; imputed at the training mean", level="warning")
+    emb, probs = infer(lm, cells, dev, batch_size, rep, feats)
     assert probs is not None  # the caller checked that the model has a head
     return Embedded(emb, probs, gm)
 

@@ -13,6 +13,7 @@ regression on 2,000 highly variable genes, as sc-foundation-eval's "L1-LR") for 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -82,10 +83,34 @@ def _scaled(x: sp.csr_matrix, train: np.ndarray, genes: np.ndarray) -> tuple[np.
     return mean, scale, xtr
 
 
-def celltypist_recipe(x: sp.csr_matrix, labels: np.ndarray, train: np.ndarray, test: np.ndarray, *,
-                      top_genes: int = 300, seed: int = 0) -> tuple[np.ndarray, int]:
-    """CellTypist's ``train(..., feature_selection=True)`` on log-normalised ``x``: predicted labels of the
-    ``test`` cells and the number of genes of the final model (see the module docstring)."""
+@dataclass
+class FittedLinear:
+    """A fitted CellTypist-recipe model: the training-data gene columns it uses, their training mean and scale,
+    and the multinomial logistic regression's ``coef`` [K, G] / ``intercept`` [K] over ``classes`` (sorted)."""
+
+    genes: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    classes: list[str]
+
+    def scaled(self, x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+        """The model's input for ``rows`` of log-normalised ``x`` (same columns as training)."""
+        xs = (x[rows][:, self.genes].toarray() - self.mean) / self.scale
+        np.minimum(xs, 10.0, out=xs)
+        return xs
+
+    def predict(self, x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+        """Predicted class labels of ``rows``."""
+        logits = self.scaled(x, rows) @ self.coef.T + self.intercept
+        return np.asarray(self.classes)[logits.argmax(1)]
+
+
+def fit_celltypist(x: sp.csr_matrix, labels: np.ndarray, train: np.ndarray, *, top_genes: int = 300,
+                   seed: int = 0) -> FittedLinear:
+    """CellTypist's ``train(..., feature_selection=True)`` on log-normalised ``x``, fitted on ``train`` only (see
+    the module docstring)."""
     from sklearn.linear_model import LogisticRegression, SGDClassifier
 
     totals = np.asarray(x[train].sum(axis=0)).ravel()
@@ -106,19 +131,31 @@ def celltypist_recipe(x: sp.csr_matrix, labels: np.ndarray, train: np.ndarray, t
         genes = genes[picked]
         mean, scale, xtr = _scaled(x, train, genes)
         lr = LogisticRegression(C=1.0, solver="lbfgs", max_iter=1000).fit(xtr, ytr)
-    xte = (x[test][:, genes].toarray() - mean) / scale
-    np.minimum(xte, 10.0, out=xte)
-    return lr.predict(xte), len(genes)
+    w, b = np.atleast_2d(lr.coef_), np.atleast_1d(lr.intercept_)
+    if len(lr.classes_) == 2 and w.shape[0] == 1:  # binary: one logit z; softmax over [-z/2, z/2] is the same
+        w, b = np.vstack([-w / 2, w / 2]), np.array([-b[0] / 2, b[0] / 2])
+    return FittedLinear(genes, mean.astype(np.float32), scale.astype(np.float32), w.astype(np.float32),
+                        b.astype(np.float32), [str(c) for c in lr.classes_])
+
+
+def celltypist_recipe(x: sp.csr_matrix, labels: np.ndarray, train: np.ndarray, test: np.ndarray, *,
+                      top_genes: int = 300, seed: int = 0) -> tuple[np.ndarray, int]:
+    """CellTypist's recipe (``fit_celltypist``): predicted labels of the ``test`` cells and the number of genes of
+    the final model."""
+    fit = fit_celltypist(x, labels, train, top_genes=top_genes, seed=seed)
+    return fit.predict(x, test), len(fit.genes)
 
 
 def logistic_baseline(counts: sp.spmatrix | np.ndarray, labels: np.ndarray, train: np.ndarray,
                       test: np.ndarray, classes: list[str], *, n_top_genes: int = 2000, C: float = 0.5,
-                      seed: int = 0, method: str = "celltypist", lognorm: sp.csr_matrix | None = None) -> dict:
+                      seed: int = 0, method: str = "celltypist", lognorm: sp.csr_matrix | None = None,
+                      keep_fit: bool = False) -> dict:
     """Fit the baseline on the train cells and score the test cells. ``method``: ``celltypist`` (default, see
     ``celltypist_recipe``) or ``l1_hvg`` (L1 logistic regression, liblinear, one-vs-rest, balanced class
     weights, on ``n_top_genes`` log-normalised HVGs, penalty ``C``). ``lognorm`` reuses an already
     log-normalised matrix. Returns the ``classification_scores`` dict plus ``n_genes``, ``method`` (a
-    description) and ``predictions`` (test-cell labels)."""
+    description) and ``predictions`` (test-cell labels); with ``keep_fit`` (celltypist only) also ``fit``, the
+    ``FittedLinear`` (the ``cls+linear`` readout starts from it)."""
     from sklearn.multiclass import OneVsRestClassifier
 
     if method not in METHODS:
@@ -126,9 +163,12 @@ def logistic_baseline(counts: sp.spmatrix | np.ndarray, labels: np.ndarray, trai
     x = log_normalise(counts) if lognorm is None else lognorm
     labels = np.asarray(labels).astype(str)
     if method == "celltypist":
-        pred, n_genes = celltypist_recipe(x, labels, np.asarray(train), np.asarray(test), seed=seed)
+        fit = fit_celltypist(x, labels, np.asarray(train), seed=seed)
+        pred = fit.predict(x, np.asarray(test))
         out = classification_scores(labels[test], pred, classes)
-        out.update(n_genes=n_genes, method=METHODS[method], predictions=pred.tolist())
+        out.update(n_genes=len(fit.genes), method=METHODS[method], predictions=pred.tolist())
+        if keep_fit:
+            out["fit"] = fit
         return out
     genes = select_hvg(x[train], n_top_genes)
     xtr, xte = x[train][:, genes], x[test][:, genes]

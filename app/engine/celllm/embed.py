@@ -59,6 +59,7 @@ class LoadedModel:
     head: torch.nn.Module | None = None
     classes: list[str] | None = None
     pooling: str = "cls"
+    readout: Any = None  # readout.Readout: the linear path of a ``cls+linear`` fine-tuned model
 
 
 def model_dim(config: Any) -> int:
@@ -84,6 +85,9 @@ def load_for_inference(path: str | Path | None, device: torch.device) -> LoadedM
         head.load_state_dict({k.removeprefix("head."): v for k, v in tensors.items()})
         lm.head, lm.classes = head.to(device).eval(), classes
         lm.pooling = str(meta.get("pooling", lm.pooling))
+        from app.engine.celllm.readout import load_readout
+
+        lm.readout = load_readout(head_dir, device)
     return lm
 
 
@@ -127,8 +131,11 @@ def check_cells_have_counts(counts: Any, data_to_vocab: np.ndarray, where: Any =
 
 
 def infer(lm: LoadedModel, cells: Any, device: torch.device, batch_size: int = 64,
-          reporter: Reporter | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+          reporter: Reporter | None = None, features: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Embeddings [N, dim] (float32) and, with a head, class probabilities [N, K], in input order.
+
+    A model with a linear readout (``lm.readout``) needs ``features`` (``readout.Features`` of the same cells,
+    from ``lm.readout.features(counts, var_names)``): its logits are added to the head's.
 
     ``cells``: ``tokenize.Tokens`` or a list of ``(gene_ids, bins)``. Eval mode, ``torch.inference_mode``,
     batches of cells of similar length (less padding, same result: padding never changes a cell's output).
@@ -141,6 +148,8 @@ def infer(lm: LoadedModel, cells: Any, device: torch.device, batch_size: int = 6
         lm.head.eval()
     tok = Tokens.from_cells(cells)
     n = len(tok)
+    if lm.head is not None and lm.readout is not None and features is None:
+        raise ValueError("this model has a linear readout: pass the cells' features (lm.readout.features)")
     if n == 0:
         k = len(lm.classes or [])
         return np.zeros((0, model_dim(lm.config)), np.float32), (np.zeros((0, k), np.float32) if lm.head else None)
@@ -156,7 +165,10 @@ def infer(lm: LoadedModel, cells: Any, device: torch.device, batch_size: int = 6
                 emb = np.empty((n, e.shape[1]), np.float32)
             emb[rows] = e.float().cpu().numpy()  # straight into input order
             if lm.head is not None:
-                p = torch.softmax(lm.head(e).float(), dim=-1).cpu().numpy()
+                logits = lm.head(e).float()
+                if lm.readout is not None:
+                    logits = logits + lm.readout.module(torch.from_numpy(features.rows(rows)).to(device))
+                p = torch.softmax(logits, dim=-1).cpu().numpy()
                 if probs is None:
                     probs = np.empty((n, p.shape[1]), np.float32)
                 probs[rows] = p
@@ -194,7 +206,8 @@ def embed_adata(adata: Any, model_path: str | Path | None = None, batch_size: in
     from app.engine.celllm.tokenize import tokenize_counts
 
     cells = tokenize_counts(counts, np.asarray(gm.data_to_vocab), max_len=max_len)
-    emb, probs = infer(lm, cells, dev, batch_size, rep)
+    feats = lm.readout.features(counts, adata.var_names) if lm.readout is not None and lm.head is not None else None
+    emb, probs = infer(lm, cells, dev, batch_size, rep, feats)
     out = adata.copy() if copy else adata
     out.obsm["X_celllm"] = emb
     params: dict[str, Any] = {

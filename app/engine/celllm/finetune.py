@@ -253,10 +253,20 @@ def _split_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _weights(model: torch.nn.Module, head: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _weights(model: torch.nn.Module, head: torch.nn.Module, readout: Any = None) -> dict[str, torch.Tensor]:
     out = {f"model.{k}": v for k, v in model.state_dict().items()}
     out.update({f"head.{k}": v for k, v in head.state_dict().items()})
+    if readout is not None:
+        out.update({f"readout.{k}": v for k, v in readout.module.state_dict().items()})
     return out
+
+
+def _load_weights(tensors: dict[str, torch.Tensor], model: torch.nn.Module, head: torch.nn.Module,
+                  readout: Any = None) -> None:
+    model.load_state_dict(_split_state(tensors, "model."))
+    head.load_state_dict(_split_state(tensors, "head."))
+    if readout is not None:
+        readout.module.load_state_dict(_split_state(tensors, "readout."))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,11 +275,16 @@ def _weights(model: torch.nn.Module, head: torch.nn.Module) -> dict[str, torch.T
 def train_epoch(model: torch.nn.Module, head: torch.nn.Module, cells: Tokens, y: np.ndarray, idx: np.ndarray,
                 opt: torch.optim.Optimizer, loss_fn: torch.nn.Module, *, batch_size: int, pooling: str,
                 device: torch.device, rng: np.random.Generator, grad_clip: float, rep: Reporter,
-                epoch: int, amp: bool) -> tuple[float, bool]:
+                epoch: int, amp: bool, readout: Any = None, features: Any = None,
+                linear_l2: float = 0.0) -> tuple[float, bool]:
     """One pass over the training cells, in random batches of cells of similar length (``length_batches``:
-    less padding). Returns (mean loss, stopped early because a stop was asked)."""
+    less padding). With a linear ``readout`` (``readout.Readout``), its logits over ``features`` are added to the
+    head's and ``0.5 * linear_l2 * |W|^2`` to the loss. Returns (mean loss, stopped early because a stop was
+    asked)."""
     model.train()
     head.train()
+    if readout is not None:
+        readout.module.train()
     idx = np.asarray(idx)
     batches = [idx[b] for b in length_batches(cells.lengths[idx], batch_size, rng)]
     n_batches = len(batches)
@@ -282,7 +297,12 @@ def train_epoch(model: torch.nn.Module, head: torch.nn.Module, cells: Tokens, y:
         target = torch.as_tensor(y[bi], device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = head(model.embed(g, x, m, pooling=pooling))
-        loss = loss_fn(logits.float(), target)
+        loss_logits = logits.float()
+        if readout is not None:
+            loss_logits = loss_logits + readout.module(torch.from_numpy(features.rows(bi)).to(device))
+        loss = loss_fn(loss_logits, target)
+        if readout is not None and linear_l2 > 0:
+            loss = loss + 0.5 * linear_l2 * readout.module.linear.weight.square().sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -295,12 +315,17 @@ def train_epoch(model: torch.nn.Module, head: torch.nn.Module, cells: Tokens, y:
 
 
 def evaluate(lm: LoadedModel, cells: Tokens, idx: np.ndarray, device: torch.device, batch_size: int,
-             rep: Reporter | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and class probabilities of ``cells[idx]`` in eval mode."""
+             rep: Reporter | None = None, features: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and class probabilities of ``cells[idx]`` in eval mode (``features``: of all cells, for a
+    linear readout)."""
     lm.model.eval()
     if lm.head is not None:
         lm.head.eval()
-    emb, probs = infer(lm, cells.take(np.asarray(idx)), device, batch_size, rep)
+    if lm.readout is not None:
+        lm.readout.module.eval()
+    idx = np.asarray(idx)
+    emb, probs = infer(lm, cells.take(idx), device, batch_size, rep,
+                       features.take(idx) if features is not None else None)
     assert probs is not None
     return emb, probs
 
@@ -360,6 +385,32 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     check_cells_have_counts(counts, gm.data_to_vocab, cfg.get("data"))
     cells = tokenize_counts(counts, np.asarray(gm.data_to_vocab), max_len=max_len)
     head = ClassifierHead(model_dim(mcfg), len(classes), float(cfg["head_dropout"])).to(dev)
+    # the baseline first: the cls+linear readout starts from its fit (same training cells either way)
+    rep.log(f"fitting the {cfg['baseline']} baseline on the training cells")
+    from app.engine.celllm.baseline import fit_celltypist, log_normalise, logistic_baseline
+
+    lognorm = log_normalise(counts)
+    linear = cfg["readout"] == "cls+linear"
+    base = logistic_baseline(counts, labels, split.train, split.test, classes, lognorm=lognorm,
+                             n_top_genes=int(cfg["baseline_genes"]), seed=seed, method=str(cfg["baseline"]),
+                             keep_fit=linear)
+    base_pred = base.pop("predictions")
+    readout, feats = None, None
+    if linear:
+        from app.engine.celllm.readout import from_fit
+
+        fit = base.pop("fit", None) or fit_celltypist(lognorm, labels.astype(str), split.train, seed=seed)
+        if list(fit.classes) != classes:
+            raise DataError("internal: the linear readout's classes differ from the head's", cfg["data"],
+                            "Report this with the data's label column.")
+        readout = from_fit(fit, adata.var_names, str(cfg["linear_init"]))
+        readout.module.to(dev)
+        feats = readout.features(counts, adata.var_names)
+        if cfg["linear_init"] == "baseline":  # training starts exactly at the baseline's predictions
+            torch.nn.init.zeros_(head.linear.weight)
+            torch.nn.init.zeros_(head.linear.bias)
+        rep.log(f"readout cls+linear: linear path over {len(readout.genes):,} genes (the baseline's selection), "
+                f"from {'the baseline fit' if cfg['linear_init'] == 'baseline' else 'zero'}")
     depth = mcfg.get("depth") if isinstance(mcfg, dict) else getattr(mcfg, "depth", None)
     counts_p = apply_freeze(model, str(cfg["freeze"]), depth)
     rep.log(f"freeze={cfg['freeze']}: {counts_p['trainable']:,} trainable, {counts_p['frozen']:,} frozen "
@@ -370,6 +421,9 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     enc_lr = float(cfg["lr"]) if cfg.get("lr") is not None else LR_BY_PRESET.get(str(preset_name), 1e-4)
     if enc:
         groups.append({"params": enc, "lr": enc_lr})
+    if readout is not None:  # its L2 is in the loss (as a logistic regression's), not AdamW's decay
+        groups.append({"params": list(readout.module.parameters()), "weight_decay": 0.0,
+                       "lr": float(cfg["linear_lr"] if cfg.get("linear_lr") is not None else cfg["head_lr"])})
     opt = torch.optim.AdamW(groups, weight_decay=float(cfg["weight_decay"]))
     loss_fn = torch.nn.CrossEntropyLoss(
         weight=class_weights(y[split.train], len(classes), str(cfg["class_weight"])).to(dev))
@@ -389,14 +443,14 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
         if list(meta.get("classes", [])) != classes:
             raise DataError("the checkpoint was trained on other classes than this data split", last,
                             "Resume with the same data, labels, seed and split settings, or start a new run.")
-        model.load_state_dict(_split_state(tensors, "model."))
-        head.load_state_dict(_split_state(tensors, "head."))
+        _load_weights(tensors, model, head, readout)
         _opt_load(opt, tensors, meta["param_groups"])
         start_epoch, best_f1, best_epoch = int(meta["epoch"]), float(meta["best_f1"]), int(meta["best_epoch"])
         bad, history = int(meta["bad_epochs"]), list(meta.get("history", []))
         rep.log(f"resumed from {last} after epoch {start_epoch}")
 
-    lm = LoadedModel(model, mcfg, list(vocab), extra, init_dir, head=head, classes=classes, pooling=pooling)
+    lm = LoadedModel(model, mcfg, list(vocab), extra, init_dir, head=head, classes=classes, pooling=pooling,
+                     readout=readout)
     base_meta = {**model_metadata(mcfg, list(vocab), extra), "classes": classes, "pooling": pooling}
     bs, epochs, patience = int(cfg["batch_size"]), int(cfg["epochs"]), int(cfg["patience"])
     rng = np.random.default_rng(seed + 1000 * start_epoch)  # a resumed run does not replay epoch 0's order
@@ -415,18 +469,27 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     t_train, c_train, n_trained = 0.0, 0.0, 0  # for the training cells/s the benchmark reports
     if live is not None and start_epoch == 0:
         live.refresh(0, 0)  # epoch 0: where learning starts
+    l2 = float(cfg["linear_l2"]) / max(len(split.train), 1)  # a logistic regression's 1/C on a summed loss
+    if readout is not None and cfg["linear_init"] == "baseline" and start_epoch == 0:
+        # epoch 0 is the baseline itself: early stopping keeps it unless training beats it on validation
+        _, vprobs = evaluate(lm, cells, split.val, dev, max(bs, 64), features=feats)
+        best_f1 = classification_scores(labels[split.val], np.array(classes)[vprobs.argmax(1)], classes)["macro_f1"]
+        best_epoch = 0
+        save_tensors(best_file, _weights(model, head, readout), {"epoch": 0, "classes": classes})
+        rep.log(f"epoch 0 (the baseline's linear path): val macro-F1 {best_f1:.3f}")
     for epoch in range(start_epoch, epochs):
         t_ep, c_ep = time.perf_counter(), time.process_time()
         train_loss, stopped = train_epoch(
             model, head, cells, y, split.train, opt, loss_fn, batch_size=bs, pooling=pooling, device=dev,
-            rng=rng, grad_clip=float(cfg["grad_clip"]), rep=rep, epoch=epoch, amp=amp)
+            rng=rng, grad_clip=float(cfg["grad_clip"]), rep=rep, epoch=epoch, amp=amp, readout=readout,
+            features=feats, linear_l2=l2)
         t_train += time.perf_counter() - t_ep
         c_train += time.process_time() - c_ep
         n_trained += len(split.train)
         if stopped:
             cancelled = True
             break
-        _, vprobs = evaluate(lm, cells, split.val, dev, max(bs, 64))
+        _, vprobs = evaluate(lm, cells, split.val, dev, max(bs, 64), features=feats)
         vpred = np.array(classes)[vprobs.argmax(1)]
         vs = classification_scores(labels[split.val], vpred, classes)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_macro_f1": vs["macro_f1"],
@@ -440,17 +503,17 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
             live.refresh(epoch + 1, (epoch + 1) * steps_per_epoch)
         if vs["macro_f1"] > best_f1:
             best_f1, best_epoch, bad = vs["macro_f1"], epoch + 1, 0
-            save_tensors(best_file, _weights(model, head), {"epoch": epoch + 1, "classes": classes})
+            save_tensors(best_file, _weights(model, head, readout), {"epoch": epoch + 1, "classes": classes})
         else:
             bad += 1
-        _save_ckpt(rd, model, head, opt, base_meta, rep, epoch=epoch + 1, best_f1=best_f1, best_epoch=best_epoch,
-                   bad_epochs=bad, history=history)
+        _save_ckpt(rd, model, head, opt, base_meta, rep, readout, epoch=epoch + 1, best_f1=best_f1,
+                   best_epoch=best_epoch, bad_epochs=bad, history=history)
         if bad > 0 and bad >= patience:  # patience 0: stop at the first epoch that does not improve
             rep.log(f"early stop: no better validation macro-F1 for {patience} epoch(s); best epoch {best_epoch}")
             break
     loop_seconds, loop_cpu = time.perf_counter() - t_loop, time.process_time() - c_loop
     if cancelled:
-        _save_ckpt(rd, model, head, opt, base_meta, rep, epoch=epoch, best_f1=best_f1, best_epoch=best_epoch,
+        _save_ckpt(rd, model, head, opt, base_meta, rep, readout, epoch=epoch, best_f1=best_f1, best_epoch=best_epoch,
                    bad_epochs=bad, history=history)
         rep.log("cancelled: checkpoint saved; run again with resume to continue")
         return FinetuneResult(cancelled=True, run_dir=str(run_path), epochs_done=epoch, history=history)
@@ -458,26 +521,22 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     # test with the best epoch -------------------------------------------------------------------------
     if best_file.is_file():
         tensors, _ = load_tensors(best_file, device=dev)
-        model.load_state_dict(_split_state(tensors, "model."))
-        head.load_state_dict(_split_state(tensors, "head."))
+        _load_weights(tensors, model, head, readout)
     rep.check_cancel()
-    temb, tprobs = evaluate(lm, cells, split.test, dev, max(bs, 64), rep)
+    temb, tprobs = evaluate(lm, cells, split.test, dev, max(bs, 64), rep, features=feats)
     tpred = np.array(classes)[tprobs.argmax(1)]
     test_scores = classification_scores(labels[split.test], tpred, classes)
-    rep.log(f"fitting the {cfg['baseline']} baseline on the same training cells")
-    from app.engine.celllm.baseline import logistic_baseline
-
-    base = logistic_baseline(counts, labels, split.train, split.test, classes,
-                             n_top_genes=int(cfg["baseline_genes"]), seed=seed, method=str(cfg["baseline"]))
-    base_pred = base.pop("predictions")
 
     # save -------------------------------------------------------------------------------------------------
     model_dir = run_path / MODEL_SUBDIR
     out_extra = {**extra, "pooling": pooling, "task": "annotation", "label_key": cfg.get("label_key"),
-                 "classes": classes, "finetuned_from": str(init_dir), "max_len": max_len}
+                 "classes": classes, "finetuned_from": str(init_dir), "max_len": max_len,
+                 "readout": cfg["readout"]}
     save_model(model_dir, model, mcfg, list(vocab), json_safe(out_extra))
     save_tensors(model_dir / HEAD_FILE, {f"head.{k}": v for k, v in head.state_dict().items()},
                  {"classes": classes, "pooling": pooling, "label_key": cfg.get("label_key")})
+    if readout is not None:
+        readout.save(model_dir, classes)
     rep.artifact("model", str(model_dir))
     emb_path = Path(rd.save_array("test_embeddings", temb.astype(np.float32)))
     rep.artifact("embedding", str(emb_path))
@@ -502,7 +561,8 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
         "label_key": cfg.get("label_key"), "notes": notes + list(split.notes),
         "best_epoch": best_epoch, "best_val_macro_f1": best_f1, "epochs_run": len(history),
         "history": history, "gene_match_rate": float(gm.match_rate), "max_len": max_len,
-        "freeze": cfg["freeze"], "lr": enc_lr, "init": str(init_dir), "seed": seed, "device": str(dev),
+        "freeze": cfg["freeze"], "lr": enc_lr, "readout": cfg["readout"], "init": str(init_dir), "seed": seed,
+        "device": str(dev),
         "seconds": round(time.time() - t0, 2), "run_dir": str(run_path),
         "timing": {"loop_seconds": round(loop_seconds, 3), "train_seconds": round(t_train, 3),
                    "train_cells_per_s": round(n_trained / t_train, 1) if t_train > 0 else None,
@@ -523,12 +583,12 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
 
 
 def _save_ckpt(rd: Any, model: torch.nn.Module, head: torch.nn.Module, opt: torch.optim.Optimizer,
-               base_meta: dict, rep: Reporter, **progress: Any) -> None:
+               base_meta: dict, rep: Reporter, readout: Any = None, **progress: Any) -> None:
     """Checkpoint after ``progress['epoch']`` epochs (also on cancel) with everything ``resume`` needs.
 
     ``base_meta`` holds the model's config + vocabulary (so a checkpoint file alone can be an ``init`` or
     ``model``) and the classes; ``progress`` the epoch counters and history."""
-    tensors = _weights(model, head)
+    tensors = _weights(model, head, readout)
     opt_t, groups = _opt_tensors(opt)
     tensors.update(opt_t)
     meta = {**base_meta, **progress, "param_groups": groups}

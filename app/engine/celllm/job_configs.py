@@ -74,6 +74,18 @@ class FinetuneConfig(JobConfig):
     class_weight: Literal["balanced", "none"] = param("balanced", "cross-entropy class weights (balanced: every "
                                                                   "class weighs the same)", advanced=True)
     head_dropout: float = param(0.1, "dropout before the classifier head", min=0, max=0.95, advanced=True)
+    readout: Literal["cls", "cls+linear"] = param(
+        "cls", "classifier readout: cls (a linear head on the pooled embedding) or cls+linear (that head's logits "
+               "plus a linear model over the data's genes scaled as CellTypist scales them; stored with the model)",
+        advanced=True)
+    linear_init: Literal["baseline", "zero"] = param(
+        "baseline", "cls+linear: start the linear path from the fitted baseline's coefficients (and the pooled head "
+                    "from zero, so training starts at the baseline) or from zero (trained jointly)", advanced=True)
+    linear_l2: float = param(1.0, "cls+linear: L2 penalty of the linear path, as 1/C of a logistic regression "
+                                  "(0.5 * linear_l2 * |W|^2 / training cells added to the loss; CellTypist's C=1)",
+                             min=0, advanced=True)
+    linear_lr: float | None = param(None, "cls+linear: learning rate of the linear path", min=0, min_exclusive=True,
+                                    advanced=True, none_label="head_lr")
     grad_clip: float = param(1.0, "gradient-norm clipping (0: none)", min=0, advanced=True)
     live_cells: int = param(5000, "cells of the live map, embedded at every epoch end (all when fewer; 0: off)",
                             min=0, unit="cells", advanced=True, metavar="N")

@@ -25,6 +25,25 @@ class ClassifierHead(nn.Module):
         return self.linear(self.dropout(x))
 
 
+class LinearReadout(nn.Module):
+    """The linear path of the ``cls+linear`` readout: logits from a cell's scaled expression of a fixed gene list.
+
+    Its logits are added to the pooled-embedding head's, so the classifier can express the logistic-regression
+    solution a linear tool (CellTypist) finds, and the encoder only has to add what that misses. The scaling
+    (log1p of counts per 1e4, standardised on the training cells, clipped at 10) is done by the engine
+    (``app.engine.celllm.readout``); this module holds only the weights.
+    """
+
+    def __init__(self, n_genes: int, n_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_genes, n_classes)
+        nn.init.zeros_(self.linear.weight)  # from zero: the pooled head alone until training moves it
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
 class SupervisedHead(nn.Module):
     """Linear classifier on the CLS embedding (pretraining's optional supervised objective)."""
 
