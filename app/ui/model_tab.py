@@ -27,12 +27,14 @@ from app.engine.registry import job
 from app.resources import CELLLM_TINY
 from app.ui.config_form import ConfigForm, spec_for_value
 from app.ui.state import (
+    EVAL_DEFAULTS,
     GP_DEFAULTS,
     GP_MODELS,
     GP_TASKS,
     SC_DEFAULTS,
     SC_JOBS,
     SC_TASKS,
+    eval_specs,
     gp_model_defaults,
 )
 
@@ -111,6 +113,19 @@ class ModelTab(QWidget):
         self.advanced.addWidget(self.form)
         self.model_defaults: dict[str, Any] = {}
 
+        # "Evaluate (K repeats)" on the Train tab: its own settings, generated from EvaluateConfig's fields
+        self.eval_box = QGroupBox("Repeated evaluation (the Train tab's Evaluate button)")
+        self.eval_form = ConfigForm()
+        self.eval_form.build(eval_specs(), EVAL_DEFAULTS)
+        self.eval_form.changed.connect(self.read_eval_params)
+        eval_help = QLabel("Fine-tunes with the settings above on several seeded splits, with the baseline on "
+                           "the same cells: mean ± SD and whether CellLM is ahead beyond the split noise.")
+        eval_help.setWordWrap(True)
+        eval_help.setStyleSheet("color: #444;")
+        el = QVBoxLayout(self.eval_box)
+        el.addWidget(eval_help)
+        el.addWidget(self.eval_form)
+
         self.cluster_btn = QPushButton("Several GPUs / cluster…")
         self.cluster_btn.setToolTip("Pretrain on several GPUs of this machine (torchrun) or write a launch script "
                                     "(Slurm or plain torchrun) for a cluster.")
@@ -126,6 +141,7 @@ class ModelTab(QWidget):
         lay.addWidget(self.compare_box)
         lay.addLayout(drow)
         lay.addWidget(self.advanced)
+        lay.addWidget(self.eval_box)
         crow2 = QHBoxLayout()
         crow2.addWidget(self.cluster_btn)
         crow2.addStretch(1)
@@ -176,6 +192,7 @@ class ModelTab(QWidget):
         self.model_box.setVisible(task in ("finetune", "embed"))
         self.compare_box.setVisible(task == "compare")
         self.cluster_btn.setVisible(task == "pretrain")
+        self.eval_box.setVisible(task == "finetune" and self.state.kind != "genotype")
         if self.state.kind == "genotype":
             self.model_defaults = gp_model_defaults(task)
             defaults = {**GP_DEFAULTS, **self.model_defaults}
@@ -209,6 +226,16 @@ class ModelTab(QWidget):
         out = {k: v for k, v in out.items() if k not in self.model_defaults or v != self.model_defaults[k]}
         self.state.params = out
         return out
+
+    def read_eval_params(self) -> dict[str, Any]:
+        """The repeated evaluation's settings into ``state.eval_params``."""
+        self.state.eval_params = out = self.eval_form.values()
+        return out
+
+    def set_eval_param(self, key: str, value: Any) -> None:
+        """Set one repeated-evaluation setting as a user would (tests and the screenshots use this)."""
+        self.eval_form.set_value(key, value)
+        self.read_eval_params()
 
     def set_param(self, key: str, value: Any) -> None:
         """Set one hyper-parameter as a user would (tests and the screenshots use this)."""

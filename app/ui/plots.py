@@ -695,6 +695,36 @@ def scatter_obs_pred(plot: pg.PlotWidget, groups: dict[str, tuple[np.ndarray, np
     plot.setLabel("left", "predicted")
 
 
+EFFICIENCY_COLOURS = {"celllm": PALETTE[0], "baseline": PALETTE[1], "scratch": PALETTE[2]}
+
+
+def label_efficiency(plot: pg.PlotWidget, curves: list[Any], metric: str = "macro-F1") -> None:
+    """Label-efficiency curves (``app.ui.evaluation.Curve``): x = fraction of the training labels on a log
+    scale, y = the metric's mean over repeats, error bars = its SD over repeats.
+
+    The x coordinates are log10(fraction) with the ticks labelled in percent: pyqtgraph's log mode maps the
+    curves but not an ``ErrorBarItem``, so the log is taken here once for both."""
+    from app.ui.evaluation import METHOD_NAMES
+
+    plot.clear()
+    plot.setTitle(f"Label efficiency: {metric} on the test cells (mean ± SD over repeats)")
+    if not plot.plotItem.legend:
+        plot.addLegend(offset=(-5, -5), brush=pg.mkBrush(255, 255, 255, 215), pen=pg.mkPen("#cccccc"))
+    fracs: set[float] = set()
+    for k, c in enumerate(curves):
+        colour = EFFICIENCY_COLOURS.get(c.method, PALETTE[(k + 3) % len(PALETTE)])
+        x = np.log10(c.fraction)
+        plot.addItem(pg.ErrorBarItem(x=x, y=c.mean, height=2 * c.sd, beam=0.04, pen=pg.mkPen(colour, width=1.5)))
+        plot.plot(x, c.mean, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=7, symbolBrush=colour,
+                  symbolPen=None, name=METHOD_NAMES.get(c.method, c.method))
+        fracs.update(float(f) for f in c.fraction)
+    ticks = [(float(np.log10(f)), f"{f * 100:g} %") for f in sorted(fracs)]
+    plot.getAxis("bottom").setTicks([ticks, []])
+    plot.setLabel("bottom", "fraction of the training labels (log scale)")
+    plot.setLabel("left", f"test {metric}")
+    plot.showGrid(x=True, y=True, alpha=0.2)
+
+
 def _render_svg(widget: Any, path: Path) -> None:
     """Vector SVG by painting the widget into a QSvgGenerator (pyqtgraph's SVGExporter fails on some
     items with Qt 6: "not enough values to unpack" in correctCoordinates)."""

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import plots
+from app.ui.evaluation_view import EvaluationPanel
 from app.ui.live_view import LiveMapPanel
 from app.ui.state import gp_fold_table, gp_wide_table
 
@@ -121,14 +122,22 @@ class ResultsTab(QWidget):
                                      "'Unassigned' threshold, one map of both datasets.")
         self.annotate_btn.setEnabled(False)
         self.annotate_btn.clicked.connect(lambda: self.shell.open_annotate(self.finetuned_run()))
-        right = QWidget()
-        rl = QVBoxLayout(right)
+        scores = QWidget()
+        rl = QVBoxLayout(scores)
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addWidget(self.annotate_btn)
         rl.addWidget(self.score_label)
         rl.addWidget(self.cm_celllm, 1)
         rl.addWidget(self.cm_base, 1)
         rl.addWidget(self.f1_table, 1)
+        # one split's scores, and the summary over repeated splits ("Evaluate (K repeats)", issue #16)
+        self.evaluation = EvaluationPanel(self.session)
+        self.score_tabs = QTabWidget()
+        self.score_tabs.setDocumentMode(True)
+        self.score_tabs.addTab(scores, "Test scores (one split)")
+        self.score_tabs.addTab(self.evaluation, "Repeated evaluation")
+        self.state.events.evaluation.connect(self._evaluation_changed)
+        right = self.score_tabs
         split = QSplitter(Qt.Orientation.Horizontal)
         # the map of all cells, and the live map of the run being trained (the same cells' subsample, per refresh)
         self.map_tabs = QTabWidget()
@@ -146,6 +155,13 @@ class ResultsTab(QWidget):
         self.label_edit.returnPressed.connect(self._assign)
         self.umap_btn.clicked.connect(lambda: self.session.request_layout(refine=True))
         return w
+
+    def _evaluation_changed(self, ev: dict[str, Any] | None) -> None:
+        """A repeated evaluation arrived: show it (a loaded folder needs no open dataset)."""
+        if ev:
+            if self.state.kind != "genotype":
+                self.stack.setCurrentIndex(1)
+            self.score_tabs.setCurrentWidget(self.evaluation)
 
     def _live_ready(self, k: int) -> None:
         """While no model has mapped all cells yet, the live map is what there is to see."""
@@ -244,6 +260,7 @@ class ResultsTab(QWidget):
         self.annotate_btn.setEnabled(bool(m) and self.finetuned_run() is not None)
         if not m:
             return
+        self.score_tabs.setCurrentIndex(0)  # a new one-split run
         t, b = m.get("test", {}), m.get("baseline", {})
         self.score_label.setText(
             f"<b>Test cells ({m.get('n_test', '?')}):</b> CellLM accuracy {t.get('accuracy', float('nan')):.3f}, "
@@ -400,4 +417,5 @@ class ResultsTab(QWidget):
                         ("gp_scatter", self.scatter), ("marker_importance", self.manh)):
             if w.plotItem.items:
                 out[name] = w
+        out.update(self.evaluation.plots())
         return out

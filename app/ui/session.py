@@ -31,7 +31,7 @@ from psygnal import Signal, SignalGroup
 from app.data.errors import OmicsLabError
 from app.engine.events import Failed, Result
 from app.ui.live_map import LiveMap
-from app.ui.state import GP_TARGET, GP_TRAIN_TARGET, SC_TASKS, AppState, RunRecord
+from app.ui.state import EVAL_TARGET, GP_TARGET, GP_TRAIN_TARGET, SC_TASKS, AppState, RunRecord
 
 EMBED_TARGET = SC_TASKS["embed"][1]
 STEPS = ("data", "model", "train", "results", "export")
@@ -63,7 +63,8 @@ def kind_of(target: str) -> str:
     for key, (_, tgt) in SC_TASKS.items():
         if tgt == target:
             return key
-    return {GP_TARGET: "gp-cv", GP_TRAIN_TARGET: "gp-train"}.get(target, target.rpartition(":")[2])
+    return {GP_TARGET: "gp-cv", GP_TRAIN_TARGET: "gp-train", EVAL_TARGET: "evaluate"}.get(
+        target, target.rpartition(":")[2])
 
 
 class SessionEvents(SignalGroup):
@@ -172,6 +173,42 @@ class Session:
         self.show_step("train")  # where its progress, curves and live map are
         return req
 
+    def evaluate(self) -> JobRequest | None:
+        """"Evaluate (K repeats)": the fine-tune's settings over K seeded stratified splits with the baseline
+        on the same cells (and, when asked, CellLM from random weights and the label-efficiency curve), the
+        job ``celllm.evaluate``; Results then shows mean ± SD, the verdict and the curve."""
+        if self.busy:
+            return None
+        problem = self.check_ready()
+        if not problem and not (self.state.kind == "singlecell" and self.state.task == "finetune"):
+            problem = "Repeated evaluation is for fine-tuning: choose 'Fine-tune CellLM' on the Model tab."
+        if problem:
+            self._problem("Not ready to evaluate", problem)
+            return None
+        run_dir = self.new_run_dir("evaluate")
+        try:
+            target, cfg = self.state.job_spec(run_dir, evaluate=True)
+        except (ValueError, OmicsLabError) as exc:
+            self._problem("Not ready to evaluate", str(exc))
+            return None
+        req = self.request(JobRequest(target, cfg, run_dir, purpose="train", kind="evaluate"))
+        self.show_step("train")
+        return req
+
+    def load_evaluation(self, run_dir: str) -> bool:
+        """Show a finished evaluation run folder (its ``metrics.json``; from the window or the CLI's
+        ``celllm finetune --repeats``) on the Results tab."""
+        from app.ui.evaluation import read_evaluation
+
+        try:
+            self.state.evaluation = read_evaluation(run_dir)
+        except (OSError, ValueError) as exc:
+            self._problem("This folder has no evaluation to show", str(exc))
+            return False
+        self.log(f"evaluation of {self.state.evaluation.get('repeats', '?')} repeats loaded from {run_dir}")
+        self.show_step("results")
+        return True
+
     def resume(self, run_dir: str | None = None) -> JobRequest | None:
         """Continue a stopped run (``run_dir``, else the current one) from its last checkpoint."""
         if self.busy:
@@ -267,6 +304,8 @@ class Session:
         if rec.target == GP_TARGET:
             s.gp_result = value
             self.show_step("results")
+        elif rec.target == EVAL_TARGET:
+            self.load_evaluation(rec.path)
         elif rec.kind == "finetune":
             self._read_metrics(rec.path)
             self.embed_all(str(Path(rec.path) / "model"), rec.path)
@@ -302,6 +341,8 @@ class Session:
         self.events.run_opened.emit(str(path))
         if rec.target == GP_TARGET and rec.result:
             self.state.gp_result = rec.result
+        if rec.target == EVAL_TARGET:  # its metrics.json is the summary over repeats, not one split's scores
+            return rec.status != "done" or self.load_evaluation(path)
         self._read_metrics(path)
         emb = Path(path) / "embed-all" / "embedded.h5ad"
         if emb.is_file() and self.state.adata is not None:

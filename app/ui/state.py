@@ -35,6 +35,8 @@ GP_MODELS = ("GBLUP", "DNNGP", "DeepGS", "DLGWAS")
 GP_TASKS = {"compare": "Compare all"} | {m.lower(): m for m in GP_MODELS}
 GP_TARGET = job("gp.cv").target
 GP_TRAIN_TARGET = job("gp.train").target  # the final model(s) on every phenotyped line + GEBVs of all
+EVAL_JOB = "celllm.evaluate"  # "Evaluate (K repeats)": the fine-tune settings over K seeded splits
+EVAL_TARGET = job(EVAL_JOB).target
 
 
 def form_defaults(config: type[JobConfig]) -> dict[str, Any]:
@@ -56,6 +58,15 @@ def form_defaults(config: type[JobConfig]) -> dict[str, Any]:
 # defaults shown in the Advanced section: read from the job configs (app.engine.*.job_configs), never written here
 SC_DEFAULTS: dict[str, dict[str, Any]] = {task: form_defaults(job(name).config) for task, name in SC_JOBS.items()}
 GP_DEFAULTS: dict[str, Any] = form_defaults(job("gp.cv").config)
+
+
+def eval_specs() -> list[Any]:
+    """The repeated evaluation's own settings (repeats, from-scratch control, label fractions): the fields
+    ``EvaluateConfig`` adds to the fine-tuning ones (its "evaluation" group)."""
+    return [sp for sp in field_specs(job(EVAL_JOB).config) if sp.group == "evaluation"]
+
+
+EVAL_DEFAULTS: dict[str, Any] = {sp.name: sp.default for sp in eval_specs()}
 
 
 def _none_means_default(config: type[JobConfig], params: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +107,8 @@ class StateEvents(SignalGroup):
 # big values are compared by identity: an element-wise comparison of two AnnData/arrays on every assignment
 # would cost more than the redraw it saves (and DataFrame/ndarray "==" is not a truth value)
 _BY_IDENTITY = ("summary", "adata", "gene_match", "geno", "qc", "causal", "cell_qc", "pheno", "join", "runs", "current",
-                "embedding", "layout", "predictions", "manual", "metrics", "gp_result", "gp_final", "params")
+                "embedding", "layout", "predictions", "manual", "metrics", "gp_result", "gp_final", "params",
+                "eval_params", "evaluation")
 
 
 @dataclass
@@ -140,6 +152,7 @@ class AppState:
     join: Any = None
     task: str = "finetune"
     params: dict[str, Any] = field(default_factory=dict)
+    eval_params: dict[str, Any] = field(default_factory=lambda: dict(EVAL_DEFAULTS))  # "Evaluate (K repeats)"
     device: str = "auto"
     compare_models: list[str] = field(default_factory=lambda: list(GP_MODELS))  # "compare": which ones
     runs: list[RunRecord] = field(default_factory=list)
@@ -152,6 +165,7 @@ class AppState:
     metrics: dict[str, Any] | None = None  # finetune metrics.json
     gp_result: dict[str, Any] | None = None
     gp_final: dict[str, Any] | None = None  # result of the GP train job (models folder, gebv_csv)
+    evaluation: dict[str, Any] | None = None  # a repeated evaluation's metrics.json (celllm.evaluate)
     events: ClassVar[SignalGroupDescriptor] = SignalGroupDescriptor(
         signal_group_class=StateEvents, equality_operators=dict.fromkeys(_BY_IDENTITY, operator.is_))
 
@@ -159,7 +173,7 @@ class AppState:
     def clear_results(self) -> None:
         """Forget everything derived from the previous dataset."""
         self.embedding = self.layout = self.predictions = self.manual = None
-        self.metrics = self.gp_result = self.gp_final = self.gene_match = None
+        self.metrics = self.gp_result = self.gp_final = self.gene_match = self.evaluation = None
         self.layout_kind = ""
 
     def set_singlecell(self, path: str, data_path: str, adata: Any, summary: Any, gene_match: Any = None,
@@ -237,13 +251,20 @@ class AppState:
         return self.adata.obs[name].to_numpy()
 
     # -- jobs --------------------------------------------------------------------------------------
-    def job_spec(self, run_dir: str | None = None) -> tuple[str, dict[str, Any]]:
-        """(target, config) for the chosen task and settings: exactly what a CLI twin would pass."""
+    def job_spec(self, run_dir: str | None = None, *, evaluate: bool = False) -> tuple[str, dict[str, Any]]:
+        """(target, config) for the chosen task and settings: exactly what a CLI twin would pass.
+
+        ``evaluate``: the fine-tune's settings repeated over seeded splits (``celllm.evaluate``, the CLI's
+        ``celllm finetune --repeats K``) with ``eval_params`` (repeats, scratch, label fractions)."""
         p = dict(self.params)
+        if evaluate and not (self.kind == "singlecell" and self.task == "finetune"):
+            raise ValueError("repeated evaluation is for fine-tuning: choose 'Fine-tune CellLM' on the Model tab")
         if self.kind == "singlecell":
             if self.task not in SC_TASKS:
                 raise ValueError(f"unknown single-cell task {self.task!r}")
-            entry = job(SC_JOBS[self.task])
+            entry = job(EVAL_JOB if evaluate else SC_JOBS[self.task])
+            if evaluate:
+                p.update(self.eval_params)
             p = _none_means_default(entry.config, p)
             cfg: dict[str, Any] = {"data": self.data_path, "device": self.device, "threads": p.pop("threads", None)}
             if self.task == "finetune":

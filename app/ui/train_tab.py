@@ -7,6 +7,7 @@ and Results shows them, cellpose's flow). It knows no other tab.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,8 @@ from app.ui.state import GP_TARGET, SC_TASKS
 
 if TYPE_CHECKING:
     from app.ui.shell import Shell
+
+EVAL_STEP = re.compile(r"^\[\d+/\d+\] repeat ")  # the evaluate job's line as each fine-tune of it starts
 
 
 def fmt_s(s: float) -> str:
@@ -72,6 +75,12 @@ class TrainTab(QWidget):
         self.stop_btn.setToolTip("Stop after the current batch; a checkpoint is kept (Esc or Ctrl+.)")
         self.stop_btn.setEnabled(False)
         self.stop_btn.setMinimumHeight(40)
+        # beside the one-split fine-tune: the same settings over K seeded splits (issue #16)
+        self.eval_btn = QPushButton("Evaluate (3 repeats)")
+        self.eval_btn.setMinimumHeight(40)
+        self.eval_btn.setToolTip("Fine-tune on several seeded splits with the baseline on the same cells (and, "
+                                 "when asked on the Model tab, CellLM from scratch and a label-efficiency "
+                                 "curve): mean ± SD and the paired difference with its 95 % interval.")
         self.bar = QProgressBar()
         self.bar.setRange(0, 100)
         self.bar.setValue(0)
@@ -80,6 +89,7 @@ class TrainTab(QWidget):
         self.device_label.setStyleSheet("color: #555;")
         top = QHBoxLayout()
         top.addWidget(self.train_btn, 2)
+        top.addWidget(self.eval_btn, 1)
         top.addWidget(self.stop_btn, 1)
         top.addWidget(self.bar, 4)
         self.curves = CurvesWidget()
@@ -130,12 +140,13 @@ class TrainTab(QWidget):
         lay.addLayout(srow)
         lay.addWidget(vsplit, 1)
         self.train_btn.clicked.connect(self.train)
+        self.eval_btn.clicked.connect(self.evaluate)
         self.stop_btn.clicked.connect(self.stop)
         self.reopen_btn.clicked.connect(self._reopen_selected)
         self.resume_btn.clicked.connect(self._resume_selected)
         self.refresh_btn.clicked.connect(self.refresh_history)
         st = self.state.events
-        for sig in (st.task, st.dataset, st.label_key, st.trait):
+        for sig in (st.task, st.dataset, st.label_key, st.trait, st.eval_params):
             sig.connect(self.update_button)
         st.dataset.connect(self._show_live_parts)
         st.runs.connect(self.refresh_history)
@@ -164,6 +175,11 @@ class TrainTab(QWidget):
             text = "Train"
         self.train_btn.setText(text)
         self.train_btn.setEnabled(s.kind is not None and not self.running)
+        evaluable = s.kind == "singlecell" and s.task == "finetune"
+        k = s.eval_params.get("repeats", 3)
+        self.eval_btn.setText(f"Evaluate ({k} repeat{'s' if k != 1 else ''})")
+        self.eval_btn.setVisible(evaluable)
+        self.eval_btn.setEnabled(evaluable and not self.running)
 
     def _show_live_parts(self) -> None:
         """The live map and quality curves are for single-cell runs; genotype runs get the whole width."""
@@ -201,6 +217,10 @@ class TrainTab(QWidget):
         """The one button: the session starts the chosen task."""
         self.session.train()
 
+    def evaluate(self) -> None:
+        """"Evaluate (K repeats)": the session starts the repeated evaluation of the fine-tune settings."""
+        self.session.evaluate()
+
     def _start(self, target: str, cfg: dict[str, Any], run_dir: str, *, resume: bool, purpose: str) -> None:
         """Start a job directly (tests and tools; the buttons go through the session)."""
         self.runner.start(JobRequest(target, cfg, run_dir, resume=resume, purpose=purpose))
@@ -234,6 +254,7 @@ class TrainTab(QWidget):
         self.bar.setValue(0)
         self.bar.setFormat("starting…")
         self.train_btn.setEnabled(False)
+        self.eval_btn.setEnabled(False)
         self.stop_btn.setEnabled(True)
         self.resume_btn.setEnabled(False)
         self.status.setText(("Resuming" if req.resume else "Running") + f": {Path(req.run_dir).name}")
@@ -268,6 +289,11 @@ class TrainTab(QWidget):
 
     def _on_log(self, ev: Log) -> None:
         self.append_log(ev.line, ev.level)
+        req = self.runner.req
+        if req is not None and req.kind == "evaluate" and EVAL_STEP.match(ev.line):
+            # "[3/8] repeat 2 (seed 1), celllm, 100% of the training labels": a new sub-run; its curves alone
+            self.status.setText(f"Evaluating {Path(req.run_dir).name}: {ev.line}")
+            self.curves.clear()
 
     def _on_finished(self, req: JobRequest, final: Result | Failed) -> None:
         try:
@@ -282,6 +308,7 @@ class TrainTab(QWidget):
         finally:  # the DeepLabCut lesson: buttons come back whatever happened
             self.bar.setRange(0, 1000)
             self.stop_btn.setEnabled(False)
+            self.update_button()  # Train and Evaluate come back (runner.running is already False)
             self.train_btn.setEnabled(self.state.kind is not None)
             self.resume_btn.setEnabled(True)
             if isinstance(final, Result) and not final.cancelled:

@@ -101,3 +101,24 @@ def test_every_advanced_setting_has_an_editor_from_its_spec(qtbot, sc_win) -> No
         assert list(mt.editors) == [sp.name for sp in specs]
         for sp in specs:
             assert sp.help.split(" ")[0] in mt.editors[sp.name].toolTip()
+
+
+def test_evaluate_form_and_cli_give_equal_configs(qtbot, sc_win) -> None:
+    """"Evaluate (K repeats)": the fine-tune form plus the repeated-evaluation form (EvaluateConfig's own
+    fields) give the config of ``celllm finetune ... --repeats K --scratch --label-fractions F``."""
+    from app.engine.jobconfig import field_specs
+
+    win, cls = sc_win, job("celllm.evaluate").config
+    mt = win.model_tab
+    form_config(win, "finetune", CHOICES["finetune"])
+    specs = [sp for sp in field_specs(cls) if sp.group == "evaluation"]
+    assert list(mt.eval_form.editors) == [sp.name for sp in specs] == ["repeats", "scratch", "label_fractions"]
+    evaluation = {"repeats": 4, "scratch": True, "label_fractions": ("0.1", "0.5")}
+    for k, v in evaluation.items():
+        mt.set_eval_param(k, list(v) if isinstance(v, tuple) else v)
+    target, cfg = win.state.job_spec("RUN", evaluate=True)
+    got = cls.from_dict(cfg)
+    argv = ["celllm", "finetune", "--data", "cells.h5ad", "--label-key", "cell_type", "--out", "RUN",
+            "--init", win.state.model_dir]
+    want = cli_config(cls, argv, {**CHOICES["finetune"], **evaluation})
+    assert target == job("celllm.evaluate").target and got == want and got.repeats == 4
