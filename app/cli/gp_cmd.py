@@ -200,6 +200,9 @@ def run_train(args: argparse.Namespace) -> int:
     for name, f in (result.get("fits") or {}).items():
         vc = f.get("varcomp") or []
         extra = f", REML h2 {vc[0]['h2']:.3f}" if vc and vc[0].get("h2") is not None else ""
+        if f.get("weight_deep") is not None:  # a blend: its weight, chosen on inner validation lines
+            extra = (f", weight {f['weight_deep']:.2f} on the deep model (chosen on {f['inner_val_lines']} inner "
+                     "validation lines)")
         lines.append(f"  {name}: {f['seconds']:.1f} s{extra}" + (f"; warning: {f['warnings'][-1]}" if f["warnings"]
                                                                  else ""))
     lines.append(f"GEBVs of all {result['n_genotyped']} genotyped lines: {result['gebv_csv']}")

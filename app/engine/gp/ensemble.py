@@ -74,12 +74,20 @@ def is_ensemble_folder(folder: str | Path) -> bool:
 def load_ensemble(folder: str | Path, load_part: Any) -> EnsembleModel:
     """Load a saved ensemble; ``load_part(folder)`` loads each part (GBLUP or deep)."""
     folder = Path(folder)
+    hint = "choose a folder written by a GP ensemble fit (gp train --model gblup+deepgs), or train it again"
     try:
         doc = json.loads((folder / ENSEMBLE_JSON).read_text(encoding="utf-8"))
         weight = float(doc["weight_deep"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"unreadable ensemble description ({exc})", folder / ENSEMBLE_JSON,
-                        "choose a folder written by a GP ensemble fit") from exc
+        raise DataError(f"unreadable ensemble description ({exc})", folder / ENSEMBLE_JSON, hint) from exc
+    if doc.get("format") != "omicslab-gp-ensemble":
+        raise DataError("not a GP ensemble description (format is not omicslab-gp-ensemble)", folder / ENSEMBLE_JSON,
+                        hint)
+    if not 0.0 <= weight <= 1.0:  # also refuses NaN: a blend weight outside [0, 1] was never chosen by a fit
+        raise DataError(f"the ensemble's weight {weight} is not in [0, 1]", folder / ENSEMBLE_JSON, hint)
+    for part in ("gblup", "deep"):
+        if not (folder / part).is_dir():
+            raise DataError(f"the ensemble has no {part}/ model folder", folder, hint)
     return EnsembleModel(str(doc.get("name", "ensemble")), load_part(folder / "gblup"), load_part(folder / "deep"),
                          weight, FitNotes(info=dict(doc.get("info") or {})))
 

@@ -16,27 +16,41 @@ ORIENTATION_HELP = ("numeric matrices: samples_x_markers (lines are rows) or mar
                     "IDs join the phenotypes, then the corner cell's word, then the shape)")
 
 
-def model_keys(models: Any) -> tuple[str, ...]:
-    """Model keys ("gblup", ...) from names in any case, a list or comma strings; "all"/"compare" = all.
+BLEND_PREFIX = "gblup+"  # a fitted model "gblup+deepgs": GBLUP blended with a deep model (app.engine.gp.ensemble)
+BLEND_KEYS = tuple(BLEND_PREFIX + k for k in DEEP_MODELS)
+BLEND_HELP = (f"{MODEL_HELP}; or a blend, {', '.join(BLEND_KEYS)} (GBLUP and the deep model averaged with a "
+              "weight chosen on inner validation lines of the training lines, saved with the model)")
+
+
+def blend_part(key: str) -> str | None:
+    """The deep model key of a blend key ("gblup+deepgs" -> "deepgs"), None for a single model."""
+    return key[len(BLEND_PREFIX):] if key.startswith(BLEND_PREFIX) else None
+
+
+def model_keys(models: Any, *, blends: bool = False) -> tuple[str, ...]:
+    """Model keys ("gblup", ...) from names in any case, a list or comma strings; "all"/"compare" = all
+    single models. With ``blends``, "gblup+deepgs" (any case, e.g. the display name "GBLUP+DeepGS") is a
+    model too: the trained blend of GBLUP and that deep model.
 
     Raises:
         DataError: an unknown name or an empty list.
     """
     items = [models] if isinstance(models, str) else list(models or ())
+    hint = f"Use {BLEND_HELP if blends else MODEL_HELP}."
     out: list[str] = []
     for item in items:
         for part in str(item).split(","):
-            key = part.strip().lower()
+            key = part.strip().lower().replace(" ", "")
             if not key:
                 continue
-            if key in ("all", "compare", "compare all"):
+            if key in ("all", "compare", "compare all", "compareall"):
                 out.extend(MODEL_NAMES)
-            elif key in MODEL_NAMES:
+            elif key in MODEL_NAMES or (blends and key in BLEND_KEYS):
                 out.append(key)
             else:
-                raise DataError(f"unknown model {part.strip()!r}", None, f"Use {MODEL_HELP}.")
+                raise DataError(f"unknown model {part.strip()!r}", None, hint)
     if not out:
-        raise DataError("no model chosen", None, f"Use {MODEL_HELP}.")
+        raise DataError("no model chosen", None, hint)
     return tuple(dict.fromkeys(out))
 
 
@@ -83,6 +97,14 @@ def _check_models(value: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_fitted_models(value: tuple[str, ...]) -> str | None:
+    try:
+        model_keys(value, blends=True)
+    except DataError as exc:
+        return exc.problem
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class GPFitConfig(JobConfig):
     """What ``cv`` and ``train`` share: the data, the models and their fitting settings."""
@@ -121,8 +143,12 @@ class GPFitConfig(JobConfig):
     threads: int = param(1, "CPU threads for torch (the deep GP models are small: one thread was fastest)",
                          min=1, group="compute")
 
+    # whether ``models`` may name a blend ("gblup+deepgs"): a fitted, saved model (train); cv scores
+    # blends through its ``ensemble`` setting instead, each beside its parts
+    BLENDS: ClassVar[bool] = False
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "models", model_keys(self.models))
+        object.__setattr__(self, "models", model_keys(self.models, blends=self.BLENDS))
         for name, vals in (self.params or {}).items():
             if not isinstance(vals, dict):
                 raise DataError(f"params[{name!r}] must be an object of that model's parameters", None,
@@ -157,7 +183,10 @@ class GPTrainConfig(GPFitConfig):
     """``app.engine.gp.jobs:train``: fit on every phenotyped line, save the models and GEBVs of all lines."""
 
     JOB: ClassVar[str] = "gp.train"
+    BLENDS: ClassVar[bool] = True
 
+    models: tuple[str, ...] = param(("gblup",), BLEND_HELP, kind="list", flag="--model", metavar="MODEL",
+                                    suggestions=("gblup", "deepgs", "gblup+deepgs"), check=_check_fitted_models)
     run_dir: str = param(help="run folder to create", kind="path", flag="--out", metavar="RUN")
 
 
@@ -173,14 +202,14 @@ class GPPredictConfig(JobConfig):
     out: str = param(help="predictions table to write (ID + one column per model)", kind="path", metavar="CSV")
     orientation: str = param("auto", ORIENTATION_HELP, choices=ORIENTATIONS, group="data")
     models: tuple[str, ...] | None = param(None, "only these of the run's models", kind="list", metavar="NAMES",
-                                           suggestions=("gblup", "deepgs"),
-                                           none_label="all of the run's", check=_check_models)
+                                           suggestions=("gblup", "deepgs", "gblup+deepgs"),
+                                           none_label="all of the run's", check=_check_fitted_models)
     threads: int = param(1, "CPU threads for torch", min=1, group="compute")
 
     def __post_init__(self) -> None:
         if self.models is not None:
-            object.__setattr__(self, "models", model_keys(self.models))
+            object.__setattr__(self, "models", model_keys(self.models, blends=True))
 
 
-__all__ = ["ENSEMBLE_HELP", "MODEL_HELP", "GPCVConfig", "GPFitConfig", "GPPredictConfig", "GPTrainConfig",
-           "ensemble_keys", "model_keys"]
+__all__ = ["BLEND_HELP", "BLEND_KEYS", "BLEND_PREFIX", "ENSEMBLE_HELP", "MODEL_HELP", "GPCVConfig", "GPFitConfig",
+           "GPPredictConfig", "GPTrainConfig", "blend_part", "ensemble_keys", "model_keys"]

@@ -4,7 +4,9 @@
   ``RUN/metrics.json``, ``RUN/predictions.csv`` (out-of-fold) and ``RUN/importance.csv``.
 * ``train(config, reporter)``: fit on all phenotyped lines; writes ``RUN/models/NAME/``, ``RUN/markers.csv``,
   ``RUN/gp_model.json``, ``RUN/gebv.csv`` (every genotyped line), ``RUN/gebv_unphenotyped.csv`` and
-  ``RUN/importance.csv``.
+  ``RUN/importance.csv``. A model may be a blend, ``gblup+deepgs``: GBLUP and DeepGS fitted on all lines,
+  averaged with the weight chosen on the networks' inner validation lines (training lines only), saved in
+  ``RUN/models/GBLUP+DeepGS/`` (``ensemble.json`` holds the weight, which ``predict`` applies).
 * ``predict(config, reporter)``: load a train run's models, put new genotypes on their markers
   (``align_markers``) and write a CSV of predictions with the line IDs.
 
@@ -40,7 +42,14 @@ from app.data.genotype import (
 from app.data.jsonsafe import write_json
 from app.engine.gp.base import MODEL_NAMES, FitFn, FittedModel
 from app.engine.gp.cv import ModelSpec, make_folds, run_cv
-from app.engine.gp.job_configs import GPCVConfig, GPPredictConfig, GPTrainConfig, ensemble_keys, model_keys
+from app.engine.gp.job_configs import (
+    GPCVConfig,
+    GPPredictConfig,
+    GPTrainConfig,
+    blend_part,
+    ensemble_keys,
+    model_keys,
+)
 from app.engine.reporter import Reporter, ensure_reporter
 from app.engine.results import GPCVResult, GPPredictResult, GPTrainResult
 
@@ -90,6 +99,16 @@ def model_params(key: str, config: dict[str, Any]) -> dict[str, Any]:
         if str(name).lower() == key and isinstance(vals, dict):
             out.update(vals)
     return out
+
+
+def display_name(key: str) -> str:
+    """The display name of a model key: "deepgs" -> "DeepGS", the blend "gblup+deepgs" -> "GBLUP+DeepGS"."""
+    part = blend_part(key)
+    if part is None:
+        return DISPLAY[key]
+    from app.engine.gp.ensemble import ensemble_name
+
+    return ensemble_name(DISPLAY[part])
 
 
 def ensemble_spec(key: str) -> ModelSpec:
@@ -326,6 +345,21 @@ def cv(config: GPCVConfig | dict[str, Any], reporter: Reporter | None = None) ->
     return GPCVResult.from_dict(out)
 
 
+def _fit_for_train(key: str, fitted: dict[str, FittedModel], geno_y: GenotypeMatrix, inp: Inputs,
+                   config: dict[str, Any], seed: int, device: str, rep: Reporter) -> FittedModel:
+    """Fit one model of a train run on every training line; a blend takes its already fitted parts and
+    chooses its weight on the deep networks' inner validation lines (training lines only)."""
+    part = blend_part(key)
+    if part is None:
+        return fit_function(key)(geno_y, inp.y.copy(), params=model_params(key, config), seed=seed, device=device,
+                                 reporter=rep, all_geno=inp.geno)
+    from app.engine.gp.ensemble import fit_ensemble
+    from app.engine.gp.gblup import fit_gblup
+
+    return fit_ensemble(display_name(key), geno_y, inp.y.copy(), fitted["gblup"], fitted[part], fit_gblup=fit_gblup,
+                        seed=seed)
+
+
 def train(config: GPTrainConfig | dict[str, Any], reporter: Reporter | None = None) -> GPTrainResult:
     """Fit the chosen models on every phenotyped line, save them and write GEBVs of every genotyped line;
     every setting is a field of ``GPTrainConfig``."""
@@ -346,25 +380,42 @@ def train(config: GPTrainConfig | dict[str, Any], reporter: Reporter | None = No
     importance: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {}
     models_dir = run / "models"
-    rep.progress(0, len(keys))
-    for i, k in enumerate(keys):
+    # a blend needs its parts fitted first (on the same lines); a part not asked for is fitted, not saved
+    parts = [p for p in (blend_part(k) for k in keys) if p is not None]
+    order = list(dict.fromkeys([*[k for k in keys if blend_part(k) is None], *(["gblup"] if parts else []),
+                                *parts, *[k for k in keys if blend_part(k) is not None]]))
+    fitted: dict[str, FittedModel] = {}
+    secs: dict[str, float] = {}
+    rep.progress(0, len(order))
+    for i, k in enumerate(order):
         rep.check_cancel()
-        name = DISPLAY[k]
+        name = display_name(k)
         t0 = time.perf_counter()
-        model = fit_function(k)(geno_y, inp.y.copy(), params=model_params(k, config), seed=seed, device=device,
-                                reporter=rep, all_geno=inp.geno)
+        model = _fit_for_train(k, fitted, geno_y, inp, config, seed, device, rep)
+        fitted[k] = model
+        secs[k] = time.perf_counter() - t0
+        if blend_part(k) is not None:  # a blend's cost includes its parts'
+            secs[k] += secs["gblup"] + secs[str(blend_part(k))]
+        if k not in keys:
+            rep.progress(i + 1, len(order))
+            continue
         model.save(models_dir / name)
         gebv[name] = np.asarray(model.predict(inp.geno), dtype=np.float64).reshape(-1)
         imp = model.importance()
         if imp is not None:
             importance[name] = np.asarray(imp, dtype=np.float64).reshape(inp.geno.n_markers, -1).mean(axis=1)
-        info[name] = {"seconds": round(time.perf_counter() - t0, 3), "warnings": list(model.notes.warnings),
+        info[name] = {"seconds": round(secs[k], 3), "warnings": list(model.notes.warnings),
                       "folder": str(models_dir / name)}
         if k == "gblup":
             info[name]["varcomp"] = getattr(model, "varcomp", None)
+        elif blend_part(k) is not None:
+            info[name].update(weight_deep=model.notes.info["weight_deep"],
+                              inner_val_lines=model.notes.info["inner_val_lines"])
+            rep.log(f"{name}: weight {model.notes.info['weight_deep']:.2f} on {display_name(blend_part(k))}, "
+                    f"chosen on {model.notes.info['inner_val_lines']} inner validation lines of the training lines")
         for w in model.notes.warnings:
             rep.log(f"{name}: {w}", level="warning")
-        rep.progress(i + 1, len(keys))
+        rep.progress(i + 1, len(order))
     markers = inp.geno.markers[["id", "chrom", "pos", "ref", "alt"]].astype({"id": str, "chrom": str})
     write_csv_atomic(markers, run / MARKERS_CSV, index=False)
     gpath, npath = run / "gebv.csv", run / "gebv_unphenotyped.csv"
@@ -374,14 +425,14 @@ def train(config: GPTrainConfig | dict[str, Any], reporter: Reporter | None = No
     ipath = run / "importance.csv"
     if importance:
         write_csv_atomic(_importance_table(inp.geno, importance), ipath, index=False)
-    doc = {"format": "omicslab-gp-run", "version": 1, "trait": inp.trait, "models": [DISPLAY[k] for k in keys],
+    doc = {"format": "omicslab-gp-run", "version": 1, "trait": inp.trait, "models": [display_name(k) for k in keys],
            "coding": inp.geno.coding, "n_train": len(inp.ids), "n_markers": inp.geno.n_markers,
            "n_genotyped": inp.geno.n_samples, "n_unphenotyped": len(new), "seed": seed,
            "geno": str(config["geno"]), "pheno": str(config["pheno"]), "join": inp.join.to_dict(),
            "notes": inp.notes, "fits": info}
     write_json(run / MODEL_INFO, doc)
     rep.artifact("gebv", str(gpath))
-    rep.log(f"trained {', '.join(DISPLAY[k] for k in keys)} on {len(inp.ids)} lines; GEBVs of "
+    rep.log(f"trained {', '.join(display_name(k) for k in keys)} on {len(inp.ids)} lines; GEBVs of "
             f"{inp.geno.n_samples} lines ({len(new)} without a phenotype) in {gpath}")
     return GPTrainResult.from_dict({**doc, "run_dir": str(run), "models_dir": str(models_dir), "gebv_csv": str(gpath),
                    "gebv_unphenotyped_csv": str(npath), "importance_csv": str(ipath) if importance else None})
@@ -406,7 +457,7 @@ def predict(config: GPPredictConfig | dict[str, Any], reporter: Reporter | None 
     doc = json.loads((run / MODEL_INFO).read_text(encoding="utf-8"))
     names = only or list(doc["models"])
     if config.get("models"):
-        want = {DISPLAY[k] for k in resolve_models(config["models"])}
+        want = {display_name(k) for k in model_keys(config["models"], blends=True)}
         missing = sorted(want - set(doc["models"]))
         if missing:
             raise DataError(f"the run has no {', '.join(missing)} model", run,
@@ -440,5 +491,5 @@ def predict(config: GPPredictConfig | dict[str, Any], reporter: Reporter | None 
                        "n_absent": report.n_absent, "n_flipped": report.n_flipped, "text": report.to_text()}})
 
 
-__all__ = ["DISPLAY", "Inputs", "cv", "ensemble_spec", "find_train_run", "fit_function", "load_inputs", "load_model",
-           "model_params", "model_spec", "predict", "resolve_models", "resolve_trait", "train"]
+__all__ = ["DISPLAY", "Inputs", "cv", "display_name", "ensemble_spec", "find_train_run", "fit_function", "load_inputs",
+           "load_model", "model_params", "model_spec", "predict", "resolve_models", "resolve_trait", "train"]

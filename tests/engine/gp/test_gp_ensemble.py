@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,47 @@ def test_saved_ensemble_predicts_the_same(tmp_path: Path) -> None:
     model.save(tmp_path / "ens")
     back = load_model(tmp_path / "ens")
     np.testing.assert_allclose(back.predict(geno), model.predict(geno), rtol=1e-6)
+
+
+def _train_blend(tmp_path: Path, pheno: pd.DataFrame, name: str) -> Path:
+    from app.data.demo import genotype_demo_paths
+    from app.engine.gp.jobs import train
+
+    ppath = tmp_path / f"{name}.csv"
+    pheno.to_csv(ppath, index=False)
+    run = tmp_path / name
+    res = train({"geno": str(genotype_demo_paths()["geno"]), "pheno": str(ppath), "trait": "trait",
+                 "models": ["gblup+deepgs"], "epochs": 3, "params": {"deepgs": {"ensemble": 2}},
+                 "max_markers": 300, "max_lines": 150, "seed": 2, "device": "cpu", "run_dir": str(run)})
+    assert res.models == ["GBLUP+DeepGS"] and 0 <= res.fits["GBLUP+DeepGS"]["weight_deep"] <= 1
+    return run
+
+
+def test_trained_blend_weight_never_sees_held_out_lines(tmp_path: Path) -> None:
+    """``gp train --model gblup+deepgs``: the weight comes from inner validation lines of the training
+    lines; the phenotypes of lines left out of training (``max_lines``) change nothing."""
+    from app.data.demo import genotype_demo_paths
+
+    pheno = pd.read_csv(genotype_demo_paths()["pheno"])
+    run = _train_blend(tmp_path, pheno, "a")
+    doc = json.loads((run / "gp_model.json").read_text())
+    assert doc["models"] == ["GBLUP+DeepGS"] and doc["n_train"] == 150
+    gebv = pd.read_csv(run / "gebv.csv")
+    train_ids = set(gebv.ID[gebv.training])
+    held = pheno.id.isin(set(gebv.ID[~gebv.training]))
+    assert held.sum() == 400 - 150
+    ens = json.loads((run / "models" / "GBLUP+DeepGS" / "ensemble.json").read_text())
+    assert 0.0 <= ens["weight_deep"] <= 1.0 and ens["info"]["inner_val_lines"] > 0
+    deep_info = load_model(run / "models" / "GBLUP+DeepGS" / "deep").notes.info
+    val_ids = {s for ids in deep_info["inner_val_samples"] for s in ids}
+    assert val_ids and val_ids <= train_ids  # chosen on training lines only
+    assert sum(len(v) for v in deep_info["inner_val_samples"]) == ens["info"]["inner_val_lines"]
+
+    other = pheno.copy()  # scramble the held-out lines' phenotypes: nothing of the fit may move
+    other.loc[held, "trait"] = np.random.default_rng(9).normal(50, 30, int(held.sum()))
+    run_b = _train_blend(tmp_path, other, "b")
+    ens_b = json.loads((run_b / "models" / "GBLUP+DeepGS" / "ensemble.json").read_text())
+    assert ens_b["weight_deep"] == ens["weight_deep"]
+    assert ens_b["info"]["inner_val_r_by_weight"] == ens["info"]["inner_val_r_by_weight"]
+    gebv_b = pd.read_csv(run_b / "gebv.csv")
+    np.testing.assert_allclose(gebv_b["GBLUP+DeepGS"], gebv["GBLUP+DeepGS"], rtol=1e-6, atol=1e-6)
