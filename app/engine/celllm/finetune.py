@@ -463,7 +463,8 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
         run_path, n_cells=int(cfg["live_cells"]), seed=seed, model=model, head=head, classes=classes, cells=cells,
         labels=labels, cell_ids=obs_names, counts=counts, label_key=cfg.get("label_key"),
         batches=live_mod.column_values(adata.obs, cfg.get("batch_key"), cfg["data"]), batch_key=cfg.get("batch_key"),
-        device=dev, pooling=pooling, reporter=rep, resume_epoch=start_epoch if last is not None else None)
+        device=dev, pooling=pooling, reporter=rep, resume_epoch=start_epoch if last is not None else None,
+        readout=readout, features=feats)
     steps_per_epoch = math.ceil(len(split.train) / bs)
     t_loop, c_loop = time.perf_counter(), time.process_time()
     t_train, c_train, n_trained = 0.0, 0.0, 0  # for the training cells/s the benchmark reports

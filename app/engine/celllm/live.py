@@ -125,6 +125,8 @@ class LiveMap:
     batch_key: str | None = None
     head: torch.nn.Module | None = None
     classes: list[str] | None = None
+    readout: Any = None  # a cls+linear fine-tune's linear path (readout.Readout) and its subsample's features
+    features: Any = None
     contrastive: bool = False
     kind: str = "finetune"
     batch_size: int = 128
@@ -196,9 +198,9 @@ class LiveMap:
         was_training = self.model.training
         head_training = self.head.training if self.head is not None else False
         lm = LoadedModel(self.model, None, [], {}, self.run_dir, head=self.head, classes=self.classes,
-                         pooling=self.pooling)
+                         pooling=self.pooling, readout=self.readout)
         try:
-            emb, probs = infer(lm, self.cells, self.device, self.batch_size)
+            emb, probs = infer(lm, self.cells, self.device, self.batch_size, features=self.features)
             align = self._alignment() if self.contrastive else None
         finally:
             self.model.train(was_training)
@@ -321,7 +323,8 @@ def column_values(obs: Any, key: str | None, source: Any = None) -> list[str] | 
 def for_finetune(run_dir: str | Path, *, n_cells: int, seed: int, model: torch.nn.Module, head: torch.nn.Module,
                  classes: list[str], cells: list, labels: np.ndarray, cell_ids: np.ndarray, counts: Any,
                  batches: list[str] | None, batch_key: str | None, label_key: str | None, device: torch.device,
-                 pooling: str, reporter: Reporter, resume_epoch: int | None = None) -> LiveMap | None:
+                 pooling: str, reporter: Reporter, resume_epoch: int | None = None, readout: Any = None,
+                 features: Any = None) -> LiveMap | None:
     """The live map of a fine-tuning run (None when ``n_cells`` is 0): a stratified subsample of all
     labelled cells (train, validation and test), with the head's class probabilities at each refresh."""
     if int(n_cells) <= 0:
@@ -330,7 +333,8 @@ def for_finetune(run_dir: str | Path, *, n_cells: int, seed: int, model: torch.n
     lm = LiveMap(Path(run_dir), model, cells[sub], [str(c) for c in np.asarray(cell_ids)[sub]],
                  device, pooling, labels=[str(v) for v in np.asarray(labels)[sub]],
                  batches=[batches[i] for i in sub] if batches is not None else None, label_key=label_key,
-                 batch_key=batch_key, head=head, classes=list(classes), kind="finetune", reporter=reporter)
+                 batch_key=batch_key, head=head, classes=list(classes), kind="finetune", reporter=reporter,
+                 readout=readout, features=features.take(sub) if features is not None else None)
     lm.start(counts[sub] if counts is not None else None, resume_epoch=resume_epoch)
     reporter.log(f"live map: {len(sub)} cells, refreshed at every epoch end (live_cells={n_cells})")
     return lm

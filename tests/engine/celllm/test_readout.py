@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from app.engine.celllm.baseline import FittedLinear, fit_celltypist, log_normalise
 from app.engine.celllm.embed import LoadedModel, embed_adata, infer, load_for_inference, resolve_model_dir
 from app.engine.celllm.finetune import finetune, stratified_subsample
+from app.engine.celllm.live import LIVE_DIR
 from app.engine.celllm.readout import READOUT_FILE, from_fit, load_readout
 from app.engine.celllm.splits import stratified_split
 from app.engine.celllm.tokenize import tokenize_counts
@@ -114,11 +115,14 @@ def test_finetune_cls_linear_stores_the_readout_and_embed_applies_it(shared_data
     sub.write_h5ad(data)
     run = tmp_path / "run"
     m = finetune({"data": str(data), "label_key": "cell_type", "run_dir": str(run), "epochs": 1, "max_len": 64,
-                  "seed": 0, "device": "cpu", "threads": 1, "readout": "cls+linear", "live_cells": 0})
+                  "seed": 0, "device": "cpu", "threads": 1, "readout": "cls+linear", "live_cells": 40})
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["readout"] == "cls+linear"
     assert metrics["history"] and metrics["best_epoch"] in (0, 1)  # epoch 0 = the baseline's linear path
     assert (run / "model" / READOUT_FILE).is_file()
+    # the live map's class probabilities include the linear path: at epoch 0 (zero head) they are the baseline's
+    live0 = np.load(run / LIVE_DIR / "probs-0000.npy")
+    assert live0.shape == (40, len(metrics["classes"])) and live0.std() > 0.01
     if m["best_epoch"] == 0:  # kept the starting point: CellLM's test predictions are the baseline's
         pred = pd.read_csv(run / "test_predictions.csv")
         assert (pred["celllm"] == pred["baseline"]).all()
