@@ -14,6 +14,8 @@ Default (``--suite speed``), in one run:
 
 ``--suite panels`` cross-validates every trait of ``--datasets`` (wheat599, rice44k; maize282 and sorghum
 too) with ``--repeats`` and ``--ensemble``, one row per trait: mean ± SD over repeats, difference to GBLUP.
+``--markdown`` prints the README's table; ``--from-json A.json B.json ...`` merges saved ``--json`` outputs of
+several runs (e.g. one deep model per run, GBLUP in each: same seed, same folds) into that table.
 
 Seconds are fit + predict time; the runner adds the load average and core count (the figures mean little
 without them). The README's GBLUP reference values are 10-fold x 5 repeats, shown for orientation only.
@@ -70,6 +72,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--synthetic-lines", type=int, default=2000)
     ap.add_argument("--synthetic-markers", type=int, default=1000)
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (holds genotype/)")
+    ap.add_argument("--markdown", action="store_true", help="panels suite: print the README's table (markdown)")
+    ap.add_argument("--from-json", nargs="+", default=None, metavar="JSON",
+                    help="panels suite: run nothing; merge these saved --json outputs (rows of one trait from "
+                         "several runs, e.g. one deep model each) and print the README's table")
     return ap.parse_args(argv)
 
 
@@ -234,12 +240,75 @@ def _speed_text(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PANEL_COLUMNS = ("GBLUP", "DNNGP", "DeepGS", "DLGWAS", "GBLUP+DNNGP", "GBLUP+DeepGS", "GBLUP+DLGWAS")
+
+
+def merge_panel_runs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of several panels-suite outputs merged by (dataset, trait): each model's figures with the load
+    average of the run that measured it. GBLUP is in every run (the paired difference needs it on the same
+    folds); the same seed gives the same folds, so its figures must agree across runs.
+
+    Raises:
+        ValueError: runs of one trait on different folds (GBLUP's repeat means differ).
+    """
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for doc in docs:
+        load = (doc.get("machine") or {}).get("load_1m_mean")
+        for row in doc.get("rows") or []:
+            key = (row["dataset"], row["trait"])
+            m = merged.setdefault(key, {**{k: row[k] for k in ("dataset", "trait", "n_lines", "n_markers")},
+                                        "readme_gblup_10x5": row.get("readme_gblup_10x5"), "models": {}})
+            for name, fig in row["models"].items():
+                old = m["models"].get(name)
+                if name == "GBLUP" and old is not None:
+                    a, b = old["pearson_repeat_means"], fig["pearson_repeat_means"]
+                    if len(a) != len(b) or max(abs(x - y) for x, y in zip(a, b, strict=True)) > 1e-6:
+                        raise ValueError(f"{key}: GBLUP differs between runs (different folds or seeds)")
+                m["models"][name] = {**fig, "load_1m_mean": load, "folds": doc.get("folds"),
+                                     "repeats": doc.get("repeats")}
+    return list(merged.values())
+
+
+def _cell(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return "not run"
+    out = _pm(m)
+    vs = m.get("vs_gblup")
+    if vs and vs.get("mean") is not None:
+        out += f" ({vs['mean']:+.3f} [{vs['low']:+.3f}, {vs['high']:+.3f}])"
+    return out
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The README's GP table: one row per panel and trait; each model's r mean ± SD over repeats and, beside
+    it, its paired difference to GBLUP with the 95 % interval; the load average of the runs."""
+    head = ["panel", "trait", "lines x markers", *PANEL_COLUMNS, "load (1-min mean)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        loads = sorted({m["load_1m_mean"] for m in r["models"].values() if m.get("load_1m_mean") is not None})
+        load = "-" if not loads else (f"{loads[0]:.1f}" if len(loads) == 1 else f"{loads[0]:.1f}-{loads[-1]:.1f}")
+        cells = [r["dataset"], r["trait"], f"{r['n_lines']} x {r['n_markers']:,}",
+                 *[_cell(r["models"].get(c)) for c in PANEL_COLUMNS], load]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; prints a table (or one JSON object with --json)."""
     args = _parse(list(argv or []))
     from app.data.errors import OmicsLabError
     from app.engine.device import set_threads
 
+    if args.from_json:
+        try:
+            docs = [json.loads(Path(f).read_text(encoding="utf-8")) for f in args.from_json]
+            rows = merge_panel_runs(docs)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"error: cannot merge the saved runs ({exc}); give outputs of `bench gp --suite panels --json`",
+                  file=sys.stderr)
+            return 2
+        print(markdown_table(rows))
+        return 0
     threads = set_threads(args.threads)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     bad = [n for n in names if n not in DATASETS]
@@ -281,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
           "folds; seconds = fit + predict over the folds")
     if args.suite == "speed":
         print(_speed_text(out))
+    elif args.markdown:
+        print(markdown_table(merge_panel_runs([out])))
     else:
         for r in out["rows"]:
             ref = r.get("readme_gblup_10x5")

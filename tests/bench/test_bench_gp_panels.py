@@ -1,0 +1,57 @@
+"""``bench gp --suite panels``: runs of one trait (one deep model each, GBLUP in each) merge into the README's
+table; runs on different folds are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.bench.gp import main, markdown_table, merge_panel_runs
+
+
+def _fig(repeat_means: list[float], vs: dict | None = None) -> dict:
+    mean = sum(repeat_means) / len(repeat_means)
+    return {"pearson_mean": mean, "pearson_mean_over_repeats": mean, "pearson_sd_over_repeats": 0.01,
+            "pearson_repeat_means": repeat_means, "seconds": 1.0, "vs_gblup": vs}
+
+
+def _doc(models: dict, load: float) -> dict:
+    return {"folds": 5, "repeats": 3, "machine": {"load_1m_mean": load},
+            "rows": [{"dataset": "wheat599", "trait": "E1", "n_lines": 599, "n_markers": 1279,
+                      "readme_gblup_10x5": 0.512, "models": models}]}
+
+
+def test_runs_of_one_trait_merge_into_one_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    g = _fig([0.50, 0.51, 0.52])
+    vs = {"mean": 0.02, "low": 0.01, "high": 0.03}
+    a = _doc({"GBLUP": g, "DeepGS": _fig([0.52, 0.53, 0.54], vs)}, 1.5)
+    b = _doc({"GBLUP": g, "DNNGP": _fig([0.40, 0.41, 0.42], {"mean": -0.1, "low": -0.12, "high": -0.08})}, 3.0)
+    rows = merge_panel_runs([a, b])
+    assert len(rows) == 1 and set(rows[0]["models"]) == {"GBLUP", "DeepGS", "DNNGP"}
+    table = markdown_table(rows).splitlines()
+    assert len(table) == 3 and table[0].startswith("| panel | trait |")
+    cells = [c.strip() for c in table[2].strip("|").split("|")]
+    assert cells[:3] == ["wheat599", "E1", "599 x 1,279"]
+    assert cells[3] == "0.510 ± 0.010"  # GBLUP
+    assert cells[4] == "0.410 ± 0.010 (-0.100 [-0.120, -0.080])"  # DNNGP, behind GBLUP
+    assert cells[5] == "0.530 ± 0.010 (+0.020 [+0.010, +0.030])"  # DeepGS
+    assert cells[6] == "not run" and cells[-1] == "1.5-3.0"
+
+    for i, d in enumerate((a, b)):  # the CLI twin reads saved --json outputs
+        (tmp_path / f"{i}.json").write_text(json.dumps(d))
+    assert main(["--suite", "panels", "--from-json", str(tmp_path / "0.json"), str(tmp_path / "1.json")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[2] == table[2]
+
+
+def test_runs_on_different_folds_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = _doc({"GBLUP": _fig([0.50, 0.51, 0.52])}, 1.0)
+    b = _doc({"GBLUP": _fig([0.49, 0.51, 0.53])}, 1.0)  # another seed: other folds, other GBLUP repeat means
+    with pytest.raises(ValueError, match="GBLUP differs"):
+        merge_panel_runs([a, b])
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert main(["--suite", "panels", "--from-json", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "GBLUP differs" in err and "Traceback" not in err
