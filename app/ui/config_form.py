@@ -22,6 +22,8 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QHBoxLayout,
+    QLabel,
     QLineEdit,
     QSpinBox,
     QWidget,
@@ -37,6 +39,15 @@ def spec_for_value(name: str, value: Any, help: str = "") -> FieldSpec:
     kind = ("bool" if isinstance(value, bool) else "int" if isinstance(value, int)
             else "float" if isinstance(value, float) else "str")
     return FieldSpec(name=name, kind=kind, default=value, help=help, advanced=True)
+
+
+def split_none_label(label: str) -> tuple[str, str]:
+    """A spin box's special-value text and the detail shown beside it: "by preset (tiny 1e-3, small 5e-4)" ->
+    ("by preset", "tiny 1e-3, small 5e-4"). The whole label cut off inside a narrow editor read as noise."""
+    head, sep, tail = label.partition(" (")
+    if not sep or not head.strip():
+        return label, ""
+    return head.strip(), tail.rstrip(")").strip()
 
 
 def _decimals(spec: FieldSpec, value: float) -> int:
@@ -55,12 +66,13 @@ class ConfigForm(QWidget):
         self.form = QFormLayout(self)
         self.editors: dict[str, QWidget] = {}
         self.specs: dict[str, FieldSpec] = {}
+        self.hints: dict[str, QLabel] = {}  # the grey detail beside a spin box at its "None" meaning
 
     def build(self, specs: Iterable[FieldSpec], values: dict[str, Any]) -> None:
         """One editor per spec, showing ``values[name]`` (the form's starting values)."""
         while self.form.rowCount():
             self.form.removeRow(0)
-        self.editors, self.specs = {}, {}
+        self.editors, self.specs, self.hints = {}, {}, {}
         for spec in specs:
             ed = self._editor(spec, values.get(spec.name, spec.default))
             self.editors[spec.name] = ed
@@ -68,7 +80,31 @@ class ConfigForm(QWidget):
             label = spec.name.split(".", 1)[-1].replace("_", " ")
             if spec.unit and spec.unit not in label:  # "batch size (cells)", not "epochs (epochs)"
                 label += f" ({spec.unit})"
-            self.form.addRow(label + ":", ed)
+            self.form.addRow(label + ":", self._with_hint(spec, ed))
+
+    def _with_hint(self, spec: FieldSpec, ed: QWidget) -> QWidget:
+        """A spin box whose "None" meaning has a detail: the detail in grey beside it, while it shows that
+        meaning (at its lowest value)."""
+        detail = split_none_label(spec.none_label)[1] if isinstance(ed, QSpinBox | QDoubleSpinBox) else ""
+        if not (detail and spec.nullable):
+            return ed
+        hint = QLabel(detail)
+        hint.setStyleSheet("color: #666;")
+        hint.setObjectName(f"hint_{spec.name}")
+        row = QWidget()
+        lay = QHBoxLayout(row)
+        lay.setContentsMargins(0, 0, 0, 0)
+        ed.setMinimumWidth(ed.maximumWidth())  # as wide as the editors of the other rows
+        lay.addWidget(ed)
+        lay.addWidget(hint, 1)
+        self.hints[spec.name] = hint
+
+        def show(_: object = None) -> None:
+            hint.setVisible(ed.value() == ed.minimum())
+
+        ed.valueChanged.connect(show)
+        show()
+        return row
 
     def _editor(self, spec: FieldSpec, value: Any) -> QWidget:
         tip = spec.help or ""
@@ -99,7 +135,7 @@ class ConfigForm(QWidget):
                 ed.setSingleStep(base / 10 if base else 10 ** -min(ed.decimals(), 4))
             ed.setRange(int(lo) if spec.kind == "int" else float(lo), int(hi) if spec.kind == "int" else float(hi))
             if special:
-                ed.setSpecialValueText(spec.none_label)
+                ed.setSpecialValueText(split_none_label(spec.none_label)[0])  # the detail sits beside it
             ed.setValue(value if value is not None else lo)
             ed.valueChanged.connect(self.changed)
         else:
@@ -153,4 +189,4 @@ class ConfigForm(QWidget):
             ed.setText(str(value))
 
 
-__all__ = ["ConfigForm", "spec_for_value"]
+__all__ = ["ConfigForm", "spec_for_value", "split_none_label"]

@@ -99,6 +99,27 @@ def efficiency_curves(ev: dict[str, Any], metric: str = "macro_f1") -> list[Curv
     return out
 
 
+def gp_over_repeats(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """A GP cross-validation with repeats > 1: per model, (Pearson r mean ± SD over repeats, the paired
+    difference to GBLUP: mean ± 95 % half-width and its reading); {} with one repeat (nothing to add to the
+    per-fold SD)."""
+    out: dict[str, tuple[str, str]] = {}
+    for name, m in (result.get("models") or {}).items():
+        if not isinstance(m, dict) or int(m.get("n_repeats") or 0) < 2:
+            continue
+        over = _text((m.get("over_repeats") or {}).get("pearson"))
+        vs = m.get("vs_gblup") or {}
+        if vs.get("mean") is None:
+            diff = "reference" if name == (vs.get("reference") or "GBLUP") else "-"
+        else:
+            word = ("ahead" if (vs.get("low") or 0) > 0 else "behind" if (vs.get("high") or 0) < 0
+                    else "not distinguishable") if vs.get("half_width") is not None else "one repeat"
+            hw = "" if vs.get("half_width") is None else f" ± {vs['half_width']:.3f}"
+            diff = f"{vs['mean']:+.3f}{hw} ({word})"
+        out[str(name)] = (over, diff)
+    return out
+
+
 def headline(ev: dict[str, Any]) -> str:
     """One line above the table: repeats, cells, classes, starting model."""
     n_test = sorted({r.get("n_test") for r in ev.get("rows") or [] if r.get("n_test") is not None})
@@ -108,5 +129,5 @@ def headline(ev: dict[str, Any]) -> str:
             f"({len(ev.get('classes') or [])} classes){test}; start: {Path(str(ev.get('init') or 'shipped')).name}")
 
 
-__all__ = ["METHOD_NAMES", "Curve", "efficiency_curves", "headline", "is_evaluation", "method_rows",
+__all__ = ["METHOD_NAMES", "Curve", "efficiency_curves", "gp_over_repeats", "headline", "is_evaluation", "method_rows",
            "read_evaluation", "verdicts"]

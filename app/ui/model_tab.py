@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -134,20 +137,31 @@ class ModelTab(QWidget):
 
         self.next_btn = QPushButton("Next: Train →")
         self.next_btn.clicked.connect(lambda: self.session.show_step("train"))
-        lay = QVBoxLayout(self)
+        # the settings scroll (the Advanced form is long): the window keeps its size, Next stays in view
+        body = QWidget()
+        lay = QVBoxLayout(body)
         lay.addWidget(self.task_box)
         lay.addWidget(self.task_help)
         lay.addWidget(self.model_box)
         lay.addWidget(self.compare_box)
         lay.addLayout(drow)
-        lay.addWidget(self.advanced)
-        lay.addWidget(self.eval_box)
+        arow = QHBoxLayout()  # the repeated evaluation's settings beside the Advanced form, using the width
+        arow.addWidget(self.advanced, 1)
+        arow.addWidget(self.eval_box, 1, Qt.AlignmentFlag.AlignTop)
+        lay.addLayout(arow)
         crow2 = QHBoxLayout()
         crow2.addWidget(self.cluster_btn)
         crow2.addStretch(1)
         lay.addLayout(crow2)
         lay.addStretch(1)
-        lay.addWidget(self.next_btn)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(body)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll, 1)
+        outer.addWidget(self.next_btn)
         self.model_btn.clicked.connect(self._choose_model)
         self.model_reset.clicked.connect(lambda: self.set_model_dir(str(CELLLM_TINY)))
         self.state.events.dataset.connect(self.rebuild)

@@ -542,9 +542,8 @@ class CurvesWidget(QWidget):
         self.metric.setVisible(has_metric or not has_loss)
 
     def clear(self) -> None:
-        """Forget every series."""
-        for c in self.curves.values():
-            c.getViewBox().removeItem(c) if c.getViewBox() else None
+        """Forget every series (``PlotItem.clear`` removes the curves it added: removing them first as well made
+        Qt warn "removeItem: item's scene is different" at every clear)."""
         self.loss.clear()
         self.metric.clear()
         self.data, self.curves = {}, {}
@@ -707,21 +706,28 @@ def label_efficiency(plot: pg.PlotWidget, curves: list[Any], metric: str = "macr
     from app.ui.evaluation import METHOD_NAMES
 
     plot.clear()
-    plot.setTitle(f"Label efficiency: {metric} on the test cells (mean ± SD over repeats)")
-    if not plot.plotItem.legend:
-        plot.addLegend(offset=(-5, -5), brush=pg.mkBrush(255, 255, 255, 215), pen=pg.mkPen("#cccccc"))
+    plot.setTitle("Label efficiency")  # short: a long title widens the plot's layout past a narrow pane
+    # the legend in a row of its own under the axis: no corner of the plot is sure to be free of points
+    pi = plot.plotItem
+    legend = getattr(plot, "_efficiency_legend", None)
+    if legend is None:
+        legend = plot._efficiency_legend = pg.LegendItem(colCount=3)
+        pi.layout.addItem(legend, pi.layout.rowCount(), 1)
+    legend.clear()
     fracs: set[float] = set()
     for k, c in enumerate(curves):
         colour = EFFICIENCY_COLOURS.get(c.method, PALETTE[(k + 3) % len(PALETTE)])
         x = np.log10(c.fraction)
         plot.addItem(pg.ErrorBarItem(x=x, y=c.mean, height=2 * c.sd, beam=0.04, pen=pg.mkPen(colour, width=1.5)))
-        plot.plot(x, c.mean, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=7, symbolBrush=colour,
-                  symbolPen=None, name=METHOD_NAMES.get(c.method, c.method))
+        line = plot.plot(x, c.mean, pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=7, symbolBrush=colour,
+                         symbolPen=None)
+        legend.addItem(line, METHOD_NAMES.get(c.method, c.method))
         fracs.update(float(f) for f in c.fraction)
     ticks = [(float(np.log10(f)), f"{f * 100:g} %") for f in sorted(fracs)]
     plot.getAxis("bottom").setTicks([ticks, []])
-    plot.setLabel("bottom", "fraction of the training labels (log scale)")
-    plot.setLabel("left", f"test {metric}")
+    plot.setLabel("bottom", "training labels used (log scale)")
+    plot.setLabel("left", f"test {metric} (mean ± SD)")
+    plot.getAxis("left").enableAutoSIPrefix(False)  # F1 is 0..1, not "(x0.001)"
     plot.showGrid(x=True, y=True, alpha=0.2)
 
 

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import plots
+from app.ui.evaluation import gp_over_repeats
 from app.ui.evaluation_view import EvaluationPanel
 from app.ui.live_view import LiveMapPanel
 from app.ui.state import gp_fold_table, gp_wide_table
@@ -149,7 +150,7 @@ class ResultsTab(QWidget):
         self.state.events.embedding.connect(lambda: self.map_tabs.setCurrentIndex(0))  # every cell mapped now
         split.addWidget(self.map_tabs)
         split.addWidget(right)
-        split.setSizes([700, 400])
+        split.setSizes([800, 540])  # the scores side holds the repeats table and the label-efficiency curve
         QVBoxLayout(w).addWidget(split)
         self.assign_btn.clicked.connect(self._assign)
         self.label_edit.returnPressed.connect(self._assign)
@@ -335,11 +336,18 @@ class ResultsTab(QWidget):
             return
         wide = gp_wide_table(folds)
         cols = list(wide.columns)
-        self.gp_table.setColumnCount(len(cols) + 1)
+        # repeats > 1: r's mean ± SD over repeats and the paired difference to GBLUP first (issue #16)
+        rep = gp_over_repeats(r)
+        extra = ["r over repeats (mean ± SD)", "minus GBLUP (95 %)"] if rep else []
+        self.gp_table.setColumnCount(len(cols) + 1 + len(extra))
         self.gp_table.setRowCount(len(wide))
-        self.gp_table.setHorizontalHeaderLabels(["model", *cols])
+        self.gp_table.setHorizontalHeaderLabels(["model", *extra, *cols])
         for i, (model, row) in enumerate(wide.iterrows()):
             self.gp_table.setItem(i, 0, QTableWidgetItem(str(model)))
+            for j, text in enumerate(rep.get(str(model), ("", ""))[:len(extra)]):
+                it = QTableWidgetItem(text)
+                it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.gp_table.setItem(i, j + 1, it)
             for j, v in enumerate(row.to_numpy()):
                 it = QTableWidgetItem("" if pd.isna(v) else f"{v:.3f}")
                 it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -347,7 +355,7 @@ class ResultsTab(QWidget):
                     f = it.font()
                     f.setBold(True)
                     it.setFont(f)
-                self.gp_table.setItem(i, j + 1, it)
+                self.gp_table.setItem(i, j + 1 + len(extra), it)
         self.gp_table.resizeColumnsToContents()
         best = wide.index[0]
         n, trait = r.get("n_lines", "?"), r.get("trait", self.state.trait)
@@ -370,41 +378,31 @@ class ResultsTab(QWidget):
         if preds is None or not model:
             self.scatter.clear()
             return
-        mcol = "model" if "model" in preds.columns else None
-        sub = preds[preds[mcol] == model] if mcol else preds
-        obs = "observed" if "observed" in sub.columns else "y"
-        pred = "predicted" if "predicted" in sub.columns else "y_hat"
-        groups = {}
-        if "fold" in sub.columns:
-            for f, g in sub.groupby("fold"):
-                groups[f"fold {f}"] = (g[obs].to_numpy(float), g[pred].to_numpy(float))
-        else:
-            groups[model] = (sub[obs].to_numpy(float), sub[pred].to_numpy(float))
+        # the CV job's predictions.csv: ID, fold, repeat, model, observed, predicted (app.engine.gp.jobs)
+        sub = preds[preds["model"].astype(str) == model]
+        groups = {f"fold {f}": (g["observed"].to_numpy(float), g["predicted"].to_numpy(float))
+                  for f, g in sub.groupby("fold")}
         plots.scatter_obs_pred(self.scatter, groups, f"{model}: predicted vs observed")
         self._draw_importance(model)
 
     def _draw_importance(self, model: str = "") -> None:
         r = self.state.gp_result or {}
-        path = r.get("importance_csv") or r.get("marker_importance")
+        path = r.get("importance_csv")
         if not (isinstance(path, str) and Path(path).is_file()):
             self.manh.clear()
             self.manh.setTitle("Marker importance: run DLGWAS (or compare all) to see it")
             return
-        imp = pd.read_csv(path)
-        if "model" in imp.columns:  # one block per model: the chosen one, else the first that has one
-            models = list(dict.fromkeys(imp["model"].astype(str)))
-            pick = model if model in models else ("DLGWAS" if "DLGWAS" in models else models[0])
-            imp = imp[imp["model"].astype(str) == pick]
-        else:
-            pick = ""
-        score = next((c for c in ("importance", "saliency", "score") if c in imp.columns), imp.columns[-1])
+        # the CV job's importance.csv: marker, chrom, pos, model, importance; one block per model: the chosen
+        # one, else DLGWAS's (its saliency), else the first
+        imp = pd.read_csv(path, dtype={"marker": str, "chrom": str, "model": str})
+        models = list(dict.fromkeys(imp["model"]))
+        pick = model if model in models else ("DLGWAS" if "DLGWAS" in models else models[0])
+        imp = imp[imp["model"] == pick]
         causal = None
-        if self.state.causal is not None and "marker" in imp.columns:
-            ids = set(self.state.causal.iloc[:, 0].astype(str))
-            causal = imp["marker"].astype(str).isin(ids).to_numpy()
-        plots.manhattan(self.manh, imp.get("chrom", pd.Series(["1"] * len(imp))).to_numpy(),
-                        imp.get("pos", pd.Series(np.arange(len(imp)))).to_numpy(), imp[score].to_numpy(), causal,
-                        title=f"Marker importance along the genome ({pick})" if pick else "Marker importance")
+        if self.state.causal is not None:
+            causal = imp["marker"].isin(set(self.state.causal.iloc[:, 0].astype(str))).to_numpy()
+        plots.manhattan(self.manh, imp["chrom"].to_numpy(), imp["pos"].to_numpy(), imp["importance"].to_numpy(),
+                        causal, title=f"Marker importance along the genome ({pick})")
 
     # -- plots for export --------------------------------------------------------------------------
     def plots(self) -> dict[str, Any]:

@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--gp-epochs", type=int, default=30, help="epochs of the deep GP models")
-    p.add_argument("--only", choices=["singlecell", "genotype", "annotate", "live"], default=None,
-                   help="one workflow; live: only the live map and quality curves mid-training")
+    p.add_argument("--only", choices=["singlecell", "genotype", "annotate", "live", "evaluate"], default=None,
+                   help="one workflow; live: only the live map and quality curves mid-training; evaluate: "
+                        "'Evaluate (3 repeats)' with the from-scratch control and a label-efficiency curve")
     p.add_argument("--shared-data", default=str(REPO.parent / "shared" / "data"),
                    help="the shared data folder (the labels / annotate pictures use CellBench from it)")
     args = p.parse_args(argv)
@@ -78,6 +79,30 @@ def main(argv: list[str] | None = None) -> int:
         shot(win, rt, "4-results-live-singlecell.png")
         rt.map_tabs.setCurrentIndex(0)
 
+    def model_shot(win: MainWindow) -> None:
+        """The Model tab: fine-tune with its Advanced form open (and the repeated-evaluation settings)."""
+        win.model_tab.set_task("finetune")
+        win.model_tab.advanced.expand(animate=False)
+        win.model_tab.set_param("epochs", args.epochs)
+        shot(win, win.model_tab, "2-model-singlecell.png")
+
+    if args.only == "evaluate":
+        win = MainWindow()
+        win.resize(1360, 860)
+        win.show()
+        win.open_demo("singlecell")
+        wait_until(app, lambda: win.state.layout is not None and not win.workers, 120, "the demo")
+        win.model_tab.set_eval_param("scratch", True)
+        win.model_tab.set_eval_param("label_fractions", ["0.05", "0.25"])
+        model_shot(win)
+        win.train_tab.evaluate()
+        wait_until(app, lambda: "[2/" in win.train_tab.log.toPlainText(), 900, "the second fine-tune")
+        shot(win, win.train_tab, "3-train-evaluate-singlecell.png")
+        wait_until(app, lambda: not win.train_tab.running, 3600, "the evaluation")
+        shot(win, win.results_tab, "8-evaluate-singlecell.png")
+        win.close()
+        return 0
+
     if args.only == "live":
         win = MainWindow()
         win.resize(1360, 860)
@@ -100,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         win.open_demo("singlecell")
         wait_until(app, lambda: win.state.layout is not None and not win.workers, 120, "the demo")
         shot(win, win.data_tab, "1-data-singlecell.png")
-        win.model_tab.set_task("finetune")
-        win.model_tab.advanced.expand(animate=False)
-        win.model_tab.set_param("epochs", args.epochs)
-        shot(win, win.model_tab, "2-model-singlecell.png")
+        model_shot(win)
         win.tabs.setCurrentWidget(win.train_tab)
         win.train_tab.train()
         live_shots(win)

@@ -148,7 +148,7 @@ class TrainTab(QWidget):
         st = self.state.events
         for sig in (st.task, st.dataset, st.label_key, st.trait, st.eval_params):
             sig.connect(self.update_button)
-        st.dataset.connect(self._show_live_parts)
+        st.dataset.connect(lambda: self._show_live_parts())
         st.runs.connect(self.refresh_history)
         session.events.message.connect(self.append_log)
         session.events.run_opened.connect(self._show_run)
@@ -181,9 +181,10 @@ class TrainTab(QWidget):
         self.eval_btn.setVisible(evaluable)
         self.eval_btn.setEnabled(evaluable and not self.running)
 
-    def _show_live_parts(self) -> None:
-        """The live map and quality curves are for single-cell runs; genotype runs get the whole width."""
-        sc = self.state.kind != "genotype"
+    def _show_live_parts(self, req: JobRequest | None = None) -> None:
+        """The live map and quality curves are for single-cell runs; genotype runs and repeated evaluations
+        (their fine-tunes draw no live map) get the whole width."""
+        sc = self.state.kind != "genotype" and not (req is not None and req.kind == "evaluate")
         self.quality.setVisible(sc)
         self.live_map.setVisible(sc)
 
@@ -243,6 +244,8 @@ class TrainTab(QWidget):
     def _on_started(self, req: JobRequest) -> None:
         if req.purpose == "train" and not req.resume:
             self.curves.clear()
+        if req.purpose == "train":
+            self._show_live_parts(req)
         if req.purpose == "train":
             if req.target == GP_TARGET:
                 self.curves.set_labels("Pearson r on each held-out fold", "fold (one model after another)",

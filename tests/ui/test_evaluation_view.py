@@ -146,3 +146,37 @@ def test_a_folder_that_is_not_an_evaluation_is_a_message(qtbot, win, tmp_path: P
     assert "not the summary of a repeated evaluation" in win.last_error[1]
     win._last_box.close()
     assert win.state.evaluation is None
+
+
+def test_gp_results_show_repeats_and_the_difference_to_gblup(qtbot, win) -> None:
+    """A CV with 3 repeats: the table adds r's mean ± SD over repeats and the paired difference to GBLUP, as
+    the engine computes them (``app.engine.gp.cv``); one repeat adds nothing."""
+    from app.engine.gp.cv import METRICS, summarize, versus
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for r in (1, 2, 3):
+        base = 0.5 + 0.02 * r
+        for f in (1, 2):
+            for m, v in (("GBLUP", base), ("DeepGS", base + 0.05 + 0.003 * rng.standard_normal()),
+                         ("DNNGP", base + 0.01 * rng.standard_normal())):
+                rows.append({"model": m, "repeat": r, "fold": f, "seconds": 0.0, **dict.fromkeys(METRICS, v)})
+    models = {m: {**summarize(rows, m), "vs_gblup": versus(rows, m)} for m in ("GBLUP", "DeepGS", "DNNGP")}
+    s = win.state
+    s.kind = "genotype"
+    s.gp_result = {"models": models, "folds": rows, "n_lines": 100, "trait": "y"}
+    rt = win.results_tab
+    t = rt.gp_table
+    header = [t.horizontalHeaderItem(j).text() for j in range(t.columnCount())]
+    assert header[:3] == ["model", "r over repeats (mean ± SD)", "minus GBLUP (95 %)"]
+    shown = {t.item(i, 0).text(): (t.item(i, 1).text(), t.item(i, 2).text()) for i in range(t.rowCount())}
+    d = models["DeepGS"]["vs_gblup"]
+    over = models["DeepGS"]["over_repeats"]["pearson"]
+    assert shown["DeepGS"] == (f"{over['mean']:.3f} ± {over['sd']:.3f}",
+                               f"{d['mean']:+.3f} ± {d['half_width']:.3f} (ahead)")
+    assert shown["GBLUP"][1] == "reference" and shown["DNNGP"][1].endswith("(not distinguishable)")
+    assert d["verdict"] in rt.gp_label.text()
+    one = [row for row in rows if row["repeat"] == 1]
+    s.gp_result = {"models": {m: {**summarize(one, m), "vs_gblup": versus(one, m)} for m in ("GBLUP", "DeepGS")},
+                   "folds": one}
+    assert [t.horizontalHeaderItem(j).text() for j in range(t.columnCount())][:2] == ["model", "fold 1"]

@@ -122,3 +122,22 @@ def test_evaluate_form_and_cli_give_equal_configs(qtbot, sc_win) -> None:
             "--init", win.state.model_dir]
     want = cli_config(cls, argv, {**CHOICES["finetune"], **evaluation})
     assert target == job("celllm.evaluate").target and got == want and got.repeats == 4
+
+
+def test_none_meanings_fit_their_spin_boxes(qtbot, sc_win) -> None:
+    """A spin box shows the short "None" meaning ("by model size"); the detail stands beside it, and goes
+    when another value is chosen (it was cut off inside the editor: "…del size (tiny 5e-4, …")."""
+    from PySide6.QtWidgets import QAbstractSpinBox
+
+    mt = sc_win.model_tab
+    for task in SC_JOBS:
+        mt.set_task(task)
+        for name, ed in mt.editors.items():
+            if isinstance(ed, QAbstractSpinBox) and ed.specialValueText():
+                assert ed.fontMetrics().horizontalAdvance(ed.specialValueText()) + 40 < ed.maximumWidth(), name
+    mt.set_task("finetune")
+    lr, hint = mt.editors["lr"], mt.form.hints["lr"]
+    assert lr.specialValueText() == "by model size" and hint.text().startswith("tiny ")
+    assert not hint.isHidden()
+    mt.set_param("lr", 1e-4)
+    assert hint.isHidden()
