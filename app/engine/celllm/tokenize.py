@@ -260,3 +260,37 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches.extend(chunk[i:i + bs] for i in range(0, len(chunk), bs))
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def pad_values(values: np.ndarray, ptr: np.ndarray, rows: np.ndarray, fill: int = 0
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One per-token array of ragged cells (``values[ptr[r]:ptr[r + 1]]`` is cell ``r``) padded for the cells
+    ``rows``: (values [B, L] int64 with ``fill`` at padded positions, pad_mask [B, L] True = real)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        raise ValueError("pad_values needs at least one cell")
+    start, lens = ptr[rows], ptr[rows + 1] - ptr[rows]
+    pos = np.arange(int(lens.max()))
+    mask = pos[None, :] < lens[:, None]
+    src = np.minimum(start[:, None] + pos[None, :], max(len(values) - 1, 0))
+    out = np.where(mask, values[src], fill).astype(np.int64, copy=False)
+    return torch.from_numpy(out), torch.from_numpy(mask)
+
+
+def token_batches(lengths: np.ndarray, max_cells: int, max_tokens: int) -> list[np.ndarray]:
+    """Inference batches of cells sorted by length, each at most ``max_cells`` cells and (unless one cell is
+    longer) at most ``max_tokens`` padded tokens: short cells go many to a batch, long ones few (a CPU keeps
+    a batch's activations in its caches)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    out: list[np.ndarray] = []
+    s, n = 0, len(order)
+    while s < n:
+        # the batch's width is its last (longest) cell: take the most cells that keep count x width in budget
+        stop = min(n, s + max(1, int(max_cells)))
+        widths = lengths[order[s:stop]]
+        fits = np.flatnonzero(widths * np.arange(1, len(widths) + 1) <= max_tokens)
+        take = int(fits[-1]) + 1 if len(fits) else 1
+        out.append(order[s:s + take])
+        s += take
+    return out
