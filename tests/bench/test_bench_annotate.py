@@ -1,0 +1,35 @@
+"""``bench annotate``: fine-tuning settings pass through ``--option KEY=VALUE`` into every fine-tune it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from app.bench import annotate
+
+
+def test_option_parses_json_values_and_text() -> None:
+    assert annotate._option("readout=cls+linear") == ("readout", "cls+linear")
+    assert annotate._option("linear_lr=1e-5") == ("linear_lr", 1e-5)
+    assert annotate._option("lr=null") == ("lr", None)
+    with pytest.raises(argparse.ArgumentTypeError):
+        annotate._option("readout")
+
+
+@pytest.mark.shared_data
+def test_bench_annotate_passes_options_to_fine_tuning(shared_data: Path, capsys: pytest.CaptureFixture) -> None:
+    """With readout=cls+linear from the baseline and 1 epoch on a saturated set, CellLM is at the baseline."""
+    rc = annotate.main(["--json", "--datasets", "cellbench_dropseq", "--seeds", "1", "--epochs", "1",
+                        "--no-scratch", "--no-celltypist", "--shared", str(shared_data),
+                        "--option", "readout=cls+linear"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["options"] == {"readout": "cls+linear"}
+    (res,) = out["results"]
+    assert set(res["methods"]) == {"celllm", "baseline"}
+    assert res["per_seed"]["celllm"]["macro_f1"][0] >= res["per_seed"]["baseline"]["macro_f1"][0] - 0.05
+    with pytest.raises(SystemExit):
+        annotate.main(["--option", "nokey"])
