@@ -79,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         shot(win, rt, "4-results-live-singlecell.png")
         rt.map_tabs.setCurrentIndex(0)
 
+    def fresh_window(demo: str) -> MainWindow:
+        """A new window of the pictures' size with a bundled demo open ("singlecell" or "genotype")."""
+        win = MainWindow()
+        win.resize(1360, 860)
+        win.show()
+        win.open_demo(demo)
+        ready = (lambda: win.state.layout is not None) if demo == "singlecell" else (lambda: win.state.join is not None)
+        wait_until(app, lambda: ready() and not win.workers, 120, f"the {demo} demo")
+        return win
+
     def model_shot(win: MainWindow) -> None:
         """The Model tab: fine-tune with its Advanced form open (and the repeated-evaluation settings)."""
         win.model_tab.set_task("finetune")
@@ -87,16 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         shot(win, win.model_tab, "2-model-singlecell.png")
 
     if args.only == "evaluate":
-        win = MainWindow()
-        win.resize(1360, 860)
-        win.show()
-        win.open_demo("singlecell")
-        wait_until(app, lambda: win.state.layout is not None and not win.workers, 120, "the demo")
+        win = fresh_window("singlecell")
         win.model_tab.set_eval_param("scratch", True)
         win.model_tab.set_eval_param("label_fractions", ["0.05", "0.25"])
         model_shot(win)
         win.train_tab.evaluate()
-        wait_until(app, lambda: "[2/" in win.train_tab.log.toPlainText(), 900, "the second fine-tune")
+        wait_until(app, lambda: "[2/" in win.train_tab.log.toPlainText() and win.train_tab.curves.n_points() >= 4,
+                   900, "the second fine-tune's curves")
         shot(win, win.train_tab, "3-train-evaluate-singlecell.png")
         wait_until(app, lambda: not win.train_tab.running, 3600, "the evaluation")
         shot(win, win.results_tab, "8-evaluate-singlecell.png")
@@ -104,11 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.only == "live":
-        win = MainWindow()
-        win.resize(1360, 860)
-        win.show()
-        win.open_demo("singlecell")
-        wait_until(app, lambda: win.state.layout is not None and not win.workers, 120, "the demo")
+        win = fresh_window("singlecell")
         win.model_tab.set_task("finetune")
         win.model_tab.set_param("epochs", max(args.epochs, 5))
         win.train_tab.train()
@@ -119,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.only in (None, "singlecell"):
-        win = MainWindow()
-        win.resize(1360, 860)
-        win.show()
-        win.open_demo("singlecell")
-        wait_until(app, lambda: win.state.layout is not None and not win.workers, 120, "the demo")
+        win = fresh_window("singlecell")
         shot(win, win.data_tab, "1-data-singlecell.png")
         model_shot(win)
         win.tabs.setCurrentWidget(win.train_tab)
@@ -152,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "annotate") and cellbench.is_dir():
         annotate_shots(app, out, cellbench, args.epochs, shot, MainWindow)
     if args.only in (None, "genotype"):
-        win = MainWindow()
-        win.resize(1360, 860)
-        win.show()
-        win.open_demo("genotype")
-        wait_until(app, lambda: win.state.join is not None and not win.workers, 120, "the genotype demo")
+        win = fresh_window("genotype")
         shot(win, win.data_tab, "1-data-genotype.png")
         win.model_tab.set_task("compare")
         win.model_tab.advanced.expand(animate=False)

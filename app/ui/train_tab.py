@@ -37,7 +37,7 @@ from app.ui.state import GP_TARGET, SC_TASKS
 if TYPE_CHECKING:
     from app.ui.shell import Shell
 
-EVAL_STEP = re.compile(r"^\[\d+/\d+\] repeat ")  # the evaluate job's line as each fine-tune of it starts
+EVAL_STEP = re.compile(r"^\[(\d+)/(\d+)\] repeat ")  # the evaluate job's line as each fine-tune of it starts
 
 
 def fmt_s(s: float) -> str:
@@ -58,6 +58,7 @@ class TrainTab(QWidget):
         self.session, self.state, self.shell, self.runner = session, session.state, shell, runner
         self._t0: float | None = None
         self._s0 = 0
+        self._eval_step = ""  # "fine-tune 3 of 18: " while a repeated evaluation runs
         self.train_btn = QPushButton("Train")
         self.train_btn.setMinimumHeight(40)
         f = self.train_btn.font()
@@ -254,6 +255,7 @@ class TrainTab(QWidget):
             else:
                 self.curves.set_labels()
         self._t0 = None
+        self._eval_step = ""
         self.bar.setValue(0)
         self.bar.setFormat("starting…")
         self.train_btn.setEnabled(False)
@@ -277,7 +279,7 @@ class TrainTab(QWidget):
             rate = (ev.step - self._s0) / (now - self._t0)
             eta = f" — ETA {fmt_s((ev.total - ev.step) / rate)}"
         ep = f"epoch {ev.epoch + 1}: " if ev.epoch is not None else ""
-        what = "embedding all cells: " if self.after == "embed-all" else ""
+        what = "embedding all cells: " if self.after == "embed-all" else self._eval_step
         self.bar.setFormat(f"{what}{ep}{ev.step}/{ev.total}{eta}")
 
     def _on_metrics(self, ev: Metrics) -> None:
@@ -293,9 +295,11 @@ class TrainTab(QWidget):
     def _on_log(self, ev: Log) -> None:
         self.append_log(ev.line, ev.level)
         req = self.runner.req
-        if req is not None and req.kind == "evaluate" and EVAL_STEP.match(ev.line):
+        step = EVAL_STEP.match(ev.line) if req is not None and req.kind == "evaluate" else None
+        if step:
             # "[3/8] repeat 2 (seed 1), celllm, 100% of the training labels": a new sub-run; its curves alone
             self.status.setText(f"Evaluating {Path(req.run_dir).name}: {ev.line}")
+            self._eval_step = f"fine-tune {step[1]} of {step[2]}: "
             self.curves.clear()
 
     def _on_finished(self, req: JobRequest, final: Result | Failed) -> None:

@@ -103,6 +103,8 @@ def test_killed_evaluation_worker_leaves_the_window_usable(qtbot, win, cells: Pa
         tt.evaluate()
         qtbot.waitUntil(lambda: tt.job.handle is not None and bool(tt.job.handle.pid), timeout=60000)
         qtbot.waitUntil(lambda: "[1/2]" in tt.log.toPlainText(), timeout=120000)  # the job really evaluates
+        assert tt._eval_step == "fine-tune 1 of 2: " and "Evaluating" in tt.status.text()
+        assert tt.live_map.isHidden()  # the fine-tunes of an evaluation draw no live map
         os.kill(tt.job.handle.pid, signal.SIGKILL)
     assert isinstance(tt.job.final, Failed)
     win._last_box.close()
