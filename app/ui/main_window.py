@@ -116,6 +116,7 @@ class MainWindow(QMainWindow):
             m.addAction(a)
         r = self.menuBar().addMenu("&Run")
         for text, key, fn in (("&Train", "Ctrl+T", self.session.train),
+                              ("&Evaluate over repeated splits", "", self.session.evaluate),
                               ("&Stop", "Ctrl+.", self.train_tab.stop),
                               ("&Resume", "", lambda: self.session.resume())):
             a = QAction(text, self)

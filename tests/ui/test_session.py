@@ -118,6 +118,31 @@ def test_train_asks_for_the_job_and_a_finished_finetune_embeds_every_cell(sc_ses
     assert got["layout_requested"][-1] == (True,) and got["step_requested"][-1] == ("results",)
 
 
+def test_evaluate_asks_for_the_evaluate_job_and_its_end_shows_the_summary(sc_session, tmp_path: Path) -> None:
+    from app.ui.state import EVAL_TARGET
+
+    s, got = sc_session
+    s.state.task = "pretrain"
+    assert s.evaluate() is None and "Fine-tune" in got["problem"][-1][1]  # only for fine-tuning
+    s.state.task = "finetune"
+    s.state.params = {"epochs": 2}
+    s.state.eval_params = {"repeats": 4, "scratch": True, "label_fractions": ["0.1"]}
+    req = s.evaluate()
+    assert req.target == EVAL_TARGET and req.kind == "evaluate" and req.purpose == "train"
+    assert (req.config["repeats"], req.config["scratch"], req.config["label_fractions"]) == (4, True, ["0.1"])
+    assert req.config["epochs"] == 2 and req.config["label_key"] == "cell_type"
+    s.job_started(req)
+    assert s.state.current.kind == "evaluate" and kind_of(EVAL_TARGET) == "evaluate"
+    summary = {"repeats": 4, "methods": {"celllm": {}, "baseline": {}}, "rows": []}
+    Path(req.run_dir).mkdir(parents=True)
+    (Path(req.run_dir) / "metrics.json").write_text(json.dumps(summary))
+    s.job_finished(req, Result(summary))
+    assert s.state.evaluation == summary and s.state.metrics is None  # not one split's scores
+    assert got["step_requested"][-1] == ("results",) and got["job_requested"][-1] == (req,)  # no embed-all
+    s.state.evaluation = None
+    assert not s.load_evaluation(str(tmp_path / "nowhere")) and "no metrics.json" in got["problem"][-1][1]
+
+
 def test_stopped_and_failed_runs_are_recorded_and_start_nothing(sc_session) -> None:
     s, got = sc_session
     for final, status in ((Result({}, cancelled=True), "cancelled"), (Failed("boom"), "failed")):
