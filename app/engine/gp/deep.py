@@ -31,8 +31,9 @@ from app.data.jsonsafe import json_safe, write_json
 from app.engine.checkpoint import load_tensors, save_tensors
 from app.engine.device import resolve_device
 from app.engine.gp.base import FitNotes
+from app.engine.gp.parallel import SharedReporter, run_fits
 from app.engine.reporter import Reporter, ensure_reporter
-from app.models.gp import DLGWAS, DNNGP, DeepGS
+from app.models.gp import DLGWAS, DNNGP, DeepGS, set_dropout_generator
 from app.models.gp.deepgs import pooled_length
 
 FORMAT_VERSION = 1
@@ -63,7 +64,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "monitor": "loss",
         "val_frac": 0.1,
         "ensemble": 1,
-        "trainer": "auto",  # stacked on a GPU; on a CPU one network at a time (measured faster)
+        "trainer": "auto",  # stacked on a GPU; on a CPU each network alone, one per thread (measured faster)
     },
     "deepgs": {
         "preset": "adam",
@@ -81,7 +82,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "loss": "mse",
         "val_frac": 0.1,
         "ensemble": 3,
-        "trainer": "auto",  # stacked on a GPU; on a CPU one network at a time (measured faster)
+        "trainer": "auto",  # stacked on a GPU; on a CPU each network alone, one per thread (measured faster)
     },
     "dlgwas": {
         "preset": "tuned",
@@ -100,7 +101,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "monitor": "mae",
         "val_frac": 0.1,
         "ensemble": 1,
-        "trainer": "auto",  # stacked on a GPU; on a CPU one network at a time (measured faster)
+        "trainer": "auto",  # stacked on a GPU; on a CPU each network alone, one per thread (measured faster)
     },
 }
 
@@ -271,10 +272,11 @@ def _loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 def _optimizer(cfg: dict[str, Any], params: Any) -> torch.optim.Optimizer:
     name, lr, wd = cfg["optimizer"], float(cfg["lr"]), float(cfg.get("weight_decay") or 0.0)
+    # fused: one kernel over all parameters per step (torch's CPU and CUDA fused Adam; the same update)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=True)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=True)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=float(cfg.get("momentum") or 0.0), weight_decay=wd)
     if name == "adadelta":
@@ -598,14 +600,51 @@ def _finish(kind: str, cfg: dict[str, Any], prep: _Prepared, nets: list[nn.Modul
     return model
 
 
+def _member_fits(kind: str, cfg: dict[str, Any], tensors: list[tuple[torch.Tensor, torch.Tensor]],
+                 splits: list[list[tuple[np.ndarray, np.ndarray]]], seeds: list[int], n_out: int,
+                 dev: torch.device) -> list[tuple[int, nn.Module, Callable[[Reporter], dict[str, Any]]]]:
+    """Every (training set, member) fit, networks built here in order under each member's init seed (the
+    global RNG, before any worker starts); each fit draws its batch order and dropout masks from generators
+    of its own seeds, so it gives the same network on any thread, alone or beside others."""
+    rng_devices = [dev.index or 0] if dev.type == "cuda" else []
+    epochs = int(cfg["epochs"])
+    n_members = len(splits[0]) if splits else 0
+    out: list[tuple[int, nn.Module, Callable[[Reporter], dict[str, Any]]]] = []
+    for f, (x_t, z_t) in enumerate(tensors):
+        for m, (fit_idx, val_idx) in enumerate(splits[f]):
+            init_seed, order_seed, drop_seed = _member_seeds(seeds[f], m)
+            with torch.random.fork_rng(devices=rng_devices):
+                torch.manual_seed(init_seed)
+                net = _make_net(kind, x_t.shape[-1], n_out, cfg).to(dev)
+
+            def run(rep: Reporter, net: nn.Module = net, x_t: torch.Tensor = x_t, z_t: torch.Tensor = z_t,
+                    fit_idx: np.ndarray = fit_idx, val_idx: np.ndarray = val_idx, order_seed: int = order_seed,
+                    drop_seed: int = drop_seed, step0: int = (f * n_members + m) * epochs) -> dict[str, Any]:
+                set_dropout_generator(net, torch.Generator(device=dev).manual_seed(drop_seed))
+                try:
+                    info = _train_member(net, x_t, z_t, fit_idx, val_idx, cfg,
+                                         torch.Generator().manual_seed(order_seed), rep, step0,
+                                         len(tensors) * n_members * epochs)
+                finally:
+                    set_dropout_generator(net, None)
+                if isinstance(rep, SharedReporter):
+                    rep.fit_done(info["epochs_run"])
+                return info
+
+            out.append((f, net, run))
+    return out
+
+
 def fit_folds(kind: str, trains: list[GenotypeMatrix], ys: list[np.ndarray], seeds: list[int], *,
               params: dict[str, Any] | None = None, device: str = "cpu", reporter: Reporter | None = None,
               all_geno: GenotypeMatrix | None = None) -> list[DeepModel]:
     """Fit one deep model on several training sets at once (the folds x repeats of a CV): with
     ``trainer="stacked"`` every fold's ensemble members train together (``app.engine.gp.stacked``); each
     fold's model is the one a separate fit with that fold's seed gives (same inits, inner splits, batch
-    order and dropout masks). ``trainer="sequential"`` trains one network at a time (the reference path);
-    ``"auto"`` (default) stacks on CUDA and trains one at a time on a CPU, where that measured faster.
+    order and dropout masks). ``trainer="sequential"`` trains each network alone (the reference path): on a
+    CPU with N torch threads, N networks at a time, one per worker thread (``app.engine.gp.parallel``; a
+    network's result does not depend on the thread count). ``"auto"`` (default) stacks on CUDA and trains each
+    network alone on a CPU, where that measured faster.
     """
     t0 = time.perf_counter()
     rep = ensure_reporter(reporter)
@@ -656,19 +695,12 @@ def fit_folds(kind: str, trains: list[GenotypeMatrix], ys: list[np.ndarray], see
             nets_per[mb.data].append(net.eval())
             infos_per[mb.data].append(info)
     else:
-        rng_devices = [dev.index or 0] if dev.type == "cuda" else []
-        total = len(preps) * n_members * int(cfg["epochs"])
-        for f, (x_t, z_t) in enumerate(tensors):
-            for m, (fit_idx, val_idx) in enumerate(splits[f]):
-                init_seed, order_seed, _ = _member_seeds(seeds[f], m)
-                with torch.random.fork_rng(devices=rng_devices):
-                    torch.manual_seed(init_seed)
-                    gen = torch.Generator().manual_seed(order_seed)
-                    net = _make_net(kind, x_t.shape[-1], n_out, cfg).to(dev)
-                    info = _train_member(net, x_t, z_t, fit_idx, val_idx, cfg, gen, rep,
-                                         (f * n_members + m) * int(cfg["epochs"]), total)
-                nets_per[f].append(net)
-                infos_per[f].append(info)
+        fits = _member_fits(kind, cfg, tensors, splits, seeds, n_out, dev)
+        infos = run_fits([run for _, _, run in fits], rep, int(cfg["epochs"]), threads=torch.get_num_threads(),
+                         device=dev)
+        for (f, net, _), info in zip(fits, infos, strict=True):
+            nets_per[f].append(net)
+            infos_per[f].append(info)
     out = []
     for f, prep in enumerate(preps):
         val_ids = [[prep.train.samples[i] for i in vi] for _, vi in splits[f]]

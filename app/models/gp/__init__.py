@@ -3,5 +3,6 @@
 from app.models.gp.deepgs import DeepGS
 from app.models.gp.dlgwas import DLGWAS, ISRU
 from app.models.gp.dnngp import DNNGP
+from app.models.gp.dropout import Dropout, set_dropout_generator
 
-__all__ = ["DLGWAS", "DNNGP", "ISRU", "DeepGS"]
+__all__ = ["DLGWAS", "DNNGP", "ISRU", "DeepGS", "Dropout", "set_dropout_generator"]

