@@ -88,11 +88,11 @@ def test_evaluate_button_runs_repeats_and_results_show_them(qtbot, win, cells: P
         assert np.allclose(bar.opts["height"], 2 * np.asarray(sd))
     assert "label_efficiency" in rt.plots()
 
-    # a finished evaluation folder loads again (cleared first)
+    # reopened from the run history, the finished evaluation shows again (cleared first)
     win.state.evaluation = None
     assert panel.table.isHidden()
-    assert win.session.load_evaluation(str(run))
-    assert win.state.evaluation["repeats"] == 2 and panel.table.rowCount() == 2
+    assert win.session.reopen(str(run))
+    assert win.state.evaluation["repeats"] == 2 and panel.table.rowCount() == 2 and not panel.table.isHidden()
 
 
 def test_killed_evaluation_worker_leaves_the_window_usable(qtbot, win, cells: Path) -> None:
