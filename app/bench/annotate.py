@@ -180,10 +180,13 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, shared: Path) -> dict[str
                "threads": args.threads, "device": "cpu", **dict(args.option)}
         res = evaluate_repeats({k: v for k, v in cfg.items() if v is not None}, None, test_pool=pool)
     per: dict[str, dict[str, list[float]]] = {}
+    best_epochs: dict[str, list[int | None]] = {}  # 0 = a cls+linear run kept its start (the baseline's fit)
     for row in res["rows"]:
         per.setdefault(row["method"], {"macro_f1": [], "accuracy": []})
         for k in ("macro_f1", "accuracy"):
             per[row["method"]][k].append(row[k])
+        if row["method"] != "baseline":
+            best_epochs.setdefault(row["method"], []).append(row.get("best_epoch"))
     ct = celltypist_scores(adata, labels, splits, args.peers_python, classes) if not args.no_celltypist else \
         "not asked for (--no-celltypist)"
     notes = []
@@ -201,7 +204,7 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, shared: Path) -> dict[str
             k: paired_difference(per["baseline"][k], per["celltypist_feature_selection"][k]).to_dict()
             for k in ("macro_f1", "accuracy")}
     return {"dataset": ds.name, "n_cells": len(labels), "n_genes": int(adata.n_vars), "classes": classes,
-            "n_test": [len(s.test) for s in splits], "methods": methods, "per_seed": per,
+            "n_test": [len(s.test) for s in splits], "methods": methods, "per_seed": per, "best_epochs": best_epochs,
             "differences": diffs, "notes": notes, "seconds": round(time.time() - t0, 1)}
 
 

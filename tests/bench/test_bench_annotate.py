@@ -30,6 +30,7 @@ def test_bench_annotate_passes_options_to_fine_tuning(shared_data: Path, capsys:
     assert out["options"] == {"readout": "cls+linear"}
     (res,) = out["results"]
     assert set(res["methods"]) == {"celllm", "baseline"}
+    assert len(res["best_epochs"]["celllm"]) == 1 and 0 <= res["best_epochs"]["celllm"][0] <= 1
     assert res["per_seed"]["celllm"]["macro_f1"][0] >= res["per_seed"]["baseline"]["macro_f1"][0] - 0.05
     with pytest.raises(SystemExit):
         annotate.main(["--option", "nokey"])
