@@ -44,6 +44,15 @@ def test_runs_of_one_trait_merge_into_one_row(tmp_path: Path, capsys: pytest.Cap
     assert main(["--suite", "panels", "--from-json", str(tmp_path / "0.json"), str(tmp_path / "1.json")]) == 0
     assert capsys.readouterr().out.strip().splitlines()[2] == table[2]
 
+    # a run with fewer repeats (the first repeats' folds are the same): its cells say so, GBLUP keeps 3
+    c = _doc({"GBLUP": _fig([0.50, 0.51]), "DLGWAS": _fig([0.45, 0.47], {"mean": -0.045, "low": -0.2,
+                                                                         "high": 0.11})}, 2.0)
+    row = merge_panel_runs([c, a])[0]
+    assert len(row["models"]["GBLUP"]["pearson_repeat_means"]) == 3
+    cells = [x.strip() for x in markdown_table([row]).splitlines()[2].strip("|").split("|")]
+    assert cells[3] == "0.510 ± 0.010" and cells[6] == "0.460 ± 0.010 (-0.045 [-0.200, +0.110]), 2 repeats"
+    assert cells[-1] == "1.5-2.0"
+
 
 def test_runs_on_different_folds_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = _doc({"GBLUP": _fig([0.50, 0.51, 0.52])}, 1.0)
