@@ -134,7 +134,7 @@ def end_to_end(n_cells: int, mean_genes: int, threads: int | None, batch_size: i
             "end_to_end_cells_per_s": round(res["n_cells"] / dt, 1), "threads": torch.get_num_threads(),
             # CPU seconds this process got: on a busy machine wall time overstates the cost, CPU time does not
             "cpu_seconds": round(cpu, 2), "cells_per_cpu_s": round(res["n_cells"] / max(cpu, 1e-9), 1),
-            "batch_size": batch_size, "device": device, "data": str(data),
+            "batch_size": batch_size, "device": device, "data": str(data), "stages_s": res["stages_s"],
             "generate_s_first_time": round(gen_s, 1)}
 
 
@@ -182,6 +182,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--e2e-cells", type=int, default=100_000)
     p.add_argument("--e2e-genes", type=int, default=1000, help="mean expressed genes per synthetic cell")
     p.add_argument("--e2e-batch-size", type=int, default=64)
+    p.add_argument("--e2e-threads", default="1,2",
+                   help="thread settings of the end-to-end row, one run each (--threads overrides)")
     p.add_argument("--ft-cells", type=int, default=3000)
     p.add_argument("--ft-epochs", type=int, default=2)
     p.add_argument("--live-cells", type=int, default=5000)
@@ -191,11 +193,15 @@ def main(argv: list[str]) -> int:
 
     rows = []
     if "end_to_end" in want:
-        r = end_to_end(args.e2e_cells, args.e2e_genes, args.threads, args.e2e_batch_size)
-        rows.append(r)
-        if not args.json:
-            print(f"end to end: {r['end_to_end_cells_per_s']:.0f} cells/s ({r['n_cells']} cells, "
-                  f"~{r['mean_expressed_genes']} expressed genes, {r['seconds']} s, {r['threads']} thread(s))")
+        e2e_threads = [args.threads] if args.threads is not None else \
+            [int(t) for t in args.e2e_threads.split(",") if t.strip()]
+        for th in e2e_threads:
+            r = end_to_end(args.e2e_cells, args.e2e_genes, th, args.e2e_batch_size)
+            rows.append(r)
+            if not args.json:
+                print(f"end to end: {r['end_to_end_cells_per_s']:.0f} cells/s ({r['n_cells']} cells, "
+                      f"~{r['mean_expressed_genes']} expressed genes, {r['seconds']} s, {r['threads']} thread(s), "
+                      f"stages {r['stages_s']})")
     if "finetune" in want:
         r = finetune_rows(args.ft_cells, args.ft_epochs, args.live_cells, args.threads)
         rows.append(r)

@@ -11,9 +11,14 @@ from app.data.atomic import atomic_path
 from app.data.errors import DataError, os_error_words
 
 
-def write_h5ad_atomic(adata: Any, path: str | Path, compression: str | None = "gzip") -> Path:
+def write_h5ad_atomic(adata: Any, path: str | Path, compression: str | None = "gzip",
+                      compression_opts: int | None = None, x_from: str | Path | None = None) -> Path:
     """Write ``adata`` to ``path`` (.h5ad) via a temporary file and a rename; returns the path.
 
+    ``compression_opts``: the gzip level (h5py's default 4 when None; 1 is about twice as fast).
+    ``x_from``: the .h5ad ``adata`` was read from, its ``.X`` unchanged since: when that file stores X as a
+    CSR matrix of the same shape, dtype and number of values, its X is copied as stored (compressed chunks,
+    no decompressing and compressing again: seconds at 100k cells); otherwise X is written as usual.
     A backed AnnData is loaded into memory first (anndata cannot write a backed object to a new file).
     """
     path = Path(path)
@@ -21,9 +26,17 @@ def write_h5ad_atomic(adata: Any, path: str | Path, compression: str | None = "g
         raise DataError("the output file must end in .h5ad", path, "Choose a name like results.h5ad.")
     if getattr(adata, "isbacked", False):
         adata = adata.to_memory()
+    reuse_x = x_from is not None and _same_stored_x(adata, Path(x_from))
     try:
         with atomic_path(path) as tmp:
-            adata.write_h5ad(tmp, compression=compression)
+            if reuse_x:
+                _without_x(adata).write_h5ad(tmp, compression=compression, compression_opts=compression_opts)
+                import h5py
+
+                with h5py.File(x_from, "r") as src, h5py.File(tmp, "r+") as dst:
+                    src.copy(src["X"], dst, "X")  # H5Ocopy: the stored (compressed) chunks as they are
+            else:
+                adata.write_h5ad(tmp, compression=compression, compression_opts=compression_opts)
     except OSError as exc:
         problem, hint = os_error_words(exc)
         raise DataError(f"could not write the file: {problem}", path, hint) from exc
@@ -32,6 +45,37 @@ def write_h5ad_atomic(adata: Any, path: str | Path, compression: str | None = "g
         raise DataError(f"could not write the file: {bad or str(exc)[:200]} cannot be stored in an .h5ad", path,
                         "Remove that entry or convert it to text or numbers, then export again.") from exc
     return path
+
+
+def _same_stored_x(adata: Any, src: Path) -> bool:
+    """True when ``src`` stores X as a CSR matrix with ``adata.X``'s shape, dtypes and number of values."""
+    import h5py
+    import scipy.sparse as sp
+
+    x = adata.X
+    if not (sp.isspmatrix_csr(x) or isinstance(x, sp.csr_array)):
+        return False
+    try:
+        with h5py.File(src, "r") as f:
+            g = f.get("X")
+            if not isinstance(g, h5py.Group) or g.attrs.get("encoding-type") != "csr_matrix":
+                return False
+            return (tuple(int(v) for v in g.attrs["shape"]) == tuple(x.shape)
+                    and g["data"].dtype == x.data.dtype and g["indices"].dtype == x.indices.dtype
+                    and g["data"].shape == (x.nnz,) and g["indptr"].shape == (x.shape[0] + 1,))
+    except (OSError, KeyError, ValueError, TypeError):
+        return False
+
+
+def _without_x(adata: Any) -> Any:
+    """The same AnnData (shared, not copied) without ``.X``."""
+    import anndata as ad
+
+    shell = ad.AnnData(obs=adata.obs, var=adata.var, uns=adata.uns, obsm=adata.obsm, varm=adata.varm,
+                       obsp=adata.obsp, varp=adata.varp, layers=dict(adata.layers))
+    if adata.raw is not None:
+        shell.raw = adata.raw
+    return shell
 
 
 def unwritable_entry(adata: Any) -> str | None:

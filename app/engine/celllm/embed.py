@@ -25,6 +25,8 @@ from app.models.celllm.heads import ClassifierHead
 from app.resources import CELLLM_TINY
 
 HEAD_FILE = "head.safetensors"
+H5AD_GZIP_LEVEL = 1
+"""gzip level of the written .h5ad: 1 wrote a 20k-cell file in half the time of h5py's default 4, same size."""
 MODEL_SUBDIR = "model"
 
 
@@ -120,11 +122,16 @@ def check_cells_have_counts(counts: Any, data_to_vocab: np.ndarray, where: Any =
     empty sequence, and training or embedding it would report a meaningless result."""
     import scipy.sparse as sp
 
-    cols = np.flatnonzero(np.asarray(data_to_vocab) >= 0)
-    sub = counts[:, cols]
-    total = float(sub.sum()) if sp.issparse(sub) else float(np.asarray(sub).sum())
-    if not np.isfinite(total) or total <= 0:
-        raise DataError(f"every one of the {counts.shape[0]:,} cells has zero counts in the {len(cols):,} genes "
+    known = np.asarray(data_to_vocab).ravel() >= 0
+    if sp.issparse(counts):
+        x = sp.csr_matrix(counts)
+        # the first cells nearly always decide; no column slice of the whole matrix (seconds at 100k cells)
+        parts = (x[: min(x.shape[0], 1000)], x)
+        totals = (float(p.data[known[p.indices]].sum(dtype=np.float64)) for p in parts)
+    else:
+        totals = iter([float(np.asarray(counts)[:, known].sum())])
+    if not any(np.isfinite(t) and t > 0 for t in totals):
+        raise DataError(f"every one of the {counts.shape[0]:,} cells has zero counts in the {int(known.sum()):,} genes "
                         "the model knows: there is nothing to learn or embed", where,
                         "Check that this is the count matrix (not an empty layer or a filtered-out copy); the "
                         "Data tab / `python -m app inspect` shows the counts per cell.")
@@ -242,15 +249,19 @@ def embed_adata(adata: Any, model_path: str | Path | None = None, batch_size: in
     check_cells_have_counts(counts, gm.data_to_vocab)
     from app.engine.celllm.tokenize import tokenize_counts
 
-    cells = tokenize_counts(counts, np.asarray(gm.data_to_vocab), max_len=max_len)
+    cells = tokenize_counts(counts, np.asarray(gm.data_to_vocab), max_len=max_len,
+                            workers=torch.get_num_threads() if dev.type == "cpu" else 1)
     feats = lm.readout.features(counts, adata.var_names) if lm.readout is not None and lm.head is not None else None
+    t1 = time.time()
     emb, probs = infer(lm, cells, dev, batch_size, rep, feats)
+    t2 = time.time()
     out = adata.copy() if copy else adata
     out.obsm["X_celllm"] = emb
     params: dict[str, Any] = {
         "model_path": str(lm.path), "pooling": lm.pooling, "batch_size": batch_size, "device": str(dev),
         "max_len": max_len, "gene_match_rate": float(gm.match_rate), "n_cells": int(out.n_obs),
         "dim": int(emb.shape[1]), "seconds": round(time.time() - t0, 3),
+        "tokenise_seconds": round(t1 - t0, 3), "infer_seconds": round(t2 - t1, 3),
     }
     if probs is not None and lm.classes is not None:
         import pandas as pd
@@ -276,16 +287,27 @@ def embed(config: EmbedConfig | dict, reporter: Reporter | None = None) -> Embed
     rep = ensure_reporter(reporter)
     set_threads(cfg.threads)
     out_path = Path(cfg.out)
+    t0 = time.time()
     adata = read_singlecell(cfg.data, labels=cfg.labels)
     rep.log(f"read {adata.n_obs} cells x {adata.n_vars} genes from {cfg.data}")
     check_h5ad_writable(adata, cfg.data)  # before embedding, not after
+    t1 = time.time()
     res = embed_adata(adata, cfg.model, batch_size=cfg.batch_size, device=cfg.device, max_len=cfg.max_len,
                       reporter=rep, copy=False)
-    write_h5ad_atomic(res, out_path)
+    t2 = time.time()
+    from app.data.singlecell.read import format_of
+
+    # X was read from this file and is never changed here: copy it as stored rather than compress it again
+    x_from = Path(cfg.data) if format_of(Path(cfg.data)) == "h5ad" else None
+    write_h5ad_atomic(res, out_path, compression_opts=H5AD_GZIP_LEVEL, x_from=x_from)
     rep.artifact("embedding_h5ad", str(out_path))
+    params = res.uns["omicslab"]["celllm_embed"]
+    stages = {"read": t1 - t0, "tokenise": params["tokenise_seconds"], "infer": params["infer_seconds"],
+              "write": time.time() - t2}
+    stages["other"] = time.time() - t0 - sum(stages.values())  # model loading, gene matching, checks
     result = {"out": str(out_path), "n_cells": int(res.n_obs), "dim": int(res.obsm["X_celllm"].shape[1]),
-              "gene_match_rate": res.uns["omicslab"]["celllm_embed"]["gene_match_rate"],
-              "has_labels": "celllm_label" in res.obs}
+              "gene_match_rate": params["gene_match_rate"], "has_labels": "celllm_label" in res.obs,
+              "stages_s": {k: round(float(v), 2) for k, v in stages.items()}}
     if cfg.run_dir:
         result["embedding_npy"] = str(save_embedding_array(cfg.run_dir, res.obsm["X_celllm"]))
         rep.artifact("embedding", result["embedding_npy"])

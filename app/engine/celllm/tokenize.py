@@ -27,6 +27,8 @@ from app.models.celllm.config import N_BINS
 from app.models.celllm.model import CLS_ID, GENE_OFFSET, PAD_ID, cls_bin, pad_bin
 
 TARGET_SUM = 1e4
+PARALLEL_MIN_CELLS = 20_000
+"""Fewer cells than this are tokenised in one thread (threads cost more than they give)."""
 
 Cell = tuple[np.ndarray, np.ndarray]
 """(gene token ids int64 with CLS first, bins int64) of one cell."""
@@ -44,12 +46,16 @@ def vocab_counts(counts_csr: sp.spmatrix | np.ndarray, data_to_vocab: np.ndarray
     nv = int(vocab_size) if vocab_size is not None else (int(d2v.max()) + 1 if d2v.size and d2v.max() >= 0 else 0)
     keep = np.flatnonzero(d2v >= 0)
     if len(np.unique(d2v[keep])) == keep.size:  # no two data genes share a vocabulary gene: re-index columns
-        new_col = d2v[x.indices]
-        ok = new_col >= 0
-        kept_before = np.concatenate([[0], np.cumsum(ok)])
-        out = sp.csr_matrix((x.data[ok], new_col[ok].astype(np.int32), kept_before[x.indptr]),
-                            shape=(x.shape[0], max(nv, 1)))
-        out.has_sorted_indices = False
+        new_col = d2v.astype(np.int32)[x.indices]  # gathered as int32: no int64 copy of every value
+        if keep.size == d2v.size:  # every gene is known: nothing to drop (copies: sorting works in place)
+            data, indptr = x.data.copy(), x.indptr.copy()
+        else:
+            ok = new_col >= 0
+            kept_before = np.concatenate([[0], np.cumsum(ok)])
+            data, new_col, indptr = x.data[ok], new_col[ok], kept_before[x.indptr]
+        out = sp.csr_matrix((data, new_col, indptr), shape=(x.shape[0], max(nv, 1)))
+        # genes listed in vocabulary order keep each row sorted (no sort needed); else sort
+        out.has_sorted_indices = x.has_sorted_indices and bool(np.all(np.diff(d2v[keep]) > 0))
         out.sort_indices()
         out.eliminate_zeros()
         return out
@@ -166,16 +172,28 @@ class Tokens:
 
 
 def tokenize_counts(counts_csr: sp.spmatrix | np.ndarray, data_to_vocab: np.ndarray, max_len: int | None = None,
-                    seed: int | None = None, n_bins: int = N_BINS) -> Tokens:
+                    seed: int | None = None, n_bins: int = N_BINS, workers: int = 1) -> Tokens:
     """Tokenise every cell (rows of ``counts_csr``, raw counts) for a model vocabulary.
 
     ``data_to_vocab[j]`` = vocabulary index of data gene j, or -1. Cell ``r`` of the result is
     ``(gene_ids, bins)``: ``gene_ids[0] = CLS``, then ``gene_token(v)`` of the expressed vocabulary genes;
     ``bins[0] = CLS bin``. A cell expressing none of the vocabulary genes yields the CLS token alone.
+    ``workers`` > 1 (without ``seed``: random ties would depend on the split) tokenises blocks of cells in
+    that many threads (numpy releases the GIL in its loops); the tokens are the same.
     """
     if max_len is not None and int(max_len) < 1:
         raise DataError(f"max_len must be at least 1 (got {max_len})", None, "Pass a positive max_len or none.")
-    return tokenize_vocab(vocab_counts(counts_csr, data_to_vocab), max_len, seed, n_bins)
+    x = vocab_counts(counts_csr, data_to_vocab)
+    if workers <= 1 or seed is not None or x.shape[0] < PARALLEL_MIN_CELLS:
+        return tokenize_vocab(x, max_len, seed, n_bins)
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import pairwise
+
+    edges = np.linspace(0, x.shape[0], 4 * int(workers) + 1).astype(int)  # a few blocks per worker
+    with ThreadPoolExecutor(int(workers), thread_name_prefix="celllm-tokenize") as pool:
+        parts = list(pool.map(lambda ab: tokenize_vocab(x[ab[0]:ab[1]], max_len, None, n_bins),
+                              pairwise(edges)))
+    return Tokens.concat(parts)
 
 
 def tokenize_vocab(x: sp.spmatrix, max_len: int | None = None, seed: int | None = None,
@@ -216,8 +234,7 @@ def tokenize_vocab(x: sp.spmatrix, max_len: int | None = None, seed: int | None 
     out_bins[ptr[:-1]] = cls_bin(n_bins)
     pos = rows
     pos += np.arange(1, len(genes) + 1)  # cell r's k-th gene sits after r + 1 earlier CLS tokens
-    ids[pos] = genes
-    ids[pos] += GENE_OFFSET
+    ids[pos] = genes + GENE_OFFSET
     out_bins[pos] = bins
     return Tokens(ids, out_bins, ptr)
 

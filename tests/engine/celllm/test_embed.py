@@ -57,3 +57,19 @@ def test_embed_is_batch_independent_with_shipped_model(small_pbmc: Path) -> None
     assert "celllm_label" not in full.obs  # a pretrained model has no head: embeddings only
     part = embed_adata(a[:7].copy(), None, batch_size=3, device="cpu", max_len=64)
     np.testing.assert_allclose(part.obsm["X_celllm"], full.obsm["X_celllm"][:7], rtol=1e-4, atol=1e-5)
+
+
+def test_check_cells_have_counts_looks_past_the_first_cells() -> None:
+    import scipy.sparse as sp
+
+    from app.data.errors import DataError
+    from app.engine.celllm.embed import check_cells_have_counts
+
+    x = sp.lil_matrix((3000, 4), dtype=np.float32)
+    x[2500, 1] = 3.0  # only a late cell has a count, in gene 1
+    x[10, 3] = 5.0  # an early count in a gene the model does not know
+    x = x.tocsr()
+    check_cells_have_counts(x, np.array([0, 1, 2, -1]))  # gene 1 is known: accepted
+    check_cells_have_counts(x.toarray(), np.array([0, 1, 2, -1]))
+    with pytest.raises(DataError, match="zero counts in the 2 genes"):
+        check_cells_have_counts(x, np.array([0, -1, 1, -1]))

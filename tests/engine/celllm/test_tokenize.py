@@ -101,3 +101,36 @@ def test_top_genes_cut_matches_a_per_cell_sort() -> None:
             nz = np.flatnonzero(row > 0)
             want = np.sort(nz[np.lexsort((nz, -row[nz]))][:max_len])  # most expressed, ties by gene order
             assert tok[r][0][1:].tolist() == (want + 2).tolist()
+
+
+@pytest.mark.parametrize("mapping", ["in-order", "permuted", "some-unknown"])
+def test_vocab_counts_reindexes_without_touching_the_input(mapping: str) -> None:
+    rng = np.random.default_rng(4)
+    dense = rng.integers(0, 3, (30, 12)).astype(np.float32)
+    x = sp.csr_matrix(dense)
+    x.data[::5] = 0  # explicit stored zeros: dropped from the result, kept in the input
+    before = (x.data.copy(), x.indices.copy(), x.indptr.copy())
+    d2v = {"in-order": np.arange(12), "permuted": rng.permutation(12),
+           "some-unknown": np.where(np.arange(12) % 4 == 0, -1, rng.permutation(12))}[mapping]
+    out = vocab_counts(x, d2v, vocab_size=12)
+    want = np.zeros((30, 12), np.float32)
+    keep = d2v >= 0
+    want[:, d2v[keep]] = x.toarray()[:, keep]
+    np.testing.assert_array_equal(out.toarray(), want)
+    assert out.has_canonical_format and (out.data != 0).all()
+    for a, b in zip(before, (x.data, x.indices, x.indptr)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_tokenising_in_threads_gives_the_same_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.engine.celllm import tokenize
+
+    monkeypatch.setattr(tokenize, "PARALLEL_MIN_CELLS", 10)
+    x = sp.random(203, 80, density=0.3, format="csr", random_state=5, dtype=np.float32)
+    x.data = np.ceil(x.data * 20)
+    d2v = np.arange(80)[::-1].copy()
+    one = tokenize_counts(x, d2v, max_len=15)
+    three = tokenize_counts(x, d2v, max_len=15, workers=3)
+    for a, b in ((one.ids, three.ids), (one.bins, three.bins), (one.ptr, three.ptr)):
+        np.testing.assert_array_equal(a, b)
+    assert one.lengths.max() == 16  # the cut did happen
