@@ -3,14 +3,14 @@
 Default (``--suite speed``), in one run:
 
 1. wheat599 E1 (599 lines x 1,279 DArT markers), every model plus the deep + GBLUP ensembles, 5 folds x 5
-   repeats on the same seeded folds, with the stacked trainer (every fold x repeat x network of a deep
-   model trained together; the default only on a GPU): wall time, each model's mean ± SD of r over
-   repeats and its paired difference to GBLUP with a 95 % interval.
-2. The per-fold path (``trainer=sequential``: one network at a time, as before) on repeat 1 only: wall time
-   and each deep model's r; ``ratio`` = 5 x that time / the stacked run's time, and each deep model's r
-   from the stacked run's repeat 1 beside it (goal: within 0.02).
-3. One repeat (5 folds) of a simulated 2,000-line x 1,000-marker panel, stacked (the per-fold path took
-   1,501 s on a quiet 2-core box; ``--synthetic-per-fold`` measures it here too).
+   repeats on the same seeded folds, with the default trainer (``auto``: on a CPU each network alone, one per
+   torch thread on worker threads; on a GPU every fold x repeat x network stacked): wall time, each model's
+   mean ± SD of r over repeats and its paired difference to GBLUP with a 95 % interval.
+2. The per-fold path as it was (one network at a time on ONE thread) on repeat 1 only: wall time and each
+   deep model's r; ``ratio`` = repeats x that time / the fast run's time, and each deep model's r from the
+   fast run's repeat 1 beside it (goal: within 0.02; on a CPU the two paths train the same networks).
+3. One repeat (5 folds) of a simulated 2,000-line x 1,000-marker panel with the default trainer (the per-fold
+   path took 1,501 s on a quiet 2-core box; ``--synthetic-per-fold`` measures it here too).
 
 ``--suite panels`` cross-validates every trait of ``--datasets`` (wheat599, rice44k; maize282 and sorghum
 too) with ``--repeats`` and ``--ensemble``, one row per trait: mean ± SD over repeats, difference to GBLUP.
@@ -64,7 +64,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: usable cores, <= 8)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads: one network per thread (default: as gp cv, the usable cores, <= 8)")
     ap.add_argument("--no-per-fold", action="store_true", help="speed suite: skip the per-fold reference run")
     ap.add_argument("--no-synthetic", action="store_true", help="speed suite: skip the 2,000-line panel")
     ap.add_argument("--synthetic-per-fold", action="store_true",
@@ -136,41 +137,54 @@ def synthetic_panel(n_lines: int, n_markers: int, seed: int = 15) -> tuple[Any, 
     return geno, y
 
 
+def _one_thread(fn: Any) -> Any:
+    """``fn()`` with torch on one intra-op thread (the per-fold reference path as it ran before)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
 def speed_suite(args: argparse.Namespace, say: Any) -> dict[str, Any]:
-    """The issue's figures: wheat599 E1 5 x 5 stacked, the per-fold path on repeat 1, the 2,000-line panel."""
+    """The issue's figures: wheat599 E1 5 x 5 with the default trainer, the per-fold path on repeat 1 (one
+    network at a time, one thread), the 2,000-line panel."""
     inp = _wheat_e1(args)
     out: dict[str, Any] = {"dataset": "wheat599", "trait": inp.trait, "n_lines": len(inp.ids),
                            "n_markers": inp.geno.n_markers}
-    stacked = cv_models(inp.geno_y, inp.y, args, repeats=args.repeats, trainer="stacked", all_geno=inp.geno)
-    out["stacked"] = stacked
-    say(f"wheat599 E1 {args.folds}x{args.repeats} stacked: {stacked['wall_seconds']:.0f} s; " + ", ".join(
-        f"{n} {m['pearson_mean']:.3f}" for n, m in stacked["models"].items()))
+    fast = cv_models(inp.geno_y, inp.y, args, repeats=args.repeats, all_geno=inp.geno)
+    out["fast"] = fast
+    say(f"wheat599 E1 {args.folds}x{args.repeats} default trainer: {fast['wall_seconds']:.0f} s; " + ", ".join(
+        f"{n} {m['pearson_mean']:.3f}" for n, m in fast["models"].items()))
     if not args.no_per_fold:
-        per = cv_models(inp.geno_y, inp.y, args, repeats=1, trainer="sequential", ensemble="none",
-                        all_geno=inp.geno)
+        per = _one_thread(lambda: cv_models(inp.geno_y, inp.y, args, repeats=1, trainer="sequential",
+                                            ensemble="none", all_geno=inp.geno))
         out["per_fold_repeat1"] = per
-        ratio = round(per["wall_seconds"] * args.repeats / stacked["wall_seconds"], 2)
-        out["ratio_per_fold_x_repeats_over_stacked"] = ratio
+        ratio = round(per["wall_seconds"] * args.repeats / fast["wall_seconds"], 2)
+        out["ratio_per_fold_x_repeats_over_fast"] = ratio
         diffs = {}
         for name, m in per["models"].items():
             if name == "GBLUP":
                 continue
-            first = stacked["models"][name]["pearson_repeat_means"][0]
-            diffs[name] = {"per_fold_r": m["pearson_mean"], "stacked_repeat1_r": first,
+            first = fast["models"][name]["pearson_repeat_means"][0]
+            diffs[name] = {"per_fold_r": m["pearson_mean"], "fast_repeat1_r": first,
                            "difference": None if first is None else round(first - m["pearson_mean"], 4)}
-        out["deep_r_stacked_minus_per_fold_repeat1"] = diffs
-        say(f"per-fold path, repeat 1: {per['wall_seconds']:.0f} s (x{args.repeats} = "
+        out["deep_r_fast_minus_per_fold_repeat1"] = diffs
+        say(f"per-fold path (1 thread), repeat 1: {per['wall_seconds']:.0f} s (x{args.repeats} = "
             f"{per['wall_seconds'] * args.repeats:.0f} s; ratio {ratio}); "
-            + ", ".join(f"{n} {d['per_fold_r']:.3f} vs {d['stacked_repeat1_r']:.3f}" for n, d in diffs.items()))
+            + ", ".join(f"{n} {d['per_fold_r']:.3f} vs {d['fast_repeat1_r']:.3f}" for n, d in diffs.items()))
     if not args.no_synthetic:
         geno, y = synthetic_panel(args.synthetic_lines, args.synthetic_markers)
         syn = {"n_lines": geno.n_samples, "n_markers": geno.n_markers,
-               "stacked": cv_models(geno, y, args, repeats=1, trainer="stacked", ensemble="none", all_geno=geno)}
-        say(f"synthetic {geno.n_samples}x{geno.n_markers}, 1 repeat stacked: {syn['stacked']['wall_seconds']:.0f} s")
+               "fast": cv_models(geno, y, args, repeats=1, ensemble="none", all_geno=geno)}
+        say(f"synthetic {geno.n_samples}x{geno.n_markers}, 1 repeat: {syn['fast']['wall_seconds']:.0f} s")
         if args.synthetic_per_fold:
-            syn["per_fold"] = cv_models(geno, y, args, repeats=1, trainer="sequential", ensemble="none",
-                                        all_geno=geno)
-            say(f"synthetic per-fold path: {syn['per_fold']['wall_seconds']:.0f} s")
+            syn["per_fold"] = _one_thread(lambda: cv_models(geno, y, args, repeats=1, trainer="sequential",
+                                                            ensemble="none", all_geno=geno))
+            say(f"synthetic per-fold path (1 thread): {syn['per_fold']['wall_seconds']:.0f} s")
         out["synthetic"] = syn
     return out
 
@@ -217,24 +231,24 @@ def model_table(models: dict[str, Any]) -> str:
 
 
 def _speed_text(out: dict[str, Any]) -> str:
-    st = out["stacked"]
+    st = out["fast"]
     lines = [f"wheat599 {out['trait']} ({out['n_lines']} lines x {out['n_markers']} markers), {st['folds']} folds x "
-             f"{st['repeats']} repeats, stacked trainer: {st['wall_seconds']:.0f} s wall (goal <= 600 s on 2 cores)",
+             f"{st['repeats']} repeats, default trainer: {st['wall_seconds']:.0f} s wall (goal <= 600 s on 2 cores)",
              model_table(st["models"])]
     lines += [f"  {m['vs_gblup']['verdict']}" for m in st["models"].values() if m.get("vs_gblup")]
     if "per_fold_repeat1" in out:
         per = out["per_fold_repeat1"]
-        lines.append(f"per-fold path (one network at a time), repeat 1 only: {per['wall_seconds']:.0f} s; "
-                     f"x{st['repeats']} repeats / stacked = {out['ratio_per_fold_x_repeats_over_stacked']}x")
-        for name, d in out["deep_r_stacked_minus_per_fold_repeat1"].items():
-            lines.append(f"  {name:<8} repeat-1 r: per-fold {d['per_fold_r']:.3f}, stacked "
-                         f"{d['stacked_repeat1_r']:.3f} (difference {d['difference']:+.3f}; goal within 0.02)")
+        lines.append(f"per-fold path (one network at a time, 1 thread), repeat 1 only: {per['wall_seconds']:.0f} s; "
+                     f"x{st['repeats']} repeats / default = {out['ratio_per_fold_x_repeats_over_fast']}x")
+        for name, d in out["deep_r_fast_minus_per_fold_repeat1"].items():
+            lines.append(f"  {name:<8} repeat-1 r: per-fold {d['per_fold_r']:.3f}, default "
+                         f"{d['fast_repeat1_r']:.3f} (difference {d['difference']:+.3f}; goal within 0.02)")
     if "synthetic" in out:
         syn = out["synthetic"]
-        lines.append(f"simulated panel {syn['n_lines']} lines x {syn['n_markers']} markers, {syn['stacked']['folds']} "
-                     f"folds x 1 repeat, stacked: {syn['stacked']['wall_seconds']:.0f} s (per-fold path measured "
-                     "quiet: 1,501 s; goal <= 500 s)")
-        lines.append(model_table(syn["stacked"]["models"]))
+        lines.append(f"simulated panel {syn['n_lines']} lines x {syn['n_markers']} markers, {syn['fast']['folds']} "
+                     f"folds x 1 repeat, default trainer: {syn['fast']['wall_seconds']:.0f} s (per-fold path "
+                     "measured quiet: 1,501 s; goal <= 500 s)")
+        lines.append(model_table(syn["fast"]["models"]))
         if "per_fold" in syn:
             lines.append(f"  per-fold path here: {syn['per_fold']['wall_seconds']:.0f} s")
     return "\n".join(lines)
@@ -318,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(markdown_table(rows))
         return 0
-    threads = set_threads(args.threads)
+    threads = set_threads(args.threads, many_fits=True)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     bad = [n for n in names if n not in DATASETS]
     if bad or not names:

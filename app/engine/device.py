@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from app.data.errors import OmicsLabError
@@ -24,33 +26,49 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise OmicsLabError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps.") from exc
 
 
-def resolve_threads(n: int | None = None) -> int:
+def resolve_threads(n: int | None = None, *, many_fits: bool = False) -> int:
     """The thread count a job uses: ``n`` as given, or (None) one thread.
 
     The one rule for every job and face (a config's ``threads`` field defaults to None or its own number).
     Pure Python, so the job process can size OpenMP before torch is imported. One by default: the models here
     run many small operations, where torch's intra-op threads cost more than they give. Measured on the 2-core
     VM (load ~3): embedding 5,000 cells with the shipped CellLM took 6.9 s on 1 thread and 37.5 s on 2 (7x the
-    CPU time); the deep GP models and a small MLP showed the same. Ask for more with ``--threads``.
+    CPU time); the deep GP models and a small MLP showed the same. Ask for more with ``--threads``. Jobs of many
+    independent fits (``many_fits``: the GP cv/train jobs) default to :func:`fit_threads` instead: there each thread
+    trains its own network on one intra-op thread, so the cores add up.
     """
     if n is not None and n >= 1:
         return int(n)
-    return 1
+    return fit_threads() if many_fits else 1
 
 
-def set_threads(n: int | None = None) -> int:
+def fit_threads(limit: int = 8) -> int:
+    """Default threads of a job made of many independent small fits (the deep GP CV: folds x repeats x
+    networks): the usable cores, at most ``limit``. Such a job trains one network per thread
+    (``app.engine.gp.parallel``), each on one intra-op thread, so a core is never shared by two of its threads
+    and the count does not change any network's result."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(int(limit), cores))
+
+
+def set_threads(n: int | None = None, *, many_fits: bool = False) -> int:
     """Set torch's intra-op threads explicitly (``resolve_threads``); returns the count.
 
     Torch's own default oversubscribes small shared VMs (measured ~15x slower on 2 cores for a small MLP).
     """
-    n = resolve_threads(n)
+    n = resolve_threads(n, many_fits=many_fits)
     torch.set_num_threads(n)
     return n
 
 
-def resolve_compute(device: str = "auto", threads: int | None = None) -> tuple[torch.device, int]:
-    """Device and threads of a job, decided in one place: (torch device, threads set)."""
-    return resolve_device(device), set_threads(threads)
+def resolve_compute(device: str = "auto", threads: int | None = None, *,
+                    many_fits: bool = False) -> tuple[torch.device, int]:
+    """Device and threads of a job, decided in one place: (torch device, threads set); ``many_fits`` for a
+    job of many independent small fits (see :func:`resolve_threads`)."""
+    return resolve_device(device), set_threads(threads, many_fits=many_fits)
 
 
 def device_info(device: torch.device) -> DeviceInfo:

@@ -701,10 +701,13 @@ def fit_folds(kind: str, trains: list[GenotypeMatrix], ys: list[np.ndarray], see
         for (f, net, _), info in zip(fits, infos, strict=True):
             nets_per[f].append(net)
             infos_per[f].append(info)
-    out = []
-    for f, prep in enumerate(preps):
-        val_ids = [[prep.train.samples[i] for i in vi] for _, vi in splits[f]]
-        out.append(_finish(kind, cfg, prep, nets_per[f], infos_per[f], val_ids, dev, rep, t0))
+
+    def finish(f: int) -> Callable[[Reporter], DeepModel]:
+        val_ids = [[preps[f].train.samples[i] for i in vi] for _, vi in splits[f]]
+        return lambda r: _finish(kind, cfg, preps[f], nets_per[f], infos_per[f], val_ids, dev, r, t0)
+
+    # the saliency and training-line predictions of each fold, on the workers too
+    out = run_fits([finish(f) for f in range(len(preps))], rep, 0, threads=torch.get_num_threads(), device=dev)
     secs = time.perf_counter() - t0
     for m in out:  # the fits ran together: each fold is charged an equal share
         m.notes.info["seconds"] = round(secs / len(out), 3)

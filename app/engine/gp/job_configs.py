@@ -140,8 +140,8 @@ class GPFitConfig(JobConfig):
                                     metavar="N", none_label="all")
     max_lines: int | None = param(None, "quick run: this many random phenotyped lines", min=5, metavar="N",
                                   none_label="all")
-    threads: int = param(1, "CPU threads for torch (the deep GP models are small: one thread was fastest)",
-                         min=1, group="compute")
+    threads: int | None = param(None, "CPU threads: the deep networks train one per thread", min=1,
+                                group="compute", none_label="the usable cores (at most 8)")
 
     # whether ``models`` may name a blend ("gblup+deepgs"): a fitted, saved model (train); cv scores
     # blends through its ``ensemble`` setting instead, each beside its parts

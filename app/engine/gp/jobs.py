@@ -288,7 +288,7 @@ def _compute(config: dict[str, Any]) -> str:
     """The job's device (as text, what the fit functions take); also sets torch's threads."""
     from app.engine.device import resolve_compute
 
-    dev, _ = resolve_compute(str(config["device"]), config["threads"])
+    dev, _ = resolve_compute(str(config["device"]), config.get("threads"), many_fits=True)
     return str(dev)
 
 
