@@ -3,12 +3,16 @@
 ``finetune(config, reporter)`` is the job function behind ``python -m app celllm finetune`` and the GUI's
 "Fine-tune" button. Steps: read the data (+ a labels table joined by cell ID), drop unlabelled cells,
 refuse a one-class column, make a seeded stratified train/validation/test split, tokenise the counts for
-the starting model's vocabulary, train a pooled-embedding classifier head (and the unfrozen part of the
-encoder) with a class-weighted cross-entropy, stop early on validation macro-F1, then score the test cells
-with the best epoch's weights and with the baseline on exactly the same split.
+the starting model's vocabulary, fit the baseline on the training cells, train a pooled-embedding classifier
+head (and the unfrozen part of the encoder) with a class-weighted cross-entropy, stop early on validation
+macro-F1, then score the test cells with the best epoch's weights and with the baseline on exactly the same
+split. With ``readout="cls+linear"`` (default) the head's logits are summed with a linear path over the data's
+genes (``readout.py``) that starts at the baseline's fit, the pooled head at zero: epoch 0 is the baseline, and
+early stopping keeps it unless training beats it on the validation cells.
 
 Run folder (``config["run_dir"]``):
-    model/                model_io files + head.safetensors (classes, pooling): what ``embed`` loads
+    model/                model_io files + head.safetensors (classes, pooling) + readout.safetensors (the
+                          cls+linear readout's genes, mean/scale, weights): what ``embed`` loads
     checkpoints/          one safetensors checkpoint per epoch (model, head, optimiser, progress)
     best.safetensors      the best epoch's model + head (early stopping restores it)
     metrics.jsonl         one line per epoch (train_loss, val_macro_f1, val_accuracy)
