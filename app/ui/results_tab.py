@@ -319,6 +319,7 @@ class ResultsTab(QWidget):
         scl.addWidget(self.scatter, 1)
         top.addWidget(tl)
         top.addWidget(sc)
+        top.setSizes([620, 700])  # the table's repeats columns (r over repeats, minus GBLUP) need the width
         v = QSplitter(Qt.Orientation.Vertical)
         v.addWidget(top)
         v.addWidget(self.manh)
