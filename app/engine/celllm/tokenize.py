@@ -218,24 +218,24 @@ def tokenize_vocab(x: sp.spmatrix, max_len: int | None = None, seed: int | None 
         keep = _keep_top(vals, x.indptr, lens, int(max_len), seed)
         vals, genes = vals[keep], genes[keep]  # still gene-sorted within each row
         lens = np.minimum(lens, int(max_len))
-    rows = np.repeat(np.arange(n, dtype=np.int64), lens)
     scale = np.where(totals > 0, TARGET_SUM / np.where(totals > 0, totals, 1.0), 1.0)
     # float64 for the product: a count that lands exactly on a bin edge must floor as the per-cell formula does
-    norm = vals * scale[rows]
+    norm = vals * np.repeat(scale, lens)
     bins = np.minimum(np.floor(np.log1p(norm, out=norm), out=norm), n_bins - 1).astype(np.int8)
-    # interleave a CLS token before each cell's genes: cell r's k-th gene lands at k + r + 1 + its offset
+    # a CLS token before each cell's genes; the genes fill the other slots in order (one boolean mask, no
+    # per-token position arrays)
     ptr = np.concatenate([[0], np.cumsum(lens + 1)]).astype(np.int64)
     total = int(ptr[-1])
     # compact dtypes (int32 ids, int8 bins): a 100k-cell file's tokens are a quarter of the memory traffic;
     # collate widens them to int64 per batch
     ids = np.empty(total, np.int32)
     out_bins = np.empty(total, np.int8)
+    is_gene = np.ones(total, bool)
+    is_gene[ptr[:-1]] = False
     ids[ptr[:-1]] = CLS_ID
     out_bins[ptr[:-1]] = cls_bin(n_bins)
-    pos = rows
-    pos += np.arange(1, len(genes) + 1)  # cell r's k-th gene sits after r + 1 earlier CLS tokens
-    ids[pos] = genes + GENE_OFFSET
-    out_bins[pos] = bins
+    ids[is_gene] = genes + GENE_OFFSET
+    out_bins[is_gene] = bins
     return Tokens(ids, out_bins, ptr)
 
 
