@@ -1,7 +1,8 @@
 """``python -m app bench embed [--json]``: CellLM speed. Three kinds of rows (``--rows``):
 
 - ``model``: inference cells/s of the bare model for the ``tiny`` and ``full`` presets, Performer (FAVOR+) vs
-  exact attention (``scaled_dot_product_attention``), on the CPU and, when one is visible, on the GPU.
+  exact attention (``scaled_dot_product_attention``), and Performer through ``FastCellLM`` (the inference path
+  of ``celllm embed``, float32) on the same cells, on the CPU and, when one is visible, on the GPU.
 - ``end_to_end``: ``celllm embed`` as a user runs it (read the .h5ad, tokenise, embed, write the .h5ad) on a
   synthetic file of ``--e2e-cells`` cells (default 100,000) with ~``--e2e-genes`` expressed genes (1,000) named
   after the shipped model's vocabulary, with the shipped model: ``end_to_end_cells_per_s`` (goal 2,000 on 2
@@ -47,20 +48,34 @@ def synthetic_cells(n: int, vocab: int, lo: int, hi: int, seed: int, n_bins: int
 
 
 def measure(preset_name: str, attention: str, device: torch.device, n_cells: int, batch_size: int, lo: int,
-            hi: int, seed: int = 0) -> dict[str, Any]:
-    """Cells/s of ``model.embed`` over ``n_cells`` synthetic cells."""
+            hi: int, seed: int = 0, fast: bool = False) -> dict[str, Any]:
+    """Cells/s of ``model.embed`` over ``n_cells`` synthetic cells; ``fast``: of ``FastCellLM`` (the inference
+    path ``celllm embed`` takes) on the same cells and batches, float32."""
+    from app.engine.celllm.tokenize import pad_values
+    from app.models.celllm.inference import FastCellLM
+
     vocab = 19379 if preset_name == "full" else 2000
     torch.manual_seed(seed)
     model = CellLM(preset(preset_name, vocab, attention=attention)).to(device).eval()
     cells = synthetic_cells(n_cells, vocab, lo, hi, seed)
     tok = Tokens.from_cells(cells)
-    batches = [collate(tok.take(rows)) for rows in length_batches(tok.lengths, batch_size)]
-    amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    order = length_batches(tok.lengths, batch_size)
+    amp = device.type == "cuda" and torch.cuda.is_bf16_supported() and not fast
+    if fast:
+        inf = FastCellLM(model)
+        codes = inf.prepare(tok.ids, tok.bins)
+        batches = [pad_values(codes, tok.ptr, rows) for rows in order]
+    else:
+        batches = [collate(tok.take(rows)) for rows in order]
 
     def run(bs: list) -> None:
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            for g, b, m in bs:
-                model.embed(g.to(device), b.to(device), m.to(device)).float().cpu()
+            for batch in bs:
+                if fast:
+                    inf.embed(batch[0].to(device), batch[1].to(device)).cpu()
+                else:
+                    g, b, m = batch
+                    model.embed(g.to(device), b.to(device), m.to(device)).float().cpu()
 
     run(batches[-1:])  # warm-up on the longest batch
     if device.type == "cuda":
@@ -71,7 +86,8 @@ def measure(preset_name: str, attention: str, device: torch.device, n_cells: int
         torch.cuda.synchronize(device)
     dt = time.perf_counter() - t0
     tokens = sum(len(c[0]) for c in cells)
-    return {"preset": preset_name, "attention": attention, "device": str(device), "n_cells": n_cells,
+    return {"preset": preset_name, "attention": attention + (" (FastCellLM)" if fast else ""),
+            "device": str(device), "n_cells": n_cells,
             "batch_size": batch_size, "mean_tokens": round(tokens / n_cells, 1), "seconds": round(dt, 3),
             "cells_per_s": round(n_cells / dt, 2), "tokens_per_s": round(tokens / dt, 1),
             "threads": torch.get_num_threads()}
@@ -221,11 +237,11 @@ def main(argv: list[str]) -> int:
         dev = torch.device(dev_name)
         for pr in [x.strip() for x in args.presets.split(",") if x.strip()]:
             n = args.cells_tiny if pr != "full" else args.cells_full * (16 if dev.type == "cuda" else 1)
-            for att in ("performer", "exact"):
-                r = measure(pr, att, dev, n, args.batch_size, args.min_genes, args.max_genes)
+            for att, fast in (("performer", False), ("performer", True), ("exact", False)):
+                r = measure(pr, att, dev, n, args.batch_size, args.min_genes, args.max_genes, fast=fast)
                 rows.append(r)
                 if not args.json:
-                    print(f"{r['preset']:<5} {r['attention']:<9} {r['device']:<5} {r['cells_per_s']:>10.1f} cells/s "
+                    print(f"{r['preset']:<5} {r['attention']:<23} {r['device']:<5} {r['cells_per_s']:>10.1f} cells/s "
                           f"{r['tokens_per_s']:>11.0f} tokens/s  ({r['n_cells']} cells, ~{r['mean_tokens']} tokens, "
                           f"{r['threads']} thread(s))")
     if args.json:
