@@ -285,7 +285,8 @@ def embed(config: EmbedConfig | dict, reporter: Reporter | None = None) -> Embed
 
     cfg = EmbedConfig.coerce(config)
     rep = ensure_reporter(reporter)
-    set_threads(cfg.threads)
+    # batches are embedded one per thread on one intra-op thread each: the count changes no embedding
+    set_threads(cfg.threads, many_fits=True)
     out_path = Path(cfg.out)
     t0 = time.time()
     adata = read_singlecell(cfg.data, labels=cfg.labels)

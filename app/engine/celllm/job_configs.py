@@ -218,8 +218,8 @@ class EmbedConfig(JobConfig):
     batch_size: int = param(64, "cells per inference batch", min=1, unit="cells", advanced=True, metavar="N")
     max_len: int | None = param(None, "genes kept per cell (top expressed)", min=1, unit="genes", advanced=True,
                                 metavar="L", none_label="the model's")
-    threads: int | None = param(None, "CPU threads for torch", min=1, group="compute", advanced=True,
-                                none_label="1 (small models: more threads cost more than they give)")
+    threads: int | None = param(None, "CPU threads: batches of cells are tokenised and embedded one per thread",
+                                min=1, group="compute", advanced=True, none_label="the usable cores (at most 8)")
 
 
 @dataclass(frozen=True, kw_only=True)
