@@ -655,9 +655,9 @@ def fit_folds(kind: str, trains: list[GenotypeMatrix], ys: list[np.ndarray], see
         raise ValueError("one y and one seed per training set")
     dev = resolve_device(device)
     if cfg["trainer"] == "auto":
-        # Measured on wheat599 DeepGS (5 folds x 3 networks, 8 epochs, quiet 2 cores): stacked 24 s (1 thread)
-        # / 23 s (2), one at a time 19 s / 11 s. These small CPU fits are compute-bound, not overhead-bound,
-        # and vmap's batched convolutions are slower than mkldnn's. On a GPU stacking removes launch overhead.
+        # On a CPU these small fits are compute-bound: the stack runs on one core (measured wheat599, 5 folds,
+        # 5 epochs, one thread, CPU s: DeepGS 9.4 stacked vs 12.3 alone, DLGWAS 32.8 vs 21.7), while networks
+        # trained alone fill every core (parallel.run_fits). On a GPU stacking removes launch overhead.
         cfg = {**cfg, "trainer": "stacked" if dev.type == "cuda" else "sequential"}
     preps = [_prepare(kind, cfg, tr, y, all_geno if kind == "dnngp" else None) for tr, y in zip(trains, ys,
                                                                                                    strict=True)]
