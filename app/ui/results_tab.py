@@ -1,4 +1,5 @@
-"""Step 4, Results: the cell map with annotation (single-cell) or CV tables and plots (genotype)."""
+"""Step 4, Results: the cell map with annotation, one split's scores and a repeated evaluation (single-cell) or CV
+tables and plots (genotype)."""
 
 from __future__ import annotations
 

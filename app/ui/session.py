@@ -3,7 +3,8 @@
 ``Session`` owns the ``AppState`` and decides the steps a scientist's click leads to: which job a Train
 press starts (and whether the data are ready for it), what follows a finished job (a fine-tune is applied at
 once: its model embeds every cell, the cells are mapped and Results shown, cellpose's one-button flow; a
-pretraining run becomes the starting model; a cross-validation fills Results), how a past run is reopened
+pretraining run becomes the starting model; a cross-validation fills Results; "Evaluate (K repeats)" runs the
+fine-tune settings over K seeded splits and Results shows its summary), how a past run is reopened
 or resumed. It never touches a widget: it asks for work through ``session.events`` (psygnal signals the
 window connects to its job runner, its worker threads and its tabs) and tests drive it without a window
 (``tests/ui/test_session.py``).
