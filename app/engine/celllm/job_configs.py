@@ -219,7 +219,8 @@ class EmbedConfig(JobConfig):
     max_len: int | None = param(None, "genes kept per cell (top expressed)", min=1, unit="genes", advanced=True,
                                 metavar="L", none_label="the model's")
     threads: int | None = param(None, "CPU threads: batches of cells are tokenised and embedded one per thread",
-                                min=1, group="compute", advanced=True, none_label="the usable cores (at most 8)")
+                                min=1, group="compute", advanced=True,
+                                none_label="1 (2 measured slower on a busy 2-core box)")
 
 
 @dataclass(frozen=True, kw_only=True)
