@@ -428,7 +428,9 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     if readout is not None:  # its L2 is in the loss (as a logistic regression's), not AdamW's decay
         groups.append({"params": list(readout.module.parameters()), "weight_decay": 0.0,
                        "lr": float(cfg["linear_lr"] if cfg.get("linear_lr") is not None else cfg["head_lr"])})
-    opt = torch.optim.AdamW(groups, weight_decay=float(cfg["weight_decay"]))
+    # fused: one kernel over all parameters instead of several per tensor (a step took 4-10 ms, fused 1.3 ms
+    # of a ~90 ms 32-cell step on one CPU thread); CPU and CUDA both have it in torch >= 2.4
+    opt = torch.optim.AdamW(groups, weight_decay=float(cfg["weight_decay"]), fused=dev.type in ("cpu", "cuda"))
     loss_fn = torch.nn.CrossEntropyLoss(
         weight=class_weights(y[split.train], len(classes), str(cfg["class_weight"])).to(dev))
     amp = dev.type == "cuda" and torch.cuda.is_bf16_supported()
