@@ -139,3 +139,31 @@ def test_freeze_modes_on_a_stand_in_encoder() -> None:
     assert counts["trainable"] == 0
     with pytest.raises(DataError):
         apply_freeze(Enc(), "last:9", depth=3)
+
+
+def test_fine_tuning_optimizer_follows_unfused_adamw() -> None:
+    """The fused optimizer takes the same steps as plain AdamW, per-group weight decay included
+    (torch's fused CPU Adam with weight decay does not; this guards against that class of drift)."""
+    import copy
+
+    from app.engine.celllm.finetune import make_optimizer
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    ref = copy.deepcopy(net)
+
+    def groups(m: torch.nn.Sequential) -> list[dict]:
+        return [{"params": list(m[0].parameters()), "lr": 1e-3},
+                {"params": list(m[2].parameters()), "lr": 1e-2, "weight_decay": 0.0}]
+
+    fused = make_optimizer(groups(net), 0.05, torch.device("cpu"))
+    plain = torch.optim.AdamW(groups(ref), weight_decay=0.05)
+    assert fused.defaults.get("fused")
+    x, y = torch.randn(64, 20), torch.randint(0, 3, (64,))
+    for _ in range(100):
+        for m, opt in ((net, fused), (ref, plain)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+    for p, q in zip(net.parameters(), ref.parameters()):
+        assert torch.allclose(p, q, atol=1e-5), (p - q).abs().max()
