@@ -286,9 +286,10 @@ def embed(config: EmbedConfig | dict, reporter: Reporter | None = None) -> Embed
     cfg = EmbedConfig.coerce(config)
     rep = ensure_reporter(reporter)
     # --threads N embeds batches N at a time, one intra-op thread each (the count changes no embedding). The
-    # default stays 1: at load ~5 on the 2-core VM two workers embedded 4,000 cells at 466-540 cells/s vs
-    # 593-685 with one, using 1.3-1.4x the CPU per cell (shared caches); re-measure on a quiet box.
-    set_threads(cfg.threads)
+    # default is the usable cores (as the GP jobs of many fits): on a quiet 2-core box (load 2.0) bench embed
+    # ran 100k cells end to end at 2,038 cells/s with 2 workers vs 1,248 with 1. On a busy machine (load ~5)
+    # two were slower than one (466-540 vs 593-685 cells/s): there --threads 1 is the better choice.
+    set_threads(cfg.threads, many_fits=True)
     out_path = Path(cfg.out)
     t0 = time.time()
     adata = read_singlecell(cfg.data, labels=cfg.labels)

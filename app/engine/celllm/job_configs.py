@@ -220,7 +220,7 @@ class EmbedConfig(JobConfig):
                                 metavar="L", none_label="the model's")
     threads: int | None = param(None, "CPU threads: batches of cells are tokenised and embedded one per thread",
                                 min=1, group="compute", advanced=True,
-                                none_label="1 (more run batches side by side: slower on a busy machine)")
+                                none_label="the usable cores, at most 8 (use 1 on a busy machine)")
 
 
 @dataclass(frozen=True, kw_only=True)
