@@ -34,8 +34,9 @@ class Features:
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         """[len(idx), G] float32, scaled and clipped; absent genes 0 (= the training mean)."""
-        x = (self.lognorm[np.asarray(idx)].toarray() - self.mean) / self.scale
-        np.minimum(x, 10.0, out=x)
+        from app.engine.celllm.baseline import standardise
+
+        x = standardise(self.lognorm[np.asarray(idx)].toarray(), self.mean, self.scale)
         x[:, ~self.present] = 0.0
         return x.astype(np.float32, copy=False)
 
