@@ -87,6 +87,20 @@ def _config(args: argparse.Namespace, trainer: str | None = None) -> dict[str, A
     return cfg
 
 
+def blend_weights(rows: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
+    """A blend's weight on the deep model as each fold chose it (in repeat, fold order), its mean, min and
+    max, and the number of inner validation lines it was chosen on per fold; None for a model that is not a
+    blend. ``rows`` are ``run_cv``'s per-fold rows."""
+    mine = [r for r in rows if r["model"] == model and r.get("weight_deep") is not None]
+    if not mine:
+        return None
+    w = [float(r["weight_deep"]) for r in mine]
+    n = [int(r["inner_val_lines"]) for r in mine]
+    return {"per_fold": w, "mean": round(sum(w) / len(w), 4), "min": min(w), "max": max(w),
+            "inner_val_lines_per_fold": n, "inner_val_lines_mean": round(sum(n) / len(n), 1),
+            "inner_val_lines_min": min(n), "inner_val_lines_max": max(n)}
+
+
 def cv_models(geno: Any, y: Any, args: argparse.Namespace, *, repeats: int, trainer: str | None = None,
               ensemble: str | None = None, all_geno: Any = None) -> dict[str, Any]:
     """One CV of the chosen models (and ensembles) on seeded folds: wall time and per-model figures."""
@@ -115,6 +129,9 @@ def cv_models(geno: Any, y: Any, args: argparse.Namespace, *, repeats: int, trai
             "ndcg10_mean": s["ndcg10_mean"], "seconds": round(s["seconds"], 2), "n_warnings": len(s["warnings"]),
             "vs_gblup": None if vs is None else {k: vs[k] for k in ("mean", "sd", "low", "high", "half_width", "n",
                                                                     "distinguishable", "verdict")}}
+        bw = blend_weights(res.rows, name)
+        if bw is not None:
+            models[name]["blend_weights"] = bw
     return {"folds": args.folds, "repeats": repeats, "trainer": trainer or "auto", "wall_seconds": round(wall, 1),
             "models": models}
 
@@ -222,11 +239,20 @@ def _vs(m: dict[str, Any]) -> str:
     return f"{vs['mean']:+.3f}" + (f" ± {vs['half_width']:.3f}" if vs.get("half_width") is not None else "")
 
 
+def _w(m: dict[str, Any]) -> str:
+    bw = m.get("blend_weights")
+    if not bw:
+        return ""
+    return (f"w {bw['mean']:.2f} ({bw['min']:.2f}-{bw['max']:.2f}) on {bw['inner_val_lines_mean']:.0f} inner "
+            "val lines")
+
+
 def model_table(models: dict[str, Any]) -> str:
-    """One line per model: r mean ± SD over repeats, difference to GBLUP ± 95 % half-width, seconds."""
+    """One line per model: r mean ± SD over repeats, difference to GBLUP ± 95 % half-width, seconds; for a
+    blend, its mean weight on the deep model (min-max over folds) and the inner validation lines per fold."""
     lines = [f"  {'model':<14} {'r (mean ± SD over repeats)':>27} {'r - GBLUP (95 % CI)':>21} {'seconds':>8}"]
     for name, m in models.items():
-        lines.append(f"  {name:<14} {_pm(m):>27} {_vs(m):>21} {m['seconds']:>8.1f}")
+        lines.append(f"  {name:<14} {_pm(m):>27} {_vs(m):>21} {m['seconds']:>8.1f}  {_w(m)}".rstrip())
     return "\n".join(lines)
 
 
@@ -293,6 +319,9 @@ def _cell(m: dict[str, Any] | None, repeats: int) -> str:
     vs = m.get("vs_gblup")
     if vs and vs.get("mean") is not None:
         out += f" ({vs['mean']:+.3f} [{vs['low']:+.3f}, {vs['high']:+.3f}])"
+    bw = m.get("blend_weights")
+    if bw:  # the blend's mean weight on the deep model over folds
+        out += f" (w {bw['mean']:.2f})"
     k = len(m.get("pearson_repeat_means") or [])
     if k != repeats:  # fewer repeats than GBLUP's: its difference is paired on its own repeats
         out += f", {k} repeats"
@@ -301,7 +330,8 @@ def _cell(m: dict[str, Any] | None, repeats: int) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The README's GP table: one row per panel and trait; each model's r mean ± SD over repeats and, beside
-    it, its paired difference to GBLUP with the 95 % interval; the load average of the runs."""
+    it, its paired difference to GBLUP with the 95 % interval (a blend: and its mean weight on the deep model,
+    ``w``); the load average of the runs."""
     head = ["panel", "trait", "lines x markers", *PANEL_COLUMNS, "load (1-min mean)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:

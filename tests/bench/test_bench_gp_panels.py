@@ -64,3 +64,48 @@ def test_runs_on_different_folds_are_refused(tmp_path: Path, capsys: pytest.Capt
     assert main(["--suite", "panels", "--from-json", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "GBLUP differs" in err and "Traceback" not in err
+
+
+def test_blend_weights_are_recorded_per_fold_and_shown_in_the_table() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from app.bench.gp import _parse, blend_weights, cv_models
+    from app.data.genotype import GenotypeMatrix
+    from app.engine.gp.cv import make_folds, run_cv
+    from app.engine.gp.jobs import ensemble_spec, model_spec
+
+    rng = np.random.default_rng(3)
+    calls = rng.binomial(2, 0.4, size=(90, 40)).astype(np.int8)
+    y = calls[:, :4].sum(axis=1) + rng.normal(0, 1, 90)
+    markers = pd.DataFrame({"id": [f"m{j}" for j in range(40)], "chrom": "1", "pos": np.arange(40), "ref": "A",
+                            "alt": "C"})
+    geno = GenotypeMatrix(calls, [f"L{i}" for i in range(90)], markers)
+
+    # the engine's rows: each fold's weight is the one its blend predicted with
+    cfg = {"epochs": 3, "params": {"deepgs": {"ensemble": 2}}}
+    res = run_cv(geno, y, [model_spec("gblup", cfg), model_spec("deepgs", cfg), ensemble_spec("deepgs")],
+                 make_folds(90, folds=3, repeats=2, seed=0))
+    bw = blend_weights(res.rows, "GBLUP+DeepGS")
+    assert bw is not None and blend_weights(res.rows, "DeepGS") is None
+    assert len(bw["per_fold"]) == 6 and len(bw["inner_val_lines_per_fold"]) == 6
+    p = res.predictions
+    g, d, e = (p[p.model == n].reset_index(drop=True) for n in ("GBLUP", "DeepGS", "GBLUP+DeepGS"))
+    for k, (_, grp) in enumerate(e.groupby(["repeat", "fold"], sort=True)):
+        i = grp.index
+        np.testing.assert_allclose(grp.predicted, bw["per_fold"][k] * d.predicted[i]
+                                   + (1 - bw["per_fold"][k]) * g.predicted[i], atol=1e-9)
+    assert bw["mean"] == round(float(np.mean(bw["per_fold"])), 4)
+    assert bw["min"] == min(bw["per_fold"]) and bw["max"] == max(bw["per_fold"])
+    assert all(0 < n < 60 for n in bw["inner_val_lines_per_fold"])  # inner lines of ~60 training lines
+
+    # the bench's JSON row carries them, and the table's blend cell shows the mean weight
+    args = _parse(["--suite", "panels", "--models", "gblup,deepgs", "--ensemble", "deepgs", "--folds", "3",
+                   "--epochs", "2"])
+    out = cv_models(geno, y, args, repeats=2)
+    ens = out["models"]["GBLUP+DeepGS"]
+    assert len(ens["blend_weights"]["per_fold"]) == 6 and "blend_weights" not in out["models"]["DeepGS"]
+    doc = {"folds": 3, "repeats": 2, "rows": [{"dataset": "toy", "trait": "t", "n_lines": 90, "n_markers": 40,
+                                               "models": out["models"]}]}
+    cells = [c.strip() for c in markdown_table(merge_panel_runs([doc])).splitlines()[2].strip("|").split("|")]
+    assert cells[8].endswith(f"(w {ens['blend_weights']['mean']:.2f})") and "(w " not in cells[5]

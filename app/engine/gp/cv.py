@@ -255,7 +255,7 @@ class CVResult:
     """Everything a CV run measured."""
 
     models: dict[str, dict[str, Any]]  # per model: summary (means, SDs, per-fold lists, seconds, warnings)
-    rows: list[dict[str, Any]]  # one per (model, repeat, fold)
+    rows: list[dict[str, Any]]  # one per (model, repeat, fold); a blend's also weight_deep, inner_val_lines
     predictions: pd.DataFrame  # ID, fold, repeat, model, observed, predicted (fold/repeat 1-based)
     importance: dict[str, np.ndarray]  # per model: mean over folds of importance(), for models with one
     warnings: list[str]
@@ -339,6 +339,8 @@ def run_cv(geno: GenotypeMatrix, y: np.ndarray, models: Sequence[ModelSpec], fol
                 imp_n[spec.name] = imp_n.get(spec.name, 0) + 1
             row = {"model": spec.name, "repeat": f.repeat + 1, "fold": f.fold + 1, "n_train": len(f.train),
                    "n_test": len(f.test), **met, "seconds": round(secs, 4)}
+            if spec.blend is not None and notes is not None:  # the weight this fold chose, and on how many lines
+                row.update(weight_deep=notes.info.get("weight_deep"), inner_val_lines=notes.info.get("inner_val_lines"))
             rows.append(row)
             preds.append(pd.DataFrame({"ID": [geno.samples[j] for j in f.test], "fold": f.fold + 1,
                                        "repeat": f.repeat + 1, "model": spec.name, "observed": yv[f.test],
