@@ -109,12 +109,12 @@ def find_run_folder(model: str | Path) -> Path | None:
     return None
 
 
-def reference_spec(config: dict, rep: Reporter) -> dict | None:
-    """Where the reference cells are: ``config['reference']`` (+ ``reference_labels`` /
+def reference_spec(config: AnnotateConfig, rep: Reporter) -> dict | None:
+    """Where the reference cells are: ``config.reference`` (+ ``reference_labels`` /
     ``reference_label_key``), else the fine-tune run's own data. Also the run's training cells (split.json),
     so the baseline learns from exactly the cells the model learned from. None when unknown."""
     spec: dict[str, Any] = {}
-    run = find_run_folder(config["model"])
+    run = find_run_folder(config.model)
     run_cfg: dict = {}
     if run is not None:
         from app.engine.run_dir import RunDir
@@ -127,11 +127,11 @@ def reference_spec(config: dict, rep: Reporter) -> dict | None:
             except (OSError, ValueError):
                 rep.log(f"could not read {split_file}; the baseline uses every labelled reference cell",
                         level="warning")
-    if config.get("reference"):
-        if str(config["reference"]) != str(run_cfg.get("data")):
+    if config.reference:
+        if str(config.reference) != str(run_cfg.get("data")):
             spec.pop("train_cells", None)  # another dataset: its cells were never split
-        spec.update(data=config["reference"], labels=config.get("reference_labels"),
-                    label_key=config.get("reference_label_key") or run_cfg.get("label_key"))
+        spec.update(data=config.reference, labels=config.reference_labels,
+                    label_key=config.reference_label_key or run_cfg.get("label_key"))
     elif run_cfg.get("data"):
         spec.update(data=run_cfg["data"], labels=run_cfg.get("labels"), label_key=run_cfg.get("label_key"))
     else:
@@ -348,28 +348,30 @@ def annotate(config: AnnotateConfig | dict, reporter: Reporter | None = None) ->
     from app.engine.device import device_info, resolve_compute
 
     rep = ensure_reporter(reporter)
-    cfg = AnnotateConfig.coerce(config).to_dict()  # the steps below read the settings by name
-    out = Path(cfg["out"])
-    threshold = float(cfg["min_confidence"])
+    cfg = AnnotateConfig.coerce(config)
+    out = Path(cfg.out)
+    threshold = float(cfg.min_confidence)
     t0 = time.time()
-    dev, _ = resolve_compute(str(cfg["device"]), cfg["threads"])
-    seed = int(cfg["seed"])
+    # as celllm embed: batches of cells embedded one per worker thread (the count changes no label), so the
+    # default is the usable cores; on a busy machine --threads 1 is the better choice (see embed.embed)
+    dev, _ = resolve_compute(str(cfg.device), cfg.threads, many_fits=True)
+    seed = int(cfg.seed)
     rep.device(device_info(dev))
-    lm = load_for_inference(cfg["model"], dev)
+    lm = load_for_inference(cfg.model, dev)
     if lm.head is None or not lm.classes:
         raise DataError("this model has no cell-type classifier (it was not fine-tuned)", lm.path,
                         "Fine-tune it first (celllm finetune, or the window's Fine-tune button) and pass that run.")
     classes = list(lm.classes)
-    max_len = cfg.get("max_len") or lm.extra.get("max_len") or getattr(lm.config, "max_len", None)
-    id_map = read_gene_map(cfg["gene_map"]) if cfg.get("gene_map") else None
-    kw = {"max_len": max_len, "batch_size": int(cfg["batch_size"]), "floor": float(cfg["min_gene_match"]),
+    max_len = cfg.max_len or lm.extra.get("max_len") or getattr(lm.config, "max_len", None)
+    id_map = read_gene_map(cfg.gene_map) if cfg.gene_map else None
+    kw = {"max_len": max_len, "batch_size": int(cfg.batch_size), "floor": float(cfg.min_gene_match),
           "id_map": id_map, "rep": rep}
 
     # query -------------------------------------------------------------------------------------------------
-    label_key = cfg.get("label_key")
-    query = read_singlecell(cfg["data"], labels=cfg.get("labels"), label_key=label_key)
-    rep.log(f"query: {query.n_obs:,} cells x {query.n_vars:,} genes from {cfg['data']}")
-    if cfg.get("labels"):  # the table's column wins over a same-named .obs column (joined as NAME_labels)
+    label_key = cfg.label_key
+    query = read_singlecell(cfg.data, labels=cfg.labels, label_key=label_key)
+    rep.log(f"query: {query.n_obs:,} cells x {query.n_vars:,} genes from {cfg.data}")
+    if cfg.labels:  # the table's column wins over a same-named .obs column (joined as NAME_labels)
         label_key = _joined_key(query) or label_key
     q = embed_cells(lm, query, dev, what="query", **kw)
     best = np.array(classes, dtype=object)[q.probs.argmax(1)]
@@ -404,10 +406,10 @@ def annotate(config: AnnotateConfig | dict, reporter: Reporter | None = None) ->
             if true_q is not None and len(set(ref_labels[train_mask].tolist())) >= 2:
                 rep.log("fitting the baseline on the reference training cells, scoring it on the query")
                 baseline = _transfer_baseline(ref, ref_labels, train_mask, query, true_q, classes,
-                                              int(cfg["baseline_genes"]), seed)
+                                              int(cfg.baseline_genes), seed)
             keep = np.arange(ref.n_obs)
-            if ref.n_obs > int(cfg["max_reference_cells"]):
-                keep = _subsample(ref_labels, int(cfg["max_reference_cells"]), seed)
+            if ref.n_obs > int(cfg.max_reference_cells):
+                keep = _subsample(ref_labels, int(cfg.max_reference_cells), seed)
                 notes.append(f"the map shows {len(keep):,} of the {ref.n_obs:,} reference cells (stratified)")
             r_sub = ref[keep].copy()
             r = embed_cells(lm, r_sub, dev, what="reference", **kw)
@@ -427,14 +429,14 @@ def annotate(config: AnnotateConfig | dict, reporter: Reporter | None = None) ->
                               "predicted": best, "confidence": q.probs.max(1).astype(np.float32)})
         emb_all = q.emb
     rep.check_cancel()
-    xy = joint_layout(emb_all, str(cfg["map"]), seed, rep)
+    xy = joint_layout(emb_all, str(cfg.map), seed, rep)
     joint["x"], joint["y"] = xy[:, 0], xy[:, 1]
     query.obsm["X_joint_map"] = xy[(joint["dataset"] == "query").to_numpy()]
 
     report: dict[str, Any] = {
-        "model": str(lm.path), "query": str(cfg["data"]), "classes": classes, "label_key": label_key,
+        "model": str(lm.path), "query": str(cfg.data), "classes": classes, "label_key": label_key,
         "gene_match": q.gene_match.to_dict(), "gene_match_text": q.gene_match.to_text(),
-        "reference": ref_info or None, "map": str(cfg["map"]), "n_cells": int(query.n_obs),
+        "reference": ref_info or None, "map": str(cfg.map), "n_cells": int(query.n_obs),
         "scores_top_label": score_transfer(true_q, best, classes) if true_q is not None else None,
         "baseline": baseline, "notes": notes, "device": str(dev), "max_len": max_len,
     }

@@ -257,6 +257,9 @@ class AnnotateConfig(JobConfig):
     seed: int = param(0, "subsampling and map seed", min=0, advanced=True)
     baseline_genes: int = param(2000, "highly variable genes the baseline uses", min=1, unit="genes",
                                 advanced=True)
+    threads: int | None = param(None, "CPU threads: batches of cells are embedded one per thread", min=1,
+                                group="compute", advanced=True,
+                                none_label="the usable cores, at most 8 (use 1 on a busy machine)")
 
 
 __all__ = ["FREEZE_MODES", "PRESETS", "AnnotateConfig", "EmbedConfig", "EvaluateConfig", "FinetuneConfig",

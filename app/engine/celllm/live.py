@@ -40,12 +40,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from app.engine.reporter import Reporter, ensure_reporter
+
+if TYPE_CHECKING:
+    from app.engine.celllm.job_configs import PretrainConfig
 
 LIVE_DIR = "live"
 DEFAULT_LIVE_CELLS = 5000
@@ -340,7 +343,7 @@ def for_finetune(run_dir: str | Path, *, n_cells: int, seed: int, model: torch.n
     return lm
 
 
-def pretrain_live_data(cfg: dict[str, Any], datasets: list[dict[str, Any]], cells: list,
+def pretrain_live_data(cfg: PretrainConfig, datasets: list[dict[str, Any]], cells: list,
                        origin: list[tuple[int, int]], raw_labels: list[Any], vocab_size: int) -> dict[str, Any]:
     """The live map's cells for in-memory pretraining: a seeded subsample (stratified by ``label_key``, else
     by the supervised labels), their IDs, labels, batches (``batch_key``, or ``_dataset`` = the input file)
@@ -349,7 +352,7 @@ def pretrain_live_data(cfg: dict[str, Any], datasets: list[dict[str, Any]], cell
 
     from app.engine.celllm.tokenize import vocab_counts
 
-    label_key, batch_key = cfg.get("label_key"), cfg.get("batch_key")
+    label_key, batch_key = cfg.label_key, cfg.batch_key
     per_ds_labels = {k: column_values(d["obs"], label_key, d["path"]) for k, d in enumerate(datasets)} \
         if label_key else None
     per_ds_batches = None
@@ -361,10 +364,10 @@ def pretrain_live_data(cfg: dict[str, Any], datasets: list[dict[str, Any]], cell
         labels = [per_ds_labels[k][i] for k, i in origin]
     elif any(v is not None for v in raw_labels):
         labels = [str(v) for v in raw_labels]
-        label_key = cfg.get("supervised_key")
+        label_key = cfg.supervised_key
     else:
         labels = None
-    sub = live_subsample(len(cells), int(cfg["live_cells"]), labels, int(cfg["seed"]))
+    sub = live_subsample(len(cells), int(cfg.live_cells), labels, int(cfg.seed))
     picked = [origin[j] for j in sub]
     ids = [f"{Path(datasets[k]['path']).name}:{datasets[k]['obs'].index[i]}" if len(datasets) > 1
            else str(datasets[k]["obs"].index[i]) for k, i in picked]

@@ -370,25 +370,26 @@ def pretrain(config: PretrainConfig | dict, reporter: Reporter | None = None) ->
     """
     from app.engine.celllm import distributed as dist_mod
 
-    cfg = PretrainConfig.coerce(config).to_dict()  # the steps below read the settings by name
-    info = dist_mod.init_distributed(str(cfg["device"]))
+    cfg = PretrainConfig.coerce(config)
+    info = dist_mod.init_distributed(str(cfg.device))
     rep = dist_mod.rank_reporter(reporter, info)
-    return _pretrain(cfg, cfg, info, rep)
+    return _pretrain(cfg, info, rep)
 
 
-def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> dict:
+def _pretrain(cfg: PretrainConfig, info: Any, rep: Reporter) -> dict:
     from app.engine.celllm import distributed as dist_mod
     from app.engine.device import device_info, set_threads
     from app.engine.run_dir import RunDir
 
     t_start = time.time()
     main, world = info.is_main, info.world_size
-    run_dir = Path(config["run_dir"])
+    run_dir = Path(cfg.run_dir)
     rd: RunDir | None = None
     if main:
-        rd = RunDir.open(run_dir) if RunDir.is_run_dir(run_dir) else RunDir.create(run_dir, "celllm-pretrain", config)
+        rd = (RunDir.open(run_dir) if RunDir.is_run_dir(run_dir)
+              else RunDir.create(run_dir, "celllm-pretrain", cfg.to_dict()))
     dist_mod.barrier(info)
-    threads_req = cfg.get("threads")
+    threads_req = cfg.threads
     if threads_req is None and info.distributed and info.device.type == "cpu":
         try:  # ranks on one machine share its cores
             cores = len(os.sched_getaffinity(0))
@@ -398,9 +399,9 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
     threads = set_threads(threads_req)
     device = info.device
     rep.device(device_info(device))
-    seed = int(cfg["seed"])
+    seed = int(cfg.seed)
     torch.manual_seed(seed)
-    epochs, batch_size = float(cfg["epochs"]), int(cfg["batch_size"])  # fractional epochs allowed (0.5)
+    epochs, batch_size = float(cfg.epochs), int(cfg.batch_size)  # fractional epochs allowed (0.5)
     if not epochs > 0 or batch_size < 2:
         raise DataError(f"epochs must be > 0 and batch_size >= 2 (got {epochs:g}, {batch_size})", None,
                         "Contrastive learning needs at least two cells per batch.")
@@ -410,7 +411,7 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
     # -- resume / init / new vocabulary -----------------------------------------------------------
     resume_tensors: dict[str, torch.Tensor] | None = None
     resume_meta: dict[str, Any] = {}
-    if config.get("resume"):
+    if cfg.resume:
         from app.engine.checkpoint import load_tensors
 
         ck = None
@@ -428,48 +429,48 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
         else:
             rep.log("no checkpoint to resume from: starting from the beginning", level="warning")
 
-    paths = _paths(cfg["data"])
+    paths = _paths(cfg.data)
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if info.distributed else 1
-    streaming, why = choose_streaming(cfg.get("stream"), paths, local_ranks)
+    streaming, why = choose_streaming(cfg.stream, paths, local_ranks)
     streaming = bool(dist_mod.broadcast_object(streaming, info))  # ranks must agree (free memory differs)
     rep.log(f"data: {why}")
-    supervised_key = cfg.get("supervised_key")
+    supervised_key = cfg.supervised_key
     datasets: list[dict[str, Any]] = []
     stream: Any = None
     if streaming:
         from app.data.singlecell.stream import read_h5ad_genes
 
-        if cfg.get("max_cells") is not None:
+        if cfg.max_cells is not None:
             rep.log("max_cells is ignored when streaming (every cell is used)", level="warning")
         data_genes = [read_h5ad_genes(p) for p in paths]
     else:
-        datasets = load_datasets(paths, supervised_key, cfg.get("max_cells"), seed, rep)
+        datasets = load_datasets(paths, supervised_key, cfg.max_cells, seed, rep)
         data_genes = [d["genes"] for d in datasets]
     init_model: CellLM | None = None
     if resume_tensors is not None:
         model_cfg = config_from_file(resume_meta["config"])  # bounded before any allocation
         vocab = list(resume_meta["vocab"])
         vocab_source = str(resume_meta.get("vocab_source", "data"))
-    elif cfg.get("init"):
-        init_model, model_cfg, vocab, _extra = load_model(cfg["init"], "cpu")
+    elif cfg.init:
+        init_model, model_cfg, vocab, _extra = load_model(cfg.init, "cpu")
         vocab_source = "init"
-        rep.log(f"starting from {cfg['init']} ({len(vocab)} genes)")
+        rep.log(f"starting from {cfg.init} ({len(vocab)} genes)")
     else:
         vocab = build_vocab(data_genes)
         overrides: dict[str, Any] = {}
-        if cfg.get("max_len") is not None:
-            overrides["max_len"] = int(cfg["max_len"])
+        if cfg.max_len is not None:
+            overrides["max_len"] = int(cfg.max_len)
         try:
-            model_cfg = preset(str(cfg["preset"]), len(vocab), proj_seed=seed, **overrides)
+            model_cfg = preset(str(cfg.preset), len(vocab), proj_seed=seed, **overrides)
         except ValueError as exc:
             raise DataError(str(exc), None, "Use preset tiny, small or full.") from exc
         vocab_source = "data"
-    if cfg.get("dropout") is not None:
-        model_cfg.dropout = float(cfg["dropout"])
+    if cfg.dropout is not None:
+        model_cfg.dropout = float(cfg.dropout)
     if model_cfg.dropout <= 0:
         raise DataError("dropout is 0: the two contrastive views of a cell would be identical", None,
                         "Set dropout > 0 (e.g. 0.1) for pretraining.")
-    max_len = int(cfg["max_len"]) if cfg.get("max_len") is not None else model_cfg.max_len
+    max_len = int(cfg.max_len) if cfg.max_len is not None else model_cfg.max_len
 
     # -- the global batch over the ranks ------------------------------------------------------------
     local_bs = batch_size // world
@@ -496,7 +497,7 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
         label_key = supervised_key if supervised_key and supervised_key != DATASET_KEY else None
         stream = CellStream(paths, rank=info.rank, world_size=world, seed=seed, gene_maps=maps,
                             vocab_size=len(vocab), label_key=label_key,
-                            block_cells=int(cfg["block_cells"]), shuffle_buffer=int(cfg["shuffle_buffer"]))
+                            block_cells=int(cfg.block_cells), shuffle_buffer=int(cfg.shuffle_buffer))
         label_of = None
         if supervised_key == DATASET_KEY:
             names = [Path(p).name for p in paths]
@@ -520,7 +521,7 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
         parts: list[Tokens] = []
         raw_labels: list[Any] = []
         origin: list[tuple[int, int]] = []  # (dataset, row) of each kept cell, for the live map
-        min_genes = max(1, int(cfg["min_genes"]))
+        min_genes = max(1, int(cfg.min_genes))
         for k, d in enumerate(datasets):
             d2v, rate = _gene_map(d["genes"], vocab, vocab_source)
             d["d2v"] = d2v
@@ -531,14 +532,14 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
             raw_labels.extend(d["labels"][kept] if d["labels"] is not None else [None] * len(kept))
             origin.extend((k, int(i)) for i in kept)
         cells = Tokens.concat(parts)
-        if info.is_main and int(cfg["live_cells"]) > 0:
+        if info.is_main and int(cfg.live_cells) > 0:
             from app.engine.celllm.live import pretrain_live_data
 
             live_data = pretrain_live_data(cfg, datasets, cells, origin, raw_labels, len(vocab))
         for d in datasets:
             d["counts"] = None  # the tokens are all that is needed now
         if len(cells) < 2:
-            raise DataError(f"only {len(cells)} cell(s) express at least {cfg['min_genes']} vocabulary gene(s)",
+            raise DataError(f"only {len(cells)} cell(s) express at least {cfg.min_genes} vocabulary gene(s)",
                             None, "Check the data holds raw counts and gene names that match the vocabulary.")
         labels_arr: np.ndarray | None = None
         if supervised_key:
@@ -564,15 +565,15 @@ def _pretrain(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter) -> di
                         "Use a smaller batch size (or fewer ranks).")
 
     try:
-        if streaming and int(cfg["live_cells"]) > 0:
+        if streaming and int(cfg.live_cells) > 0:
             rep.log("live map: not yet available when streaming (the data is never held in memory)")
-        return _train(cfg, config, info, rep, rd, source, model_cfg, vocab, vocab_source, init_model, classes,
+        return _train(cfg, info, rep, rd, source, model_cfg, vocab, vocab_source, init_model, classes,
                       resume_tensors, resume_meta, max_len, bsz, gene_report, paths, threads, t_start, live_data)
     finally:
         source.close()
 
 
-def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any, source: Any,
+def _train(cfg: PretrainConfig, info: Any, rep: Reporter, rd: Any, source: Any,
            model_cfg: CellLMConfig, vocab: list[str], vocab_source: str, init_model: CellLM | None,
            classes: list[str], resume_tensors: dict[str, torch.Tensor] | None, resume_meta: dict[str, Any],
            max_len: int, bsz: int, gene_report: list[dict[str, Any]], paths: list[str], threads: int,
@@ -580,17 +581,17 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
     from app.engine.celllm import distributed as dist_mod
 
     device, main, world = info.device, info.is_main, info.world_size
-    run_dir = Path(config["run_dir"])
-    seed = int(cfg["seed"])
-    epochs = float(cfg["epochs"])
+    run_dir = Path(cfg.run_dir)
+    seed = int(cfg.seed)
+    epochs = float(cfg.epochs)
     n_batches, n_cells = source.n_batches, source.n_cells
 
     # -- model, optimiser ---------------------------------------------------------------------------
     model = init_model if init_model is not None else CellLM(model_cfg)
-    if cfg.get("dropout") is not None:
+    if cfg.dropout is not None:
         for mod in model.modules():
             if isinstance(mod, torch.nn.Dropout):
-                mod.p = float(cfg["dropout"])
+                mod.p = float(cfg.dropout)
     head = SupervisedHead(model_cfg.dim, len(classes)) if classes else None
     if resume_tensors is not None:
         load_state(model, {k[len(MODEL_PREFIX):]: v for k, v in resume_tensors.items()
@@ -605,12 +606,12 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
         params += list(head.parameters())
     # DDP (several ranks): rank 0's weights are broadcast here, gradients averaged in every step
     runner = dist_mod.wrap_model(model, info, head) if info.distributed else None
-    base_lr = float(cfg["lr"]) if cfg.get("lr") is not None else _LR_BY_PRESET.get(model_cfg.preset, 1e-4)
-    opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=float(cfg["weight_decay"]))
+    base_lr = float(cfg.lr) if cfg.lr is not None else _LR_BY_PRESET.get(model_cfg.preset, 1e-4)
+    opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=float(cfg.weight_decay))
     if resume_tensors is not None:
         _restore_optimizer(opt, params, resume_tensors)
 
-    amp_mode = str(cfg["amp"]).lower()
+    amp_mode = str(cfg.amp).lower()
     amp_dtype: torch.dtype | None = None
     if device.type == "cuda" and amp_mode != "off":
         if amp_mode == "bf16" or (amp_mode == "auto" and torch.cuda.is_bf16_supported()):
@@ -623,17 +624,17 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
 
     total_steps = max(1, round(epochs * n_batches))
     n_epochs = math.ceil(total_steps / n_batches)
-    if cfg.get("chunk_size"):
-        chunk = int(cfg["chunk_size"])
+    if cfg.chunk_size:
+        chunk = int(cfg.chunk_size)
     else:
         typical = int(np.percentile(source.lengths(), 95))
         chunk = auto_chunk_size(model_cfg, typical, source.batch, device, model, amp=amp_dtype is not None)
         chunk = int(dist_mod.all_min(chunk, info))  # the same chunking on every rank
         rep.log(f"chunk size {chunk} chosen from free memory (cells of ~{typical} tokens)")
-    warmup = round(float(cfg["warmup_frac"]) * total_steps)
-    weights = {"mlm": float(cfg["w_mlm"]), "contrastive": float(cfg["w_contrastive"]),
-               "supervised": float(cfg["w_supervised"])}
-    temperature = float(cfg["temperature"])
+    warmup = round(float(cfg.warmup_frac) * total_steps)
+    weights = {"mlm": float(cfg.w_mlm), "contrastive": float(cfg.w_contrastive),
+               "supervised": float(cfg.w_supervised)}
+    temperature = float(cfg.temperature)
     per_rank = f" ({world} ranks x {source.batch})" if info.distributed else ""
     rep.log(f"pretraining {model_cfg.preset} CellLM ({model.n_params()['trainable']:,} trainable parameters) on "
             f"{device}: {epochs:g} epoch(s) of {n_batches} batch(es) of {bsz}{per_rank} = {total_steps} step(s), "
@@ -648,7 +649,7 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
     def checkpoint(epoch: int) -> Path:
         path = run_dir / "checkpoints" / f"step-{step}.safetensors"
         if main:
-            meta = model_metadata(model_cfg, vocab, {"pooling": cfg["pooling"], "max_len": max_len})
+            meta = model_metadata(model_cfg, vocab, {"pooling": cfg.pooling, "max_len": max_len})
             meta.update({"kind": "celllm-pretrain", "epoch": epoch, "vocab_source": vocab_source,
                          "classes": classes, "world_size": world,
                          "scaler": scaler.state_dict() if scaler is not None else None})
@@ -667,12 +668,12 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
     if live_data is not None and main:
         from app.engine.celllm.live import LiveMap, refresh_every
 
-        live = LiveMap(run_dir, model, live_data["cells"], live_data["cell_ids"], device, str(cfg["pooling"]),
+        live = LiveMap(run_dir, model, live_data["cells"], live_data["cell_ids"], device, str(cfg.pooling),
                        labels=live_data["labels"], batches=live_data["batches"], label_key=live_data["label_key"],
                        batch_key=live_data["batch_key"], contrastive=weights["contrastive"] > 0, kind="pretrain",
                        reporter=rep)
         live.start(live_data["counts"], resume_step=step if resume_tensors is not None else None)
-        live_every = refresh_every(total_steps, int(cfg["live_every"]))
+        live_every = refresh_every(total_steps, int(cfg.live_every))
         rep.log(f"live map: {len(live_data['cells'])} cells, refreshed every {live_every} step(s)")
         if step == 0:
             live.refresh(0, 0)  # where learning starts
@@ -690,7 +691,7 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
                 if info.distributed:  # per-rank dropout, reproducible after a resume
                     dist_mod.seed_step(seed, step, info)
                 gen = torch.Generator().manual_seed(seed * 1_000_003 + step + 7_919_993 * info.rank)
-                batch = make_batch(cells_b, labels_b, float(cfg["mlm_prob"]), model_cfg.n_bins, gen)
+                batch = make_batch(cells_b, labels_b, float(cfg.mlm_prob), model_cfg.n_bins, gen)
                 tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
                 lr = lr_at(step, total_steps, base_lr, warmup)
                 for gpar in opt.param_groups:
@@ -701,18 +702,18 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
                     # per-cell losses are means over the GLOBAL batch: count masked tokens on every rank
                     counts = dist_mod.all_sum_many([batch["n_masked"], batch["n_labelled"]], info)
                     fn = make_chunk_fn(model, head, device, {"n_masked": counts[0], "n_labelled": counts[1]},
-                                       weights, str(cfg["pooling"]), parts)
+                                       weights, str(cfg.pooling), parts)
                     dist_mod.set_chunk_fn(runner, fn)
                     res = dist_mod.dc_step_distributed(runner, tensors, loss_fn, chunk, info, scaler=scaler,
                                                        autocast_dtype=amp_dtype, device_type=device.type,
                                                        devices=rng_devices)
                 else:
-                    fn = make_chunk_fn(model, head, device, batch, weights, str(cfg["pooling"]), parts)
+                    fn = make_chunk_fn(model, head, device, batch, weights, str(cfg.pooling), parts)
                     res = dc_step(fn, tensors, loss_fn, chunk, scaler=scaler, autocast_dtype=amp_dtype,
                                   device_type=device.type, devices=rng_devices)
                 if scaler is not None:
                     scaler.unscale_(opt)
-                gnorm = torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]) or float("inf"))
+                gnorm = torch.nn.utils.clip_grad_norm_(params, float(cfg.grad_clip) or float("inf"))
                 if scaler is not None:
                     scaler.step(opt)
                     scaler.update()
@@ -736,9 +737,9 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
                     rd.append_metrics({"step": step, "epoch": epoch, **last})
                 if live is not None and (step % live_every == 0 or step == total_steps):
                     live.refresh(epoch, step)
-                if int(cfg["redraw_every"]) and step % int(cfg["redraw_every"]) == 0:
+                if int(cfg.redraw_every) and step % int(cfg.redraw_every) == 0:
                     model.redraw_projections(seed=model_cfg.proj_seed + step)  # step-seeded: same on every rank
-                if int(cfg["checkpoint_every"]) and step % int(cfg["checkpoint_every"]) == 0:
+                if int(cfg.checkpoint_every) and step % int(cfg.checkpoint_every) == 0:
                     checkpoint(epoch)
         if cancelled:
             break
@@ -754,10 +755,10 @@ def _train(cfg: dict[str, Any], config: dict, info: Any, rep: Reporter, rd: Any,
         return result
 
     model.eval()
-    extra = {"pooling": cfg["pooling"], "max_len": max_len, "vocab_source": vocab_source,
+    extra = {"pooling": cfg.pooling, "max_len": max_len, "vocab_source": vocab_source,
              "pretrain": {"data": paths, "steps": step, "epochs": epochs, "batch_size": bsz,
                           "chunk_size": chunk, "seed": seed, "lr": base_lr, "temperature": temperature,
-                          "mlm_prob": float(cfg["mlm_prob"]), "supervised_key": cfg.get("supervised_key"),
+                          "mlm_prob": float(cfg.mlm_prob), "supervised_key": cfg.supervised_key,
                           "classes": classes, "final": last, "world_size": world, "streamed": source.streamed}}
     model_dir = run_dir / "model"
     if main:
