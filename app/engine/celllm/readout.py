@@ -56,13 +56,18 @@ class Readout:
 
     def features(self, counts: Any, var_names: Any) -> Features:
         """``Features`` of every cell of a counts matrix whose columns are ``var_names``."""
+        from app.data.genes import strip_version
         from app.engine.celllm.baseline import log_normalise
 
         names = [str(v) for v in var_names]
-        col = {}
+        col: dict[str, int] = {}
+        loose: dict[str, int] = {}
         for j, n in enumerate(names):
             col.setdefault(n, j)  # first occurrence of a duplicated name
-        src = np.array([col.get(g, -1) for g in self.genes])
+            loose.setdefault(_loose_key(n, strip_version), j)
+        # exact name first; else the same gene written another way (an Ensembl version suffix, another case:
+        # ``ENSG...14`` vs ``ENSG...``, ``Cd3e`` vs ``CD3E``), as the vocabulary match of the encoder does
+        src = np.array([col.get(g, loose.get(_loose_key(g, strip_version), -1)) for g in self.genes])
         present = src >= 0
         x = log_normalise(counts)  # the data's own totals over all its genes, as CellTypist
         k, g = int(present.sum()), len(self.genes)
@@ -85,6 +90,11 @@ class Readout:
         return save_tensors(Path(folder) / READOUT_FILE, tensors,
                             {"genes": list(self.genes), "classes": list(classes), "kind": "cls+linear",
                              "scaling": "log1p(counts per 1e4), (x - mean) / scale, clipped at 10"})
+
+
+def _loose_key(name: str, strip_version: Any) -> str:
+    """A gene name without surrounding space, Ensembl version or case."""
+    return strip_version(name.strip()).upper()
 
 
 def from_fit(fit: Any, var_names: Any, init: str) -> Readout:

@@ -66,6 +66,13 @@ def test_features_scale_like_the_baseline_and_impute_missing_genes_at_the_mean()
     q = ro.features(x[:, keep], [genes[j] for j in keep])
     assert ro.n_missing(q) == 1 and np.all(q.rows(s.test)[:, 0] == 0.0)
     assert feats.rows(s.test)[:, 0].std() > 0.1
+    # the same genes written another way are still found: another case, or an Ensembl version suffix
+    upper = ro.features(x, [g.upper() for g in genes])
+    assert ro.n_missing(upper) == 0 and np.allclose(upper.rows(s.test), feats.rows(s.test), atol=1e-5)
+    ens = [f"ENSG{j:011d}" for j in range(len(genes))]
+    ro_ens = from_fit(fit, ens, "baseline")
+    versioned = ro_ens.features(x, [f"{g}.{j % 9 + 1}" for j, g in enumerate(ens)])
+    assert ro_ens.n_missing(versioned) == 0 and np.allclose(versioned.rows(s.test), feats.rows(s.test), atol=1e-5)
 
 
 def test_baseline_init_with_a_zero_head_predicts_exactly_the_baseline(tmp_path: Path) -> None:
