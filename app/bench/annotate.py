@@ -1,6 +1,9 @@
 """``python -m app bench annotate [--json]``: cell-type annotation accuracy over seeded splits of every shared
 labelled single-cell dataset, for the fine-tuned shipped CellLM, the same CellLM trained from scratch, the
-product's baseline and (when installed) CellTypist itself.
+product's baseline and (when installed) CellTypist itself. With ``--encoder-alone`` also the deep part alone
+(readout ``cls``: the pooled-embedding head without the linear path), pretrained and from scratch, and their
+paired difference: the default readout contains the baseline's solution, so "CellLM minus scratch" alone
+cannot show what pretraining gives the encoder.
 
 Per dataset and seed: a stratified split whose test cells come only from the cells pretraining never saw
 (``app.engine.celllm.heldout.held_out``: the CRC-32 of the cell ID is even), so the shipped model's
@@ -178,10 +181,16 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, shared: Path) -> dict[str
         cfg = {"data": str(h5), "label_key": "label", "run_dir": str(Path(tmp) / "run"), "repeats": args.seeds,
                "seed": args.seed, "scratch": not args.no_scratch, "init": args.init, "epochs": args.epochs,
                "threads": args.threads, "device": "cpu", **dict(args.option)}
-        res = evaluate_repeats({k: v for k, v in cfg.items() if v is not None}, None, test_pool=pool)
+        rows = list(evaluate_repeats({k: v for k, v in cfg.items() if v is not None}, None, test_pool=pool)["rows"])
+        if args.encoder_alone:  # the deep part alone (readout cls), pretrained and from random weights
+            alone = {**cfg, "readout": "cls", "scratch": True, "run_dir": str(Path(tmp) / "run_cls")}
+            for row in evaluate_repeats({k: v for k, v in alone.items() if v is not None}, None,
+                                        test_pool=pool)["rows"]:
+                if row["method"] != "baseline":  # the same cells' baseline is already in
+                    rows.append({**row, "method": ENCODER_ALONE[row["method"]]})
     per: dict[str, dict[str, list[float]]] = {}
     best_epochs: dict[str, list[int | None]] = {}  # 0 = a cls+linear run kept its start (the baseline's fit)
-    for row in res["rows"]:
+    for row in rows:
         per.setdefault(row["method"], {"macro_f1": [], "accuracy": []})
         for k in ("macro_f1", "accuracy"):
             per[row["method"]][k].append(row[k])
@@ -199,6 +208,10 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, shared: Path) -> dict[str
     methods = {m: {k: spread(v).to_dict() for k, v in d.items()} for m, d in per.items()}
     diffs = {f"celllm_minus_{m}": {k: paired_difference(per["celllm"][k], per[m][k]).to_dict()
                                    for k in ("macro_f1", "accuracy")} for m in per if m != "celllm"}
+    if "encoder_scratch" in per:  # does pretraining help the deep part alone?
+        diffs["encoder_minus_encoder_scratch"] = {
+            k: paired_difference(per["encoder"][k], per["encoder_scratch"][k]).to_dict()
+            for k in ("macro_f1", "accuracy")}
     if "celltypist_feature_selection" in per:
         diffs["baseline_minus_celltypist_feature_selection"] = {
             k: paired_difference(per["baseline"][k], per["celltypist_feature_selection"][k]).to_dict()
@@ -208,8 +221,12 @@ def run_dataset(ds: Dataset, args: argparse.Namespace, shared: Path) -> dict[str
             "differences": diffs, "notes": notes, "seconds": round(time.time() - t0, 1)}
 
 
-ORDER = ("celllm", "scratch", "baseline", "celltypist_feature_selection", "celltypist_default")
+ENCODER_ALONE = {"celllm": "encoder", "scratch": "encoder_scratch"}
+"""``--encoder-alone``: the method names of the extra readout-``cls`` runs."""
+ORDER = ("celllm", "scratch", "encoder", "encoder_scratch", "baseline", "celltypist_feature_selection",
+         "celltypist_default")
 LABEL = {"celllm": "CellLM (fine-tuned)", "scratch": "CellLM from scratch", "baseline": "baseline",
+         "encoder": "encoder alone (readout cls)", "encoder_scratch": "encoder alone from scratch",
          "celltypist_feature_selection": "CellTypist (feature sel.)", "celltypist_default": "CellTypist (default)"}
 
 
@@ -257,6 +274,9 @@ def main(argv: list[str]) -> int:
                    help="a fine-tuning setting (a FinetuneConfig field, e.g. readout=cls+linear); repeatable")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch control")
     p.add_argument("--no-celltypist", action="store_true", help="skip CellTypist")
+    p.add_argument("--encoder-alone", action="store_true",
+                   help="also score the deep part alone (readout cls), fine-tuned from the starting model and "
+                        "from random weights, on the same splits: does pretraining help the encoder itself?")
     p.add_argument("--peers-python", default=None,
                    help="python of an environment with celltypist installed (default: import it here)")
     p.add_argument("--partial", default=None, metavar="FILE.json",

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.bench import annotate
@@ -34,3 +35,21 @@ def test_bench_annotate_passes_options_to_fine_tuning(shared_data: Path, capsys:
     assert res["per_seed"]["celllm"]["macro_f1"][0] >= res["per_seed"]["baseline"]["macro_f1"][0] - 0.05
     with pytest.raises(SystemExit):
         annotate.main(["--option", "nokey"])
+
+
+@pytest.mark.shared_data
+def test_bench_annotate_scores_the_encoder_alone(shared_data: Path, capsys: pytest.CaptureFixture) -> None:
+    """--encoder-alone adds readout-cls runs, pretrained and from scratch, with their paired difference; they
+    are fine-tuned from their own start (not the baseline's fit), so their best epoch is at least 1."""
+    rc = annotate.main(["--json", "--datasets", "cellbench_dropseq", "--seeds", "2", "--epochs", "1",
+                        "--no-scratch", "--no-celltypist", "--encoder-alone", "--shared", str(shared_data)])
+    assert rc == 0
+    (res,) = json.loads(capsys.readouterr().out)["results"]
+    assert set(res["methods"]) == {"celllm", "baseline", "encoder", "encoder_scratch"}
+    assert len(res["per_seed"]["encoder"]["macro_f1"]) == len(res["per_seed"]["baseline"]["macro_f1"]) == 2
+    assert res["best_epochs"]["encoder"] == [1, 1] and res["best_epochs"]["encoder_scratch"] == [1, 1]
+    d = res["differences"]["encoder_minus_encoder_scratch"]["macro_f1"]
+    per = res["per_seed"]
+    assert d["mean"] == pytest.approx(np.mean(np.subtract(per["encoder"]["macro_f1"],
+                                                          per["encoder_scratch"]["macro_f1"])))
+    assert "encoder alone" in annotate.table([res])

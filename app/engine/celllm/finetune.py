@@ -243,6 +243,31 @@ def make_optimizer(groups: list[dict[str, Any]], weight_decay: float, dev: torch
     return torch.optim.AdamW(groups, weight_decay=weight_decay, fused=dev.type in ("cpu", "cuda"))
 
 
+def encoder_groups(model: torch.nn.Module, lr: float, decay: float = 1.0,
+                   depth: int | None = None) -> list[dict[str, Any]]:
+    """Optimiser groups of the encoder's trainable parameters with layer-wise learning rates.
+
+    The top layer (and what sits above it: final norm, pretraining heads) trains at ``lr``, layer ``i`` of
+    ``L`` at ``lr * decay**(L-1-i)``, everything below the layers (embeddings) at ``lr * decay**L``: a lower
+    rate keeps more of the pretrained features near the input. ``decay`` 1 gives one group at ``lr``."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if decay >= 1.0 or not trainable:
+        return [{"params": trainable, "lr": lr}] if trainable else []
+    layers = list(encoder_layers(model, depth))
+    n = len(layers)
+    rank: dict[int, int] = {}  # parameter id -> layers from the top (0 = top or above it)
+    for i, layer in enumerate(layers):
+        for p in layer.parameters():
+            rank[id(p)] = n - 1 - i
+    inside = set(rank)
+    below = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()} - inside
+    by_rank: dict[int, list[torch.nn.Parameter]] = {}
+    for p in trainable:
+        r = rank.get(id(p), n if id(p) in below else 0)
+        by_rank.setdefault(r, []).append(p)
+    return [{"params": ps, "lr": lr * decay ** r} for r, ps in sorted(by_rank.items())]
+
+
 def _opt_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
     """Flatten an optimiser's state into named tensors (safetensors) + its JSON param groups."""
     sd = opt.state_dict()
@@ -388,7 +413,7 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     init_dir = resolve_model_dir(cfg.get("init"))
     model, mcfg, vocab, extra = load_model(init_dir, dev)
     extra = dict(extra or {})
-    pooling = str(cfg.get("pooling") or extra.get("pooling", "cls"))
+    pooling = str(cfg["pooling"])
     model_max_len = mcfg.get("max_len") if isinstance(mcfg, dict) else getattr(mcfg, "max_len", None)
     max_len = int(cfg.get("max_len") or model_max_len or DEFAULT_MAX_LEN)
     rep.log(f"starting model: {init_dir}")
@@ -430,17 +455,16 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     rep.log(f"freeze={cfg['freeze']}: {counts_p['trainable']:,} trainable, {counts_p['frozen']:,} frozen "
             "encoder parameters")
     groups = [{"params": list(head.parameters()), "lr": float(cfg["head_lr"])}]
-    enc = [p for p in model.parameters() if p.requires_grad]
     preset_name = mcfg.get("preset") if isinstance(mcfg, dict) else getattr(mcfg, "preset", None)
     enc_lr = float(cfg["lr"]) if cfg.get("lr") is not None else LR_BY_PRESET.get(str(preset_name), 1e-4)
-    if enc:
-        groups.append({"params": enc, "lr": enc_lr})
+    groups += encoder_groups(model, enc_lr, float(cfg["layer_lr_decay"]), depth)
     if readout is not None:  # its L2 is in the loss (as a logistic regression's), not AdamW's decay
         groups.append({"params": list(readout.module.parameters()), "weight_decay": 0.0,
                        "lr": float(cfg["linear_lr"] if cfg.get("linear_lr") is not None else cfg["head_lr"])})
     opt = make_optimizer(groups, float(cfg["weight_decay"]), dev)
     loss_fn = torch.nn.CrossEntropyLoss(
-        weight=class_weights(y[split.train], len(classes), str(cfg["class_weight"])).to(dev))
+        weight=class_weights(y[split.train], len(classes), str(cfg["class_weight"])).to(dev),
+        label_smoothing=float(cfg["label_smoothing"]))
     amp = dev.type == "cuda" and torch.cuda.is_bf16_supported()
 
     # resume ---------------------------------------------------------------------------------------------
@@ -611,4 +635,5 @@ def _save_ckpt(rd: Any, model: torch.nn.Module, head: torch.nn.Module, opt: torc
     rep.artifact("checkpoint", str(path))
 
 
-__all__ = ["Cancelled", "FinetuneConfig", "apply_freeze", "class_weights", "finetune", "stratified_subsample"]
+__all__ = ["Cancelled", "FinetuneConfig", "apply_freeze", "class_weights", "encoder_groups", "finetune",
+           "stratified_subsample"]

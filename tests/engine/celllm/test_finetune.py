@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from app.data.errors import DataError
-from app.engine.celllm.finetune import apply_freeze, class_weights, finetune, stratified_subsample
+from app.engine.celllm.finetune import apply_freeze, class_weights, encoder_groups, finetune, stratified_subsample
 from app.engine.reporter import Reporter
 
 torch.set_num_threads(1)
@@ -139,6 +139,38 @@ def test_freeze_modes_on_a_stand_in_encoder() -> None:
     assert counts["trainable"] == 0
     with pytest.raises(DataError):
         apply_freeze(Enc(), "last:9", depth=3)
+
+
+def test_layer_wise_learning_rates_fall_from_the_top_layer_down() -> None:
+    class Enc(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+            self.layers = torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(3)])
+            self.norm = torch.nn.LayerNorm(4)
+
+    m = Enc()
+    lr_of = {id(p): g["lr"] for g in encoder_groups(m, 1e-3, 0.5) for p in g["params"]}
+    assert len(lr_of) == sum(1 for _ in m.parameters())  # every trainable parameter once
+    assert [lr_of[id(lay.weight)] for lay in m.layers] == pytest.approx([2.5e-4, 5e-4, 1e-3])
+    assert lr_of[id(m.norm.weight)] == pytest.approx(1e-3)  # above the layers: the top rate
+    assert lr_of[id(m.emb.weight)] == pytest.approx(1.25e-4)  # below the bottom layer
+    (one,) = encoder_groups(m, 1e-3, 1.0)
+    assert one["lr"] == 1e-3 and len(one["params"]) == len(lr_of)
+    apply_freeze(m, "last:1", depth=3)  # frozen parameters get no group
+    kept = {id(p) for g in encoder_groups(m, 1e-3, 0.5) for p in g["params"]}
+    assert kept == {id(p) for p in m.parameters() if p.requires_grad}
+
+
+@pytest.mark.shared_data
+def test_mean_pooling_and_layer_decay_reach_the_saved_model(shared_data: Path, tmp_path: Path) -> None:
+    from app.engine.celllm.embed import load_for_inference
+
+    data, _ = _small_pbmc(shared_data, tmp_path)
+    run = tmp_path / "run"
+    finetune(_cfg(data, run, pooling="mean", layer_lr_decay=0.5, label_smoothing=0.1), Reporter())
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 1
+    assert load_for_inference(run / "model", torch.device("cpu")).pooling == "mean"  # embed/annotate read it
 
 
 def test_fine_tuning_optimizer_follows_unfused_adamw() -> None:
