@@ -140,3 +140,46 @@ def test_isru() -> None:
     assert torch.allclose(y, x / torch.sqrt(1 + 0.5 * x * x))
     assert float(y.abs().max()) <= 1 / 0.5**0.5 + 1e-5
     assert float(ISRU(0.03)(torch.tensor(0.01))) == pytest.approx(0.01, rel=1e-4)  # ~identity near 0
+
+
+def test_dnngp_batchnorm_is_torch_batchnorm1d_bit_for_bit() -> None:
+    # computed as a 4-D batch norm for speed: outputs, gradients and running statistics must not change
+    from app.models.gp.dnngp import BatchNorm1d
+
+    torch.manual_seed(0)
+    ours, ref = BatchNorm1d(6, eps=1e-3, momentum=0.01), nn.BatchNorm1d(6, eps=1e-3, momentum=0.01)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2.0)
+        ours.bias.normal_()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(9, 6, 31) * 3 + 1
+    gy = torch.randn(9, 6, 31)
+    got = []
+    for bn in (ours, ref):
+        xi = x.clone().requires_grad_(True)
+        y = bn(xi)
+        y.backward(gy)
+        got.append((y.detach(), xi.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var))
+    for a, b in zip(*got, strict=True):
+        assert torch.equal(a, b)
+    ours.eval()
+    ref.eval()
+    assert torch.equal(ours(x), ref(x))
+
+
+def test_deepgs_pool_is_max_pool1d_with_its_gradient_and_ties() -> None:
+    from app.models.gp.deepgs import WindowMaxPool1d
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 43)
+    x[0, 0, :8] = 1.0  # ties inside a window: the gradient goes to the first, as max_pool1d's
+    gy = torch.randn(3, 8, 10)
+    grads = []
+    for pool in (WindowMaxPool1d(4), nn.MaxPool1d(4, 4)):
+        xi = x.clone().requires_grad_(True)
+        y = pool(xi)
+        y.backward(gy)
+        grads.append((y.detach(), xi.grad))
+    assert grads[0][0].shape == (3, 8, 10)
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+

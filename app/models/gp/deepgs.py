@@ -19,6 +19,20 @@ def pooled_length(n_markers: int, kernel: int = 18, pool: int = 4) -> int:
     return (conv - pool) // pool + 1 if conv >= pool else 0
 
 
+class WindowMaxPool1d(nn.MaxPool1d):
+    """``nn.MaxPool1d(k, k)`` (non-overlapping windows, a partial last window dropped) as a max over a reshaped
+    view: the same values and the same gradient, ties going to the first (tested), ~1.4x cheaper on a CPU than
+    max_pool1d's kernel for DeepGS's (batch, 8, ~1,262) activations."""
+
+    def __init__(self, kernel_size: int) -> None:
+        super().__init__(kernel_size, kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = int(self.kernel_size)
+        n = (x.shape[-1] - k) // k + 1
+        return x[..., :n * k].unflatten(-1, (n, k)).max(-1).values
+
+
 class DeepGS(nn.Module):
     """DeepGS network on ``n_markers`` additive codes; input (batch, n_markers) or (batch, 1, n_markers).
 
@@ -41,7 +55,7 @@ class DeepGS(nn.Module):
         self.n_markers = n_markers
         self.init_range = init_range
         self.conv = nn.Conv1d(1, channels, kernel)
-        self.pool = nn.MaxPool1d(pool, pool)
+        self.pool = WindowMaxPool1d(pool)
         self.drop1 = Dropout(dropouts[0])
         self.fc1 = nn.Linear(channels * length, hidden)
         self.drop2 = Dropout(dropouts[1])
