@@ -32,6 +32,7 @@ from app.engine.checkpoint import load_tensors, save_tensors
 from app.engine.device import resolve_device
 from app.engine.gp.base import FitNotes
 from app.engine.gp.parallel import SharedReporter, run_fits
+from app.engine.gp.precision import resolve_precision, train_autocast
 from app.engine.reporter import Reporter, ensure_reporter
 from app.models.gp import DLGWAS, DNNGP, DeepGS, set_dropout_generator
 from app.models.gp.deepgs import pooled_length
@@ -65,6 +66,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "val_frac": 0.1,
         "ensemble": 1,
         "trainer": "auto",  # stacked on a GPU; on a CPU each network alone, one per thread (measured faster)
+        "precision": "fp32",  # PRECISIONS: the arithmetic of the training steps' convolutions and dense layers
     },
     "deepgs": {
         "preset": "adam",
@@ -83,6 +85,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "val_frac": 0.1,
         "ensemble": 3,
         "trainer": "auto",  # stacked on a GPU; on a CPU each network alone, one per thread (measured faster)
+        "precision": "fp32",  # PRECISIONS: the arithmetic of the training steps' convolutions and dense layers
     },
     "dlgwas": {
         "preset": "tuned",
@@ -102,6 +105,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "val_frac": 0.1,
         "ensemble": 1,
         "trainer": "auto",  # stacked on a GPU; on a CPU each network alone, one per thread (measured faster)
+        "precision": "fp32",  # PRECISIONS: the arithmetic of the training steps' convolutions and dense layers
     },
 }
 
@@ -318,6 +322,7 @@ def _train_member(net: nn.Module, x: torch.Tensor, y: torch.Tensor, fit_idx: np.
                                                            patience=int(cfg["plateau_patience"]))
     use_l2 = bool(cfg.get("l2", False))
     dev = x.device
+    autocast = train_autocast(cfg["precision"], dev)
     fit_t, val_t = torch.as_tensor(fit_idx, device=dev), torch.as_tensor(val_idx, device=dev)
     xv, yv = x[val_t], y[val_t]
     bs = max(1, int(cfg["batch_size"]))
@@ -334,8 +339,9 @@ def _train_member(net: nn.Module, x: torch.Tensor, y: torch.Tensor, fit_idx: np.
             idx = perm[i:i + bs]
             if len(idx) < 2 and n_fit > 1:  # BatchNorm needs 2 samples; CCC a variance
                 continue
-            pred = net(x[idx])
-            loss = loss_fn(pred, y[idx])
+            with autocast:
+                pred = net(x[idx])
+            loss = loss_fn(pred.float(), y[idx])  # the loss and the L2 penalty in fp32
             total_loss = loss + net.l2_penalty() if use_l2 else loss
             opt.zero_grad(set_to_none=True)
             total_loss.backward()
@@ -589,7 +595,8 @@ def _finish(kind: str, cfg: dict[str, Any], prep: _Prepared, nets: list[nn.Modul
     notes.info.update(
         best_epoch=[i["best_epoch"] for i in infos], epochs_run=[i["epochs_run"] for i in infos],
         best_val=[i["best_val"] for i in infos], inner_val_samples=val_ids, preset=cfg["preset"],
-        trainer=cfg["trainer"], train_pred_sd=pred_sd.tolist(), device=str(dev), seconds=0.0)
+        trainer=cfg["trainer"], precision=cfg["precision"], train_pred_sd=pred_sd.tolist(), device=str(dev),
+        seconds=0.0)
     if (pred_sd < COLLAPSE_SD).any() or not np.isfinite(zp).all():
         msg = (f"{kind} collapsed to a (near-)constant prediction: SD of its predictions on the training lines "
                f"is {float(pred_sd.min()):.3g} trait SDs (DeepGS's known failure on small data); its predictions "
@@ -655,6 +662,7 @@ def fit_folds(kind: str, trains: list[GenotypeMatrix], ys: list[np.ndarray], see
     if len(trains) != len(ys) or len(trains) != len(seeds):
         raise ValueError("one y and one seed per training set")
     dev = resolve_device(device)
+    cfg = {**cfg, "precision": resolve_precision(cfg["precision"], dev)}
     if cfg["trainer"] == "auto":
         # On a CPU these small fits are compute-bound: the stack runs on one core (measured wheat599, 5 folds,
         # 5 epochs, one thread, CPU s: DeepGS 9.4 stacked vs 12.3 alone, DLGWAS 32.8 vs 21.7), while networks

@@ -30,6 +30,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from app.data.errors import DataError
+from app.engine.gp.precision import train_autocast
 from app.engine.reporter import Reporter
 
 
@@ -298,11 +299,12 @@ def _train_group(make_net: Callable[[], nn.Module], data: Sequence[tuple[torch.T
         for d, mk in zip(drops, masks, strict=True):
             d.mask = mk
         try:
-            pred, pen = functional_call(wrapper, (p, b), (x,))
+            with train_autocast(cfg.get("precision", "fp32"), dev):
+                pred, pen = functional_call(wrapper, (p, b), (x,))
         finally:
             for d in drops:
                 d.mask = None
-        loss = loss_fn(pred, y)
+        loss = loss_fn(pred.float(), y)  # the loss and the penalty in fp32
         return (loss + pen if use_l2 else loss), loss
 
     def predict(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

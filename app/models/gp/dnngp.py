@@ -105,9 +105,11 @@ class DNNGP(nn.Module):
         """(batch, k) or (batch, 1, k) -> (batch, n_out)."""
         if x.dim() == 2:
             x = x.unsqueeze(1)
-        h = self.bn1(self.drop1(self.act1(self.conv1(x))))
-        h = self.bn2(self.drop2(self.act2(self.conv2(h))))
-        h = self.bn3(self.act3(self.conv3(h)))
+        # .float(): under bf16 autocast the convolutions run in bf16, the activations, dropout masks and
+        # BatchNorm stay fp32 (a no-op in fp32)
+        h = self.bn1(self.drop1(self.act1(self.conv1(x).float())))
+        h = self.bn2(self.drop2(self.act2(self.conv2(h).float())))
+        h = self.bn3(self.act3(self.conv3(h).float()))
         return self.fc2(self.drop3(self.fc1(h.flatten(1))))
 
     def l2_penalty(self) -> torch.Tensor:

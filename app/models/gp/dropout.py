@@ -26,7 +26,8 @@ class Dropout(nn.Dropout):
             return x
         if self.p >= 1.0:
             return torch.zeros_like(x)
-        keep = torch.rand(x.shape, generator=self.generator, dtype=x.dtype, device=x.device) >= self.p
+        # fp32 draws whatever x's dtype (bf16 under autocast): the same masks as an fp32 network's
+        keep = torch.rand(x.shape, generator=self.generator, dtype=torch.float32, device=x.device) >= self.p
         return x * keep * (1.0 / (1.0 - self.p))
 
 

@@ -301,6 +301,28 @@ def test_fit_functions_match_the_contract() -> None:
         assert {"params", "seed", "device", "reporter", "all_geno"} <= set(sig.parameters)
 
 
+def test_precision_bf16_trains_in_bf16_and_predicts_in_fp32(pop) -> None:
+    from app.engine.gp.precision import resolve_precision
+
+    geno, y, _ = pop
+    tr, y_tr, te, _, _, _ = split(geno, y)
+    params = {**FAST["dnngp"], "epochs": 8, "patience": 8}
+    a = fit_dnngp(tr, y_tr, params=params, seed=3)
+    b = fit_dnngp(tr, y_tr, params={**params, "precision": "bf16"}, seed=3)
+    assert (a.notes.info["precision"], b.notes.info["precision"]) == ("fp32", "bf16")
+    pa, pb = a.predict(te), b.predict(te)
+    assert pb.dtype == np.float64 and np.isfinite(pb).all()
+    assert not np.array_equal(pa, pb)  # bf16 arithmetic did run in the training steps...
+    assert np.corrcoef(pa, pb)[0, 1] > 0.9  # ...and trained the same network to within rounding
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", torch.device("meta")) == "fp32"
+    assert resolve_precision("auto", cpu) == ("bf16" if torch.cpu._is_avx512_bf16_supported()
+                                              or torch.cpu._is_amx_tile_supported() else "fp32")
+    with pytest.raises(DataError, match="precision"):
+        fit_dnngp(tr, y_tr, params={**params, "precision": "fp16"})
+
+
 def test_device_choice(pop) -> None:
     geno, y, _ = pop
     params = {**FAST["deepgs"], "epochs": 2}

@@ -17,15 +17,16 @@ from app.engine.gp.parallel import plan_workers, run_fits
 from app.engine.reporter import Cancelled, Reporter
 
 
-@pytest.mark.parametrize("kind", ["deepgs", "dnngp", "dlgwas"])
-def test_members_on_two_threads_match_fits_alone(kind: str) -> None:
+@pytest.mark.parametrize(("kind", "precision"), [("deepgs", "fp32"), ("dnngp", "fp32"), ("dlgwas", "fp32"),
+                                                 ("dnngp", "bf16")])
+def test_members_on_two_threads_match_fits_alone(kind: str, precision: str) -> None:
     geno, y = _toy(n=90, m=40, seed=3)
     folds = make_folds(len(y), folds=3, repeats=1, seed=1)
     trains = [geno.subset(samples=[geno.samples[j] for j in f.train]) for f in folds]
     tests = [geno.subset(samples=[geno.samples[j] for j in f.test]) for f in folds]
     ys = [y[f.train] for f in folds]
     seeds = [40 + i for i in range(len(folds))]
-    params = {"epochs": 6, "patience": 2, "ensemble": 2, "trainer": "sequential"}
+    params = {"epochs": 6, "patience": 2, "ensemble": 2, "trainer": "sequential", "precision": precision}
     before = torch.get_num_threads()
     try:
         set_threads(2)
