@@ -183,3 +183,16 @@ def test_deepgs_pool_is_max_pool1d_with_its_gradient_and_ties() -> None:
     assert grads[0][0].shape == (3, 8, 10)
     assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
 
+
+def test_channels_last_conv_is_the_same_convolution() -> None:
+    torch.manual_seed(0)
+    plain = SameConv1d(4, 10, 20)
+    fast = SameConv1d(4, 10, 20, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(5, 4, 97)
+    ya, yb = plain(x), fast(x)
+    assert torch.allclose(ya, yb, atol=1e-5)
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    assert torch.allclose(plain.weight.grad, fast.weight.grad, rtol=1e-4, atol=1e-5)
+    assert all(c.channels_last for c in DLGWAS(50).convs())

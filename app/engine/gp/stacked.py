@@ -282,6 +282,9 @@ def _train_group(make_net: Callable[[], nn.Module], data: Sequence[tuple[torch.T
         base = make_net().to(dev)
     drops = _swap_dropouts(base)
     _swap_input_convs(base)
+    for mod in base.modules():  # vmap has no channels-last copies (a CPU layout choice; same convolution)
+        if getattr(mod, "channels_last", False):
+            mod.channels_last = False
     wrapper = _WithPenalty(base)
     params, buffers = stack_module_state(nets)
     params = {f"net.{k}": v.detach().clone() for k, v in params.items()}

@@ -44,10 +44,12 @@ class DLGWAS(nn.Module):
         super().__init__()
         self.n_markers = n_markers
         self.l2_kernel, self.l2_bias = float(l2_kernel), float(l2_bias)
-        self.conv1 = SameConv1d(4, channels, 4)
-        self.conv2 = SameConv1d(channels, channels, 20)
-        self.shortcut = SameConv1d(4, channels, 4)
-        self.conv3 = SameConv1d(channels, channels, 4)
+        # channels-last (NHWC) convolutions: oneDNN's kernels for these 4-10 channel layers are faster on that
+        # layout (wheat599 E1, 5 folds, one thread: 107 -> 73 CPU-s, the same r and best epochs)
+        self.conv1 = SameConv1d(4, channels, 4, channels_last=True)
+        self.conv2 = SameConv1d(channels, channels, 20, channels_last=True)
+        self.shortcut = SameConv1d(4, channels, 4, channels_last=True)
+        self.conv3 = SameConv1d(channels, channels, 4, channels_last=True)
         self.drop1 = Dropout(dropout)
         self.drop2 = Dropout(dropout)
         self.drop3 = Dropout(dropout)
