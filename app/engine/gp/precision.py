@@ -29,7 +29,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     # emulated bf16 (no native instructions) is slower than fp32; on CUDA bf16 was not measured here
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    # torch's probes are private: a release without them reads as "not native" (fp32), never as a crash
+    native = any(getattr(torch.cpu, probe, lambda: False)()
+                 for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return "bf16" if device.type == "cpu" and native else "fp32"
 
 

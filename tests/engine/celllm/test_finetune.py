@@ -121,14 +121,17 @@ def test_class_weights_balanced() -> None:
     assert float(w[0] * 3) == pytest.approx(float(w[1] * 1))  # each class weighs the same in total
 
 
-def test_freeze_modes_on_a_stand_in_encoder() -> None:
-    class Enc(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.emb = torch.nn.Embedding(10, 4)
-            self.layers = torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(3)])
-            self.norm = torch.nn.LayerNorm(4)
+class Enc(torch.nn.Module):
+    """A stand-in encoder: embeddings, 3 layers, a final norm (the parts freezing and layer-wise rates see)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(10, 4)
+        self.layers = torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(3)])
+        self.norm = torch.nn.LayerNorm(4)
+
+
+def test_freeze_modes_on_a_stand_in_encoder() -> None:
     m = Enc()
     apply_freeze(m, "last:1", depth=3)
     assert not m.emb.weight.requires_grad
@@ -142,13 +145,6 @@ def test_freeze_modes_on_a_stand_in_encoder() -> None:
 
 
 def test_layer_wise_learning_rates_fall_from_the_top_layer_down() -> None:
-    class Enc(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.emb = torch.nn.Embedding(10, 4)
-            self.layers = torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(3)])
-            self.norm = torch.nn.LayerNorm(4)
-
     m = Enc()
     lr_of = {id(p): g["lr"] for g in encoder_groups(m, 1e-3, 0.5) for p in g["params"]}
     assert len(lr_of) == sum(1 for _ in m.parameters())  # every trainable parameter once
