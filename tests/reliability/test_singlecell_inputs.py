@@ -46,6 +46,7 @@ def test_labels_with_the_right_row_count_but_no_matching_id_are_refused(tmp_path
 
 def test_labels_table_column_wins_over_the_same_obs_column_and_the_report_says_so(tmp_path: Path) -> None:
     from app.engine.celllm.finetune import load_labelled
+    from app.engine.celllm.job_configs import FinetuneConfig
     from app.engine.reporter import Reporter
 
     X, cells, genes = sc_counts(40)
@@ -55,9 +56,10 @@ def test_labels_table_column_wins_over_the_same_obs_column_and_the_report_says_s
     pd.DataFrame({"cell": cells, "cell_type": right}).to_csv(tmp_path / "labels.csv", index=False)
     lines: list[str] = []
     rep = Reporter(lambda ev: lines.append(getattr(ev, "line", "")))
-    cfg = {"data": str(data), "labels": str(tmp_path / "labels.csv"), "label_key": "cell_type"}
-    adata, labels, _ = load_labelled(cfg, rep)
-    assert cfg["label_key"] == "cell_type_labels" and list(labels) == list(right)
+    cfg = FinetuneConfig.from_dict({"data": str(data), "labels": str(tmp_path / "labels.csv"),
+                                    "label_key": "cell_type", "run_dir": str(tmp_path / "run")})
+    adata, labels, _, key = load_labelled(cfg, rep)
+    assert key == "cell_type_labels" and list(labels) == list(right)
     assert list(adata.obs["cell_type"].astype(str)) == list(wrong)  # .obs kept, not overwritten
     assert any("the table's was used" in line and "labels.csv" in line for line in lines), lines
     s = summarise_singlecell(read_singlecell(data, labels=tmp_path / "labels.csv", label_key="cell_type"))

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from app.data.errors import DataError
+from app.engine.celllm.job_configs import EvaluateConfig
 from app.engine.reporter import Reporter, ensure_reporter
 from app.engine.results import EvaluateResult
 
@@ -116,12 +117,26 @@ def random_init_model(init: str | Path | None, out_dir: Path, seed: int) -> Path
     return out_dir
 
 
-def _labelled_data(config: dict, rep: Reporter) -> tuple[Any, np.ndarray]:
+def _labelled_data(config: EvaluateConfig, rep: Reporter) -> tuple[Any, np.ndarray]:
     """Read the data once, drop unlabelled cells (as fine-tuning does). Returns (adata, labels)."""
     from app.engine.celllm.finetune import load_labelled
 
-    adata, labels, _ = load_labelled(dict(config), rep)
-    return adata, np.asarray(labels).astype(str)
+    got = load_labelled(config, rep)
+    return got.adata, np.asarray(got.labels).astype(str)
+
+
+OWN_SETTINGS = frozenset({"data", "labels", "label_key", "run_dir", "seed", "split_key", "max_cells", "resume"})
+"""Fine-tuning settings this job sets per sub-run itself (the split file, its label and split columns, the
+repeat's seed, the sub-run's folder); every other fine-tuning setting is passed through unchanged."""
+
+
+def sub_run_settings(config: EvaluateConfig) -> dict[str, Any]:
+    """The fine-tuning settings every sub-run shares: each of ``FinetuneConfig``'s fields taken from
+    ``config`` by name (``live_cells`` included: ``EvaluateConfig`` defaults it to 0), except ``OWN_SETTINGS``."""
+    from app.engine.celllm.job_configs import FinetuneConfig
+
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(FinetuneConfig)
+            if f.name not in OWN_SETTINGS}
 
 
 def _write_split_file(adata: Any, labels: np.ndarray, idx: dict[str, np.ndarray], path: Path) -> None:
@@ -167,41 +182,35 @@ def _summary(rows: list[dict[str, Any]], methods: list[str], fraction: float = 1
     return out
 
 
-def evaluate_repeats(config: Any, reporter: Reporter | None = None, *,
+def evaluate_repeats(config: EvaluateConfig | dict, reporter: Reporter | None = None, *,
                      test_pool: np.ndarray | None = None) -> EvaluateResult:
     """Job function ``app.engine.celllm.evaluate:evaluate_repeats``; its settings are the fields of
     ``job_configs.EvaluateConfig`` (the fine-tuning settings plus ``repeats``, ``scratch``,
     ``label_fractions``). ``test_pool`` (programmatic use, e.g. ``bench annotate``): a boolean mask over the
     labelled cells, where test cells may come from. Sub-runs get no live map unless ``live_cells`` is set
-    explicitly. Returns the summary (also ``run_dir/metrics.json``).
+    (its default here is 0). Returns the summary (also ``run_dir/metrics.json``).
     """
     from app.data.jsonsafe import write_json
     from app.engine.celllm.finetune import finetune
-    from app.engine.celllm.job_configs import EvaluateConfig, FinetuneConfig
 
     rep = ensure_reporter(reporter)
     t0 = time.time()
-    given = dict(config) if isinstance(config, dict) else {}
-    cfg = EvaluateConfig.coerce(config).to_dict()
-    if not cfg.get("run_dir"):
+    cfg = EvaluateConfig.coerce(config)
+    if not cfg.run_dir:
         raise DataError("no run folder given", None, "Pass --out RUN (a folder for the runs and metrics).")
-    if cfg.get("split_key"):
+    if cfg.split_key:
         raise DataError("repeated evaluation draws its own seeded splits", None,
                         "Drop --split-key, or run one fine-tune with your split column instead of --repeats.")
-    run_path = Path(cfg["run_dir"])
+    run_path = Path(cfg.run_dir)
     run_path.mkdir(parents=True, exist_ok=True)
-    repeats, seed = int(cfg["repeats"]), int(cfg["seed"])
-    fractions = sorted({float(f) for f in cfg["label_fractions"]} | {1.0})
-    with_scratch = bool(cfg["scratch"])
+    repeats, seed = cfg.repeats, cfg.seed
+    fractions = sorted({float(f) for f in cfg.label_fractions} | {1.0})
+    with_scratch = cfg.scratch
     methods = ["celllm", "baseline"] + (["scratch"] if with_scratch else [])
     adata, labels = _labelled_data(cfg, rep)
-    splits = repeat_splits(labels, repeats, seed, val_frac=float(cfg["val_frac"]), test_frac=float(cfg["test_frac"]),
+    splits = repeat_splits(labels, repeats, seed, val_frac=cfg.val_frac, test_frac=cfg.test_frac,
                            test_pool=test_pool)
-    own = {"data", "labels", "label_key", "run_dir", "seed", "split_key", "max_cells", "resume"}
-    ft_fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    passthrough = {k: v for k, v in cfg.items() if k in ft_fields and k not in own}
-    if "live_cells" not in given:
-        passthrough["live_cells"] = 0  # a live map per sub-run costs an embed per epoch
+    passthrough = sub_run_settings(cfg)
     rows: list[dict[str, Any]] = []
     n_runs = repeats * len(fractions) * (2 if with_scratch else 1)
     done = 0
@@ -212,10 +221,10 @@ def evaluate_repeats(config: Any, reporter: Reporter | None = None, *,
                 train = subsample_train(labels, sp_.train, f, sp_.seed)
                 data_file = Path(tmp) / f"r{r}_f{f:g}.h5ad"
                 _write_split_file(adata, labels, {"train": train, "val": sp_.val, "test": sp_.test}, data_file)
-                inits: list[tuple[str, Any]] = [("celllm", cfg.get("init"))]
+                inits: list[tuple[str, Any]] = [("celllm", cfg.init)]
                 if with_scratch:
                     if r not in scratch_dirs:
-                        scratch_dirs[r] = random_init_model(cfg.get("init"), Path(tmp) / f"scratch_r{r}", sp_.seed)
+                        scratch_dirs[r] = random_init_model(cfg.init, Path(tmp) / f"scratch_r{r}", sp_.seed)
                     inits.append(("scratch", str(scratch_dirs[r])))
                 for method, init in inits:
                     rep.check_cancel()
@@ -239,7 +248,7 @@ def evaluate_repeats(config: Any, reporter: Reporter | None = None, *,
                         rows.append({**base, "method": "baseline", **{k: m["baseline"][k] for k in METRICS},
                                      "best_epoch": None})
     summary = {
-        "repeats": repeats, "seed": seed, "methods": methods, "init": str(cfg.get("init") or "shipped"),
+        "repeats": repeats, "seed": seed, "methods": methods, "init": str(cfg.init or "shipped"),
         "n_cells": len(labels), "classes": sorted(set(labels.tolist())),
         "test_pool": test_pool is not None, **_summary(rows, methods, 1.0),
         "label_efficiency": [_summary(rows, methods, f) for f in fractions] if len(fractions) > 1 else None,

@@ -10,7 +10,7 @@ split. With ``readout="cls+linear"`` (default) the head's logits are summed with
 genes (``readout.py``) that starts at the baseline's fit, the pooled head at zero: epoch 0 is the baseline, and
 early stopping keeps it unless training beats it on the validation cells.
 
-Run folder (``config["run_dir"]``):
+Run folder (``config.run_dir``):
     model/                model_io files + head.safetensors (classes, pooling) + readout.safetensors (the
                           cls+linear readout's genes, mean/scale, weights): what ``embed`` loads
     checkpoints/          one safetensors checkpoint per epoch (model, head, optimiser, progress)
@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -162,59 +162,67 @@ def labels_join_line(join: dict, asked: str | None) -> str:
     return line
 
 
-def load_labelled(config: dict, rep: Reporter) -> tuple[Any, np.ndarray, list[str]]:
-    """Read the data, pick the label column, drop unlabelled cells. Returns (adata, labels, notes)."""
+class Labelled(NamedTuple):
+    """The labelled cells of a fine-tuning run: what ``load_labelled`` read."""
+
+    adata: Any
+    labels: np.ndarray
+    notes: list[str]
+    label_key: str
+    """The label column actually used: a labels table's column is joined as ``COLUMN_labels`` when the data's
+    .obs has one of the same name, and an unset key is the table's only column."""
+
+
+def load_labelled(config: FinetuneConfig, rep: Reporter) -> Labelled:
+    """Read the data, pick the label column, drop unlabelled cells (``config.max_cells``: a stratified
+    subsample, seeded by ``config.seed``)."""
     from app.data.singlecell import read_singlecell
 
-    data = config.get("data")
+    data = config.data
     if not data:
         raise DataError("no input data given", None, "Pass --data PATH (h5ad, 10x folder, CSV, ...).")
-    key = config.get("label_key")
-    adata = read_singlecell(data, labels=config.get("labels"), label_key=key)
+    key = config.label_key
+    adata = read_singlecell(data, labels=config.labels, label_key=key)
     rep.log(f"read {adata.n_obs} cells x {adata.n_vars} genes from {data}")
     join = (adata.uns.get("omicslab") or {}).get("labels") or {}
-    if config.get("labels"):
+    if config.labels:
         # the table always wins over a same-named .obs column (joined as COLUMN_labels); say which was used
         key = join.get("label_key") or key
-        rep.log(labels_join_line(join, config.get("label_key")))
+        rep.log(labels_join_line(join, config.label_key))
     elif not key:
         key = join.get("label_key")
-    if key != config.get("label_key"):
-        config["label_key"] = key
     if not key:
         raise DataError("no label column given", data,
                         "Pass --label-key COLUMN (an .obs column or a column of the --labels table); "
                         f"columns here: {', '.join(map(str, adata.obs.columns)) or 'none'}.")
     if key not in adata.obs.columns:
-        raise DataError(f"label column {key!r} not found", config.get("labels") or data,
+        raise DataError(f"label column {key!r} not found", config.labels or data,
                         f"Choose one of: {', '.join(map(str, adata.obs.columns)) or '(no columns)'}"
-                        + ("" if config.get("labels") else "; or pass --labels FILE to join a labels table."))
+                        + ("" if config.labels else "; or pass --labels FILE to join a labels table."))
     cl = clean_labels(adata.obs[key].to_numpy(), source=key)
     notes = list(cl.notes)
     if cl.n_dropped:
         adata = adata[cl.keep].copy()
     labels = cl.labels
-    max_cells = config.get("max_cells")
-    if max_cells and int(max_cells) < adata.n_obs:
-        sub = stratified_subsample(labels, int(max_cells), int(config.get("seed", 0)))
+    if config.max_cells and config.max_cells < adata.n_obs:
+        sub = stratified_subsample(labels, config.max_cells, config.seed)
         adata, labels = adata[sub].copy(), labels[sub]
-        notes.append(f"subsampled {len(sub)} cells (stratified, seed {config.get('seed', 0)})")
+        notes.append(f"subsampled {len(sub)} cells (stratified, seed {config.seed})")
         clean_labels(labels, source=key)  # subsampling must not leave a single class
     for n in notes:
         rep.log(n)
-    return adata, labels, notes
+    return Labelled(adata, labels, notes, str(key))
 
 
-def make_split(config: dict, adata: Any, labels: np.ndarray) -> Any:
+def make_split(config: FinetuneConfig, adata: Any, labels: np.ndarray) -> Any:
     """Seeded stratified split, or the user's split column (``split_key``) when given."""
-    split_key = config.get("split_key")
+    split_key = config.split_key
     if split_key:
         if split_key not in adata.obs.columns:
-            raise DataError(f"split column {split_key!r} not found", config.get("data"),
+            raise DataError(f"split column {split_key!r} not found", config.data,
                             f"Choose one of: {', '.join(map(str, adata.obs.columns))}.")
         return split_from_column(labels, adata.obs[split_key].to_numpy())
-    split = stratified_split(labels, val_frac=float(config["val_frac"]), test_frac=float(config["test_frac"]),
-                             seed=int(config["seed"]))
+    split = stratified_split(labels, val_frac=config.val_frac, test_frac=config.test_frac, seed=config.seed)
     finish_split_notes(split, labels)
     return split
 
@@ -381,57 +389,57 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     from app.engine.device import device_info, resolve_compute
 
     rep = ensure_reporter(reporter)
-    cfg = FinetuneConfig.coerce(config).to_dict()  # the helpers below read the settings by name
+    cfg = FinetuneConfig.coerce(config)
     t0 = time.time()
-    dev, _ = resolve_compute(cfg["device"], cfg["threads"])
-    seed = int(cfg["seed"])
+    dev, _ = resolve_compute(cfg.device, cfg.threads)
+    seed = cfg.seed
     torch.manual_seed(seed)
-    run_path = Path(cfg["run_dir"])
-    rd = open_run_dir(run_path, "finetune", cfg)
+    run_path = Path(cfg.run_dir)
+    rd = open_run_dir(run_path, "finetune", cfg.to_dict())
     rep.device(device_info(dev))
 
     # data, labels, split -----------------------------------------------------------------------------
-    adata, labels, notes = load_labelled(cfg, rep)
+    adata, labels, notes, label_key = load_labelled(cfg, rep)  # label_key: the column used
     split = make_split(cfg, adata, labels)
     for n in split.notes:
         rep.log(n, level="warning")
     classes = sorted(set(labels[split.train].tolist()))  # the head can only learn classes seen in train
     if len(classes) < 2:
-        raise DataError("the training split has only one class", cfg["data"],
+        raise DataError("the training split has only one class", cfg.data,
                         "Use a label column with at least two well-populated classes.")
     cls_index = {c: i for i, c in enumerate(classes)}
     y = np.array([cls_index.get(c, -1) for c in labels], dtype=np.int64)
     obs_names = np.asarray(adata.obs_names).astype(str)
     write_json(run_path / "split.json", {
-        "seed": seed, "split_key": cfg.get("split_key"),
+        "seed": seed, "split_key": cfg.split_key,
         "train": obs_names[split.train].tolist(), "val": obs_names[split.val].tolist(),
         "test": obs_names[split.test].tolist()})
     rep.log(f"split: {len(split.train)} train, {len(split.val)} val, {len(split.test)} test cells; "
             f"{len(classes)} classes")
 
     # model ---------------------------------------------------------------------------------------------
-    init_dir = resolve_model_dir(cfg.get("init"))
+    init_dir = resolve_model_dir(cfg.init)
     model, mcfg, vocab, extra = load_model(init_dir, dev)
     extra = dict(extra or {})
-    pooling = str(cfg["pooling"])
+    pooling = cfg.pooling
     model_max_len = mcfg.get("max_len") if isinstance(mcfg, dict) else getattr(mcfg, "max_len", None)
-    max_len = int(cfg.get("max_len") or model_max_len or DEFAULT_MAX_LEN)
+    max_len = int(cfg.max_len or model_max_len or DEFAULT_MAX_LEN)
     rep.log(f"starting model: {init_dir}")
     gm = match_genes(adata.var_names, list(vocab), rep, adata)
     from app.data.singlecell import counts_matrix
 
     counts = counts_matrix(adata)
-    check_cells_have_counts(counts, gm.data_to_vocab, cfg.get("data"))
+    check_cells_have_counts(counts, gm.data_to_vocab, cfg.data)
     cells = tokenize_counts(counts, np.asarray(gm.data_to_vocab), max_len=max_len)
-    head = ClassifierHead(model_dim(mcfg), len(classes), float(cfg["head_dropout"])).to(dev)
+    head = ClassifierHead(model_dim(mcfg), len(classes), cfg.head_dropout).to(dev)
     # the baseline first: the cls+linear readout starts from its fit (same training cells either way)
-    rep.log(f"fitting the {cfg['baseline']} baseline on the training cells")
+    rep.log(f"fitting the {cfg.baseline} baseline on the training cells")
     from app.engine.celllm.baseline import fit_celltypist, log_normalise, logistic_baseline
 
     lognorm = log_normalise(counts)
-    linear = cfg["readout"] == "cls+linear"
+    linear = cfg.readout == "cls+linear"
     base = logistic_baseline(counts, labels, split.train, split.test, classes, lognorm=lognorm,
-                             n_top_genes=int(cfg["baseline_genes"]), seed=seed, method=str(cfg["baseline"]),
+                             n_top_genes=cfg.baseline_genes, seed=seed, method=cfg.baseline,
                              keep_fit=linear)
     base_pred = base.pop("predictions")
     readout, feats = None, None
@@ -440,37 +448,37 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
 
         fit = base.pop("fit", None) or fit_celltypist(lognorm, labels.astype(str), split.train, seed=seed)
         if list(fit.classes) != classes:
-            raise DataError("internal: the linear readout's classes differ from the head's", cfg["data"],
+            raise DataError("internal: the linear readout's classes differ from the head's", cfg.data,
                             "Report this with the data's label column.")
-        readout = from_fit(fit, adata.var_names, str(cfg["linear_init"]))
+        readout = from_fit(fit, adata.var_names, cfg.linear_init)
         readout.module.to(dev)
         feats = readout.features(counts, adata.var_names)
-        if cfg["linear_init"] == "baseline":  # training starts exactly at the baseline's predictions
+        if cfg.linear_init == "baseline":  # training starts exactly at the baseline's predictions
             torch.nn.init.zeros_(head.linear.weight)
             torch.nn.init.zeros_(head.linear.bias)
         rep.log(f"readout cls+linear: linear path over {len(readout.genes):,} genes (the baseline's selection), "
-                f"from {'the baseline fit' if cfg['linear_init'] == 'baseline' else 'zero'}")
+                f"from {'the baseline fit' if cfg.linear_init == 'baseline' else 'zero'}")
     depth = mcfg.get("depth") if isinstance(mcfg, dict) else getattr(mcfg, "depth", None)
-    counts_p = apply_freeze(model, str(cfg["freeze"]), depth)
-    rep.log(f"freeze={cfg['freeze']}: {counts_p['trainable']:,} trainable, {counts_p['frozen']:,} frozen "
+    counts_p = apply_freeze(model, cfg.freeze, depth)
+    rep.log(f"freeze={cfg.freeze}: {counts_p['trainable']:,} trainable, {counts_p['frozen']:,} frozen "
             "encoder parameters")
-    groups = [{"params": list(head.parameters()), "lr": float(cfg["head_lr"])}]
+    groups = [{"params": list(head.parameters()), "lr": cfg.head_lr}]
     preset_name = mcfg.get("preset") if isinstance(mcfg, dict) else getattr(mcfg, "preset", None)
-    enc_lr = float(cfg["lr"]) if cfg.get("lr") is not None else LR_BY_PRESET.get(str(preset_name), 1e-4)
-    groups += encoder_groups(model, enc_lr, float(cfg["layer_lr_decay"]), depth)
+    enc_lr = cfg.lr if cfg.lr is not None else LR_BY_PRESET.get(str(preset_name), 1e-4)
+    groups += encoder_groups(model, enc_lr, cfg.layer_lr_decay, depth)
     if readout is not None:  # its L2 is in the loss (as a logistic regression's), not AdamW's decay
         groups.append({"params": list(readout.module.parameters()), "weight_decay": 0.0,
-                       "lr": float(cfg["linear_lr"] if cfg.get("linear_lr") is not None else cfg["head_lr"])})
-    opt = make_optimizer(groups, float(cfg["weight_decay"]), dev)
+                       "lr": float(cfg.linear_lr if cfg.linear_lr is not None else cfg.head_lr)})
+    opt = make_optimizer(groups, cfg.weight_decay, dev)
     loss_fn = torch.nn.CrossEntropyLoss(
-        weight=class_weights(y[split.train], len(classes), str(cfg["class_weight"])).to(dev),
-        label_smoothing=float(cfg["label_smoothing"]))
+        weight=class_weights(y[split.train], len(classes), cfg.class_weight).to(dev),
+        label_smoothing=cfg.label_smoothing)
     amp = dev.type == "cuda" and torch.cuda.is_bf16_supported()
 
     # resume ---------------------------------------------------------------------------------------------
     start_epoch, best_f1, best_epoch, bad, history = 0, -1.0, -1, 0, []
-    last = rd.last_checkpoint() if cfg.get("resume") else None
-    if cfg.get("resume"):
+    last = rd.last_checkpoint() if cfg.resume else None
+    if cfg.resume:
         rd.rewind_to_checkpoint()  # metrics.jsonl rows after the checkpoint would be replayed
         if last is None:
             rep.log("resume asked for but the run folder has no checkpoint: starting from the beginning")
@@ -490,7 +498,7 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     lm = LoadedModel(model, mcfg, list(vocab), extra, init_dir, head=head, classes=classes, pooling=pooling,
                      readout=readout)
     base_meta = {**model_metadata(mcfg, list(vocab), extra), "classes": classes, "pooling": pooling}
-    bs, epochs, patience = int(cfg["batch_size"]), int(cfg["epochs"]), int(cfg["patience"])
+    bs, epochs, patience = cfg.batch_size, cfg.epochs, cfg.patience
     rng = np.random.default_rng(seed + 1000 * start_epoch)  # a resumed run does not replay epoch 0's order
     best_file = run_path / "best.safetensors"
     cancelled = False
@@ -498,9 +506,9 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     from app.engine.celllm import live as live_mod
 
     live = live_mod.for_finetune(
-        run_path, n_cells=int(cfg["live_cells"]), seed=seed, model=model, head=head, classes=classes, cells=cells,
-        labels=labels, cell_ids=obs_names, counts=counts, label_key=cfg.get("label_key"),
-        batches=live_mod.column_values(adata.obs, cfg.get("batch_key"), cfg["data"]), batch_key=cfg.get("batch_key"),
+        run_path, n_cells=cfg.live_cells, seed=seed, model=model, head=head, classes=classes, cells=cells,
+        labels=labels, cell_ids=obs_names, counts=counts, label_key=label_key,
+        batches=live_mod.column_values(adata.obs, cfg.batch_key, cfg.data), batch_key=cfg.batch_key,
         device=dev, pooling=pooling, reporter=rep, resume_epoch=start_epoch if last is not None else None,
         readout=readout, features=feats)
     steps_per_epoch = math.ceil(len(split.train) / bs)
@@ -508,8 +516,8 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     t_train, c_train, n_trained = 0.0, 0.0, 0  # for the training cells/s the benchmark reports
     if live is not None and start_epoch == 0:
         live.refresh(0, 0)  # epoch 0: where learning starts
-    l2 = float(cfg["linear_l2"]) / max(len(split.train), 1)  # a logistic regression's 1/C on a summed loss
-    if readout is not None and cfg["linear_init"] == "baseline" and start_epoch == 0:
+    l2 = cfg.linear_l2 / max(len(split.train), 1)  # a logistic regression's 1/C on a summed loss
+    if readout is not None and cfg.linear_init == "baseline" and start_epoch == 0:
         # epoch 0 is the baseline itself: early stopping keeps it unless training beats it on validation
         _, vprobs = evaluate(lm, cells, split.val, dev, max(bs, 64), features=feats)
         best_f1 = classification_scores(labels[split.val], np.array(classes)[vprobs.argmax(1)], classes)["macro_f1"]
@@ -520,7 +528,7 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
         t_ep, c_ep = time.perf_counter(), time.process_time()
         train_loss, stopped = train_epoch(
             model, head, cells, y, split.train, opt, loss_fn, batch_size=bs, pooling=pooling, device=dev,
-            rng=rng, grad_clip=float(cfg["grad_clip"]), rep=rep, epoch=epoch, amp=amp, readout=readout,
+            rng=rng, grad_clip=cfg.grad_clip, rep=rep, epoch=epoch, amp=amp, readout=readout,
             features=feats, linear_l2=l2)
         t_train += time.perf_counter() - t_ep
         c_train += time.process_time() - c_ep
@@ -568,12 +576,12 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
 
     # save -------------------------------------------------------------------------------------------------
     model_dir = run_path / MODEL_SUBDIR
-    out_extra = {**extra, "pooling": pooling, "task": "annotation", "label_key": cfg.get("label_key"),
+    out_extra = {**extra, "pooling": pooling, "task": "annotation", "label_key": label_key,
                  "classes": classes, "finetuned_from": str(init_dir), "max_len": max_len,
-                 "readout": cfg["readout"]}
+                 "readout": cfg.readout}
     save_model(model_dir, model, mcfg, list(vocab), json_safe(out_extra))
     save_tensors(model_dir / HEAD_FILE, {f"head.{k}": v for k, v in head.state_dict().items()},
-                 {"classes": classes, "pooling": pooling, "label_key": cfg.get("label_key")})
+                 {"classes": classes, "pooling": pooling, "label_key": label_key})
     if readout is not None:
         readout.save(model_dir, classes)
     rep.artifact("model", str(model_dir))
@@ -597,10 +605,10 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
         "baseline": base,
         "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
         "classes": classes, "test_only_classes": test_only, "small_classes": list(split.small_classes),
-        "label_key": cfg.get("label_key"), "notes": notes + list(split.notes),
+        "label_key": label_key, "notes": notes + list(split.notes),
         "best_epoch": best_epoch, "best_val_macro_f1": best_f1, "epochs_run": len(history),
         "history": history, "gene_match_rate": float(gm.match_rate), "max_len": max_len,
-        "freeze": cfg["freeze"], "lr": enc_lr, "readout": cfg["readout"], "init": str(init_dir), "seed": seed,
+        "freeze": cfg.freeze, "lr": enc_lr, "readout": cfg.readout, "init": str(init_dir), "seed": seed,
         "device": str(dev),
         "seconds": round(time.time() - t0, 2), "run_dir": str(run_path),
         "timing": {"loop_seconds": round(loop_seconds, 3), "train_seconds": round(t_train, 3),

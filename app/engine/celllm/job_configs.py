@@ -97,8 +97,8 @@ class FinetuneConfig(JobConfig):
     linear_lr: float | None = param(None, "cls+linear: learning rate of the linear path", min=0, min_exclusive=True,
                                     advanced=True, none_label="head_lr")
     grad_clip: float = param(1.0, "gradient-norm clipping (0: none)", min=0, advanced=True)
-    live_cells: int = param(5000, "cells of the live map, embedded at every epoch end (all when fewer; 0: off)",
-                            min=0, unit="cells", advanced=True, metavar="N")
+    live_cells: int = param(5000, "cells of the live map, embedded at every epoch end (all when fewer; 0: off; "
+                                  "with --repeats: default 0)", min=0, unit="cells", advanced=True, metavar="N")
     batch_key: str | None = param(None, "batch column: the live map also reports batch mixing (iLISI, graph "
                                         "connectivity)", metavar="COL", group="data")
     threads: int | None = param(None, "CPU threads for torch", min=1, group="compute", advanced=True,
@@ -136,6 +136,11 @@ class EvaluateConfig(FinetuneConfig):
                                                  "training labels (1 is always run)",
                                              suggestions=("0.01", "0.05", "0.1", "0.25", "0.5"), metavar="F",
                                              check=_check_fractions, group="evaluation")
+    # redeclared, default 0: a live map embeds its cells at every epoch of every sub-run (repeats x methods x
+    # fractions runs). A typed default, so the CLI and the window (whose dicts always carry every setting)
+    # get it too; it was a "key absent from the dict" test that only notebook calls ever met
+    live_cells: int = param(0, "cells of each sub-run's live map (0: off)", min=0, unit="cells", advanced=True,
+                            metavar="N")
 
 
 @dataclass(frozen=True, kw_only=True)

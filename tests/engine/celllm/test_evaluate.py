@@ -102,3 +102,32 @@ def test_evaluate_repeats_summary(shared_data: Path, tmp_path: Path) -> None:
     s0 = [json.loads((run / "runs" / t / "split.json").read_text())["test"] for t in ("r0_celllm", "r0_scratch")]
     assert s0[0] == s0[1]
     assert res["repeats"] == 2
+
+
+def test_sub_runs_have_no_live_map_unless_asked_also_from_the_command_line() -> None:
+    """The command line (and the window) hand the job a dict that carries every setting, so "live_cells absent
+    from the dict" never happened there: every sub-run of ``celllm finetune --repeats K`` embedded a 5,000-cell
+    live map at every epoch. The default is now a typed one (EvaluateConfig.live_cells = 0)."""
+    import dataclasses
+
+    from app.cli import build_parser
+    from app.cli.options import config_from_args
+    from app.engine.celllm.evaluate import OWN_SETTINGS, sub_run_settings
+    from app.engine.celllm.job_configs import EvaluateConfig, FinetuneConfig
+
+    argv = ["celllm", "finetune", "--data", "cells.h5ad", "--label-key", "cell_type", "--out", "run",
+            "--repeats", "2"]
+    cli = config_from_args(EvaluateConfig, build_parser().parse_args(argv))
+    as_job_gets_it = EvaluateConfig.coerce(cli.to_dict())  # what the job process receives
+    assert "live_cells" in cli.to_dict()
+    assert sub_run_settings(as_job_gets_it)["live_cells"] == 0
+    asked = config_from_args(EvaluateConfig, build_parser().parse_args([*argv, "--live-cells", "300"]))
+    assert sub_run_settings(asked)["live_cells"] == 300
+    # one fine-tune (no --repeats) keeps its own default
+    one = config_from_args(FinetuneConfig, build_parser().parse_args(argv[:-2]))
+    assert one.live_cells == 5000
+    # every other fine-tuning setting passes through unchanged
+    shared = sub_run_settings(EvaluateConfig.from_dict({"data": "x", "run_dir": "r", "lr": 3e-4, "pooling": "mean"}))
+    assert shared.keys() == {f.name for f in dataclasses.fields(FinetuneConfig)} - OWN_SETTINGS
+    assert (shared["lr"], shared["pooling"]) == (3e-4, "mean")
+    FinetuneConfig.from_dict({**shared, "data": "x", "run_dir": "r"})  # a valid fine-tuning config
