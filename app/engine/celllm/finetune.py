@@ -227,6 +227,35 @@ def make_split(config: FinetuneConfig, adata: Any, labels: np.ndarray) -> Any:
     return split
 
 
+POOLINGS = ("cls", "mean")
+"""The cell embeddings a classifier head can read (``CellLM.pool``)."""
+
+
+def resolve_pooling(asked: str, recorded: Any, init: str | Path | None = None) -> tuple[str, str]:
+    """The pooling to fine-tune with, and a log line saying why.
+
+    ``auto`` takes what the starting model records (a model fine-tuned with ``mean`` keeps ``mean``; the
+    shipped and pretrained models record ``cls``), else ``cls``. A pooling the user names is used as named,
+    and the line says when it differs from the recorded one (a new head is trained either way, so it is a
+    choice, not an error). A recorded value fine-tuning does not know is refused rather than guessed.
+
+    Raises:
+        DataError: ``auto`` and the starting model records a pooling other than cls or mean.
+    """
+    if recorded is not None and str(recorded) not in POOLINGS:
+        if asked == "auto":
+            raise DataError(f"the starting model records pooling {recorded!r}, which fine-tuning does not know",
+                            None if init is None else str(init), "Pass --pooling cls or --pooling mean.")
+        recorded = None
+    if asked == "auto":
+        if recorded is None:
+            return "cls", "pooling: cls (the starting model records none)"
+        return str(recorded), f"pooling: {recorded} (the starting model's; --pooling sets another)"
+    if recorded is not None and asked != recorded:
+        return asked, f"pooling: {asked} as asked; the starting model was trained with {recorded}"
+    return asked, f"pooling: {asked}"
+
+
 # --------------------------------------------------------------------------------------------------
 # run folder
 # --------------------------------------------------------------------------------------------------
@@ -421,7 +450,8 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     init_dir = resolve_model_dir(cfg.init)
     model, mcfg, vocab, extra = load_model(init_dir, dev)
     extra = dict(extra or {})
-    pooling = cfg.pooling
+    pooling, line = resolve_pooling(cfg.pooling, extra.get("pooling"), init_dir)
+    rep.log(line)
     model_max_len = mcfg.get("max_len") if isinstance(mcfg, dict) else getattr(mcfg, "max_len", None)
     max_len = int(cfg.max_len or model_max_len or DEFAULT_MAX_LEN)
     rep.log(f"starting model: {init_dir}")
@@ -608,8 +638,8 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
         "label_key": label_key, "notes": notes + list(split.notes),
         "best_epoch": best_epoch, "best_val_macro_f1": best_f1, "epochs_run": len(history),
         "history": history, "gene_match_rate": float(gm.match_rate), "max_len": max_len,
-        "freeze": cfg.freeze, "lr": enc_lr, "readout": cfg.readout, "init": str(init_dir), "seed": seed,
-        "device": str(dev),
+        "freeze": cfg.freeze, "lr": enc_lr, "readout": cfg.readout, "pooling": pooling, "init": str(init_dir),
+        "seed": seed, "device": str(dev),
         "seconds": round(time.time() - t0, 2), "run_dir": str(run_path),
         "timing": {"loop_seconds": round(loop_seconds, 3), "train_seconds": round(t_train, 3),
                    "train_cells_per_s": round(n_trained / t_train, 1) if t_train > 0 else None,

@@ -75,10 +75,10 @@ class FinetuneConfig(JobConfig):
                                                                   "class weighs the same)", advanced=True)
     head_dropout: float = param(0.1, "dropout before the classifier head", min=0, max=0.95, advanced=True)
     label_smoothing: float = param(0.0, "cross-entropy label smoothing (0: none)", min=0, max=0.5, advanced=True)
-    pooling: Literal["cls", "mean"] = param(
-        "cls", "cell embedding the classifier head reads: cls (the CLS token's output, what pretraining's "
-               "contrastive objective shapes) or mean (the mean over the cell's gene tokens); stored with the "
-               "model", advanced=True)
+    pooling: Literal["auto", "cls", "mean"] = param(
+        "auto", "cell embedding the classifier head reads: cls (the CLS token's output, what pretraining's "
+                "contrastive objective shapes) or mean (the mean over the cell's gene tokens); auto: the pooling "
+                "the starting model records (cls when it records none); stored with the model", advanced=True)
     layer_lr_decay: float = param(1.0, "layer-wise learning rates: the top encoder layer trains at lr, each layer "
                                        "below at this factor times the one above, the embeddings below the bottom "
                                        "layer (1: one lr for the whole encoder)", min=0, min_exclusive=True, max=1,

@@ -167,6 +167,29 @@ def test_mean_pooling_and_layer_decay_reach_the_saved_model(shared_data: Path, t
     finetune(_cfg(data, run, pooling="mean", layer_lr_decay=0.5, label_smoothing=0.1), Reporter())
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 1
     assert load_for_inference(run / "model", torch.device("cpu")).pooling == "mean"  # embed/annotate read it
+    # fine-tuning again from that model without naming a pooling keeps its mean (it was cls: the config's default)
+    again = finetune(_cfg(data, tmp_path / "again", init=str(run)), Reporter())
+    assert again["pooling"] == "mean"
+    assert load_for_inference(tmp_path / "again" / "model", torch.device("cpu")).pooling == "mean"
+    # a pooling the user names wins, and the log says it differs from the starting model's
+    lines: list[str] = []
+    named = finetune(_cfg(data, tmp_path / "named", init=str(run), pooling="cls"),
+                     Reporter(lambda ev: lines.append(getattr(ev, "line", ""))))
+    assert named["pooling"] == "cls"
+    assert any("cls as asked; the starting model was trained with mean" in line for line in lines), lines
+
+
+def test_pooling_auto_takes_the_recorded_one_and_refuses_an_unknown_one() -> None:
+    from app.engine.celllm.finetune import resolve_pooling
+
+    assert resolve_pooling("auto", "mean")[0] == "mean"
+    assert resolve_pooling("auto", None)[0] == "cls"  # a model that records none: the published default
+    assert resolve_pooling("mean", "cls") == ("mean", "pooling: mean as asked; the starting model was trained with cls")
+    assert resolve_pooling("cls", "cls") == ("cls", "pooling: cls")
+    with pytest.raises(DataError, match="records pooling 'max'") as e:
+        resolve_pooling("auto", "max", "/models/x")
+    assert "--pooling cls" in str(e.value)
+    assert resolve_pooling("mean", "max")[0] == "mean"  # named: no guess needed
 
 
 def test_fine_tuning_optimizer_follows_unfused_adamw() -> None:
