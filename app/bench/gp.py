@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -101,6 +102,26 @@ def blend_weights(rows: list[dict[str, Any]], model: str) -> dict[str, Any] | No
             "inner_val_lines_min": min(n), "inner_val_lines_max": max(n)}
 
 
+def best_epochs(rows: list[dict[str, Any]], model: str) -> dict[str, Any] | None:
+    """A deep model's early stopping, fold by fold (in repeat, fold order): the epoch each network restored
+    (``per_fold``: one list per fold, one entry per network of its ensemble), the epochs it ran, the cap, and
+    their spread: an early stop shows here, not only in the fit's warnings. None for a model without networks
+    (GBLUP, a blend: its deep model has its own entry). ``rows`` are ``run_cv``'s per-fold rows."""
+    mine = [r for r in rows if r["model"] == model and r.get("best_epoch") is not None]
+    if not mine:
+        return None
+    best = [[int(e) for e in r["best_epoch"]] for r in mine]
+    ran = [[int(e) for e in r["epochs_run"]] for r in mine]
+    flat = sorted(e for fold in best for e in fold)
+    cap = mine[0].get("max_epochs")
+    out: dict[str, Any] = {"per_fold": best, "epochs_run_per_fold": ran, "max_epochs": cap,
+                           "min": flat[0], "median": float(statistics.median(flat)), "max": flat[-1],
+                           "n_networks": len(flat)}
+    if cap is not None:  # stopped by patience before the cap (a network that ran the cap was not stopped)
+        out["n_stopped_early"] = sum(1 for fold in ran for e in fold if e < int(cap))
+    return out
+
+
 def cv_models(geno: Any, y: Any, args: argparse.Namespace, *, repeats: int, trainer: str | None = None,
               ensemble: str | None = None, all_geno: Any = None) -> dict[str, Any]:
     """One CV of the chosen models (and ensembles) on seeded folds: wall time and per-model figures."""
@@ -132,6 +153,9 @@ def cv_models(geno: Any, y: Any, args: argparse.Namespace, *, repeats: int, trai
         bw = blend_weights(res.rows, name)
         if bw is not None:
             models[name]["blend_weights"] = bw
+        be = best_epochs(res.rows, name)
+        if be is not None:
+            models[name]["best_epochs"] = be
     return {"folds": args.folds, "repeats": repeats, "trainer": trainer or "auto", "wall_seconds": round(wall, 1),
             "models": models}
 
@@ -239,8 +263,14 @@ def _vs(m: dict[str, Any]) -> str:
     return f"{vs['mean']:+.3f}" + (f" ± {vs['half_width']:.3f}" if vs.get("half_width") is not None else "")
 
 
-def _w(m: dict[str, Any]) -> str:
-    bw = m.get("blend_weights")
+def _notes(m: dict[str, Any]) -> str:
+    bw, be = m.get("blend_weights"), m.get("best_epochs")
+    if be:
+        cap = be.get("max_epochs")
+        text = f"best epoch {be['min']}-{be['max']} (median {be['median']:g})" + (f" of {cap}" if cap else "")
+        if be.get("n_stopped_early") is not None:
+            text += f"; {be['n_stopped_early']} of {be['n_networks']} networks stopped early"
+        return text
     if not bw:
         return ""
     return (f"w {bw['mean']:.2f} ({bw['min']:.2f}-{bw['max']:.2f}) on {bw['inner_val_lines_mean']:.0f} inner "
@@ -249,10 +279,11 @@ def _w(m: dict[str, Any]) -> str:
 
 def model_table(models: dict[str, Any]) -> str:
     """One line per model: r mean ± SD over repeats, difference to GBLUP ± 95 % half-width, seconds; for a
-    blend, its mean weight on the deep model (min-max over folds) and the inner validation lines per fold."""
+    blend, its mean weight on the deep model (min-max over folds) and the inner validation lines per fold; for
+    a deep model, the range of its networks' restored epochs and how many stopped early."""
     lines = [f"  {'model':<14} {'r (mean ± SD over repeats)':>27} {'r - GBLUP (95 % CI)':>21} {'seconds':>8}"]
     for name, m in models.items():
-        lines.append(f"  {name:<14} {_pm(m):>27} {_vs(m):>21} {m['seconds']:>8.1f}  {_w(m)}".rstrip())
+        lines.append(f"  {name:<14} {_pm(m):>27} {_vs(m):>21} {m['seconds']:>8.1f}  {_notes(m)}".rstrip())
     return "\n".join(lines)
 
 

@@ -109,3 +109,46 @@ def test_blend_weights_are_recorded_per_fold_and_shown_in_the_table() -> None:
                                                "models": out["models"]}]}
     cells = [c.strip() for c in markdown_table(merge_panel_runs([doc])).splitlines()[2].strip("|").split("|")]
     assert cells[8].endswith(f"(w {ens['blend_weights']['mean']:.2f})") and "(w " not in cells[5]
+
+
+def test_each_networks_restored_epoch_is_recorded_per_fold_and_early_stops_show() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from app.bench.gp import _parse, best_epochs, cv_models, model_table
+    from app.data.genotype import GenotypeMatrix
+    from app.engine.gp.cv import make_folds, run_cv
+    from app.engine.gp.jobs import ensemble_spec, model_spec
+
+    rng = np.random.default_rng(5)
+    calls = rng.binomial(2, 0.4, size=(90, 40)).astype(np.int8)
+    y = calls[:, :4].sum(axis=1) + rng.normal(0, 1, 90)
+    markers = pd.DataFrame({"id": [f"m{j}" for j in range(40)], "chrom": "1", "pos": np.arange(40), "ref": "A",
+                            "alt": "C"})
+    geno = GenotypeMatrix(calls, [f"L{i}" for i in range(90)], markers)
+
+    # patience 1 on noisy inner validation: networks stop long before the cap of 40 epochs
+    cfg = {"epochs": 40, "params": {"deepgs": {"ensemble": 2, "patience": 1}}}
+    res = run_cv(geno, y, [model_spec("gblup", cfg), model_spec("deepgs", cfg), ensemble_spec("deepgs")],
+                 make_folds(90, folds=3, repeats=2, seed=0))
+    be = best_epochs(res.rows, "DeepGS")
+    assert be is not None and best_epochs(res.rows, "GBLUP") is None and best_epochs(res.rows, "GBLUP+DeepGS") is None
+    assert len(be["per_fold"]) == 6 and all(len(f) == 2 for f in be["per_fold"])  # 6 folds x 2 networks
+    assert be["max_epochs"] == 40 and be["n_networks"] == 12
+    for best, ran in zip(be["per_fold"], be["epochs_run_per_fold"], strict=True):
+        for b, r in zip(best, ran, strict=True):
+            assert 1 <= b <= r <= 40
+            assert r == 40 or r - b == 1  # an early stop comes `patience` epochs after the restored one
+    assert 0 < be["n_stopped_early"] == sum(r < 40 for f in be["epochs_run_per_fold"] for r in f)
+    flat = [b for f in be["per_fold"] for b in f]
+    assert (be["min"], be["max"], be["median"]) == (min(flat), max(flat), float(np.median(flat)))
+
+    # the bench's JSON and its table carry them
+    args = _parse(["--suite", "panels", "--models", "gblup,deepgs", "--ensemble", "deepgs", "--folds", "3",
+                   "--epochs", "2"])
+    out = cv_models(geno, y, args, repeats=2)
+    deep = out["models"]["DeepGS"]["best_epochs"]
+    assert deep["max_epochs"] == 2 and len(deep["per_fold"]) == 6
+    assert "best_epochs" not in out["models"]["GBLUP"] and "best_epochs" not in out["models"]["GBLUP+DeepGS"]
+    line = next(ln for ln in model_table(out["models"]).splitlines() if ln.split()[0] == "DeepGS")
+    assert f"best epoch {deep['min']}-{deep['max']}" in line and "of 2;" in line and "stopped early" in line

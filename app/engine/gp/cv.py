@@ -255,7 +255,8 @@ class CVResult:
     """Everything a CV run measured."""
 
     models: dict[str, dict[str, Any]]  # per model: summary (means, SDs, per-fold lists, seconds, warnings)
-    rows: list[dict[str, Any]]  # one per (model, repeat, fold); a blend's also weight_deep, inner_val_lines
+    rows: list[dict[str, Any]]  # one per (model, repeat, fold); a blend's also weight_deep, inner_val_lines;
+    # a deep model's also best_epoch and epochs_run (one per network) and max_epochs
     predictions: pd.DataFrame  # ID, fold, repeat, model, observed, predicted (fold/repeat 1-based)
     importance: dict[str, np.ndarray]  # per model: mean over folds of importance(), for models with one
     warnings: list[str]
@@ -341,6 +342,9 @@ def run_cv(geno: GenotypeMatrix, y: np.ndarray, models: Sequence[ModelSpec], fol
                    "n_test": len(f.test), **met, "seconds": round(secs, 4)}
             if spec.blend is not None and notes is not None:  # the weight this fold chose, and on how many lines
                 row.update(weight_deep=notes.info.get("weight_deep"), inner_val_lines=notes.info.get("inner_val_lines"))
+            if notes is not None and "best_epoch" in notes.info:  # a deep model: the epoch each network restored
+                row.update(best_epoch=list(notes.info["best_epoch"]), epochs_run=list(notes.info["epochs_run"]),
+                           max_epochs=notes.info.get("max_epochs"))
             rows.append(row)
             preds.append(pd.DataFrame({"ID": [geno.samples[j] for j in f.test], "fold": f.fold + 1,
                                        "repeat": f.repeat + 1, "model": spec.name, "observed": yv[f.test],

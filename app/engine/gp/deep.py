@@ -595,6 +595,7 @@ def _finish(kind: str, cfg: dict[str, Any], prep: _Prepared, nets: list[nn.Modul
     notes.info.update(
         best_epoch=[i["best_epoch"] for i in infos], epochs_run=[i["epochs_run"] for i in infos],
         best_val=[i["best_val"] for i in infos], inner_val_samples=val_ids, preset=cfg["preset"],
+        max_epochs=int(cfg["epochs"]),  # the cap: an epochs_run below it is an early stop
         trainer=cfg["trainer"], precision=cfg["precision"], train_pred_sd=pred_sd.tolist(), device=str(dev),
         seconds=0.0)
     if (pred_sd < COLLAPSE_SD).any() or not np.isfinite(zp).all():
