@@ -23,6 +23,21 @@ def _doc(models: dict, load: float) -> dict:
                       "readme_gblup_10x5": 0.512, "models": models}]}
 
 
+def _toy_panel(seed: int) -> tuple:
+    """90 simulated lines x 40 markers and a trait of the first four markers plus noise (seeded)."""
+    import numpy as np
+    import pandas as pd
+
+    from app.data.genotype import GenotypeMatrix
+
+    rng = np.random.default_rng(seed)
+    calls = rng.binomial(2, 0.4, size=(90, 40)).astype(np.int8)
+    y = calls[:, :4].sum(axis=1) + rng.normal(0, 1, 90)
+    markers = pd.DataFrame({"id": [f"m{j}" for j in range(40)], "chrom": "1", "pos": np.arange(40), "ref": "A",
+                            "alt": "C"})
+    return GenotypeMatrix(calls, [f"L{i}" for i in range(90)], markers), y
+
+
 def test_runs_of_one_trait_merge_into_one_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     g = _fig([0.50, 0.51, 0.52])
     vs = {"mean": 0.02, "low": 0.01, "high": 0.03}
@@ -68,19 +83,12 @@ def test_runs_on_different_folds_are_refused(tmp_path: Path, capsys: pytest.Capt
 
 def test_blend_weights_are_recorded_per_fold_and_shown_in_the_table() -> None:
     import numpy as np
-    import pandas as pd
 
     from app.bench.gp import _parse, blend_weights, cv_models
-    from app.data.genotype import GenotypeMatrix
     from app.engine.gp.cv import make_folds, run_cv
     from app.engine.gp.jobs import ensemble_spec, model_spec
 
-    rng = np.random.default_rng(3)
-    calls = rng.binomial(2, 0.4, size=(90, 40)).astype(np.int8)
-    y = calls[:, :4].sum(axis=1) + rng.normal(0, 1, 90)
-    markers = pd.DataFrame({"id": [f"m{j}" for j in range(40)], "chrom": "1", "pos": np.arange(40), "ref": "A",
-                            "alt": "C"})
-    geno = GenotypeMatrix(calls, [f"L{i}" for i in range(90)], markers)
+    geno, y = _toy_panel(3)
 
     # the engine's rows: each fold's weight is the one its blend predicted with
     cfg = {"epochs": 3, "params": {"deepgs": {"ensemble": 2}}}
@@ -113,19 +121,12 @@ def test_blend_weights_are_recorded_per_fold_and_shown_in_the_table() -> None:
 
 def test_each_networks_restored_epoch_is_recorded_per_fold_and_early_stops_show() -> None:
     import numpy as np
-    import pandas as pd
 
     from app.bench.gp import _parse, best_epochs, cv_models, model_table
-    from app.data.genotype import GenotypeMatrix
     from app.engine.gp.cv import make_folds, run_cv
     from app.engine.gp.jobs import ensemble_spec, model_spec
 
-    rng = np.random.default_rng(5)
-    calls = rng.binomial(2, 0.4, size=(90, 40)).astype(np.int8)
-    y = calls[:, :4].sum(axis=1) + rng.normal(0, 1, 90)
-    markers = pd.DataFrame({"id": [f"m{j}" for j in range(40)], "chrom": "1", "pos": np.arange(40), "ref": "A",
-                            "alt": "C"})
-    geno = GenotypeMatrix(calls, [f"L{i}" for i in range(90)], markers)
+    geno, y = _toy_panel(5)
 
     # patience 1 on noisy inner validation: networks stop long before the cap of 40 epochs
     cfg = {"epochs": 40, "params": {"deepgs": {"ensemble": 2, "patience": 1}}}
