@@ -161,11 +161,17 @@ def cv_models(geno: Any, y: Any, args: argparse.Namespace, *, repeats: int, trai
 
 
 def _wheat_e1(args: argparse.Namespace) -> Any:
+    folder, geno_f, pheno_f, _, _ = DATASETS["wheat599"]
+    return _inputs(Path(args.data) / "genotype" / folder, geno_f, pheno_f, "E1")
+
+
+def _inputs(folder: Path, geno_f: str, pheno_f: str, trait: str) -> Any:
+    """One panel's genotypes joined to one trait, read as ``gp cv`` reads them."""
+    from app.engine.gp.job_configs import GPCVConfig
     from app.engine.gp.jobs import load_inputs
 
-    folder, geno_f, pheno_f, _, _ = DATASETS["wheat599"]
-    d = Path(args.data) / "genotype" / folder
-    return load_inputs({"geno": str(d / geno_f), "pheno": str(d / pheno_f), "trait": "E1"})
+    return load_inputs(GPCVConfig.from_dict({"geno": str(folder / geno_f), "pheno": str(folder / pheno_f),
+                                             "trait": trait}))
 
 
 def synthetic_panel(n_lines: int, n_markers: int, seed: int = 15) -> tuple[Any, Any]:
@@ -232,12 +238,9 @@ def speed_suite(args: argparse.Namespace, say: Any) -> dict[str, Any]:
 
 def run_row(dataset: str, trait: str, args: argparse.Namespace) -> dict[str, Any]:
     """Cross-validate every chosen model on one dataset and trait; returns one result row."""
-    from app.engine.gp.jobs import load_inputs
-
     folder, geno_f, pheno_f, _, refs = DATASETS[dataset]
-    d = Path(args.data) / "genotype" / folder
     t0 = time.perf_counter()
-    inp = load_inputs({"geno": str(d / geno_f), "pheno": str(d / pheno_f), "trait": trait})
+    inp = _inputs(Path(args.data) / "genotype" / folder, geno_f, pheno_f, trait)
     load_s = time.perf_counter() - t0
     res = cv_models(inp.geno_y, inp.y, args, repeats=args.repeats, all_geno=inp.geno)
     models = res["models"]

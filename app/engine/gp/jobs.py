@@ -44,6 +44,7 @@ from app.engine.gp.base import MODEL_NAMES, FitFn, FittedModel
 from app.engine.gp.cv import ModelSpec, make_folds, run_cv
 from app.engine.gp.job_configs import (
     GPCVConfig,
+    GPFitConfig,
     GPPredictConfig,
     GPTrainConfig,
     blend_part,
@@ -88,9 +89,15 @@ def fit_function(key: str) -> FitFn:
     return deep.FIT_FUNCTIONS[key]
 
 
+def model_settings(config: GPFitConfig) -> dict[str, Any]:
+    """The part of a job config ``model_params`` reads: ``DEEP_OVERRIDES`` and the per-model ``params``."""
+    return {**{k: getattr(config, k) for k in DEEP_OVERRIDES}, "params": dict(config.params or {})}
+
+
 def model_params(key: str, config: dict[str, Any]) -> dict[str, Any]:
     """Parameters for one model: the job's epochs/batch_size/lr (deep models only), then
-    ``config["params"][NAME]`` (any case of the name)."""
+    ``config["params"][NAME]`` (any case of the name). ``config``: those settings only (``model_settings``
+    of a job config; a benchmark's or test's own dict), not the whole job config."""
     out: dict[str, Any] = {}
     if key != "gblup":
         out.update({k: config[k] for k in DEEP_OVERRIDES if config.get(k) is not None})
@@ -193,60 +200,50 @@ class Inputs:
         return self.geno.subset(samples=self.ids)
 
 
-def _need(config: dict[str, Any], key: str, what: str) -> str:
-    v = config.get(key)
-    if v is None or str(v).strip() == "":
-        raise DataError(f"no {what} given (config key {key!r})", None, f"choose the {what}")
-    return str(v)
+def _need(value: str | None, key: str, what: str) -> str:
+    if value is None or str(value).strip() == "":
+        raise DataError(f"no {what} given (setting {key!r})", None, f"choose the {what}")
+    return str(value)
 
 
-def _orientation(config: dict[str, Any]) -> str:
-    """The numeric-matrix orientation asked for ("auto" when none); an unknown word is a DataError."""
-    from app.data.genotype.readers import ORIENTATIONS
-
-    o = str(config.get("orientation") or "auto")
-    if o not in ORIENTATIONS:
-        raise DataError(f"unknown orientation {o!r}", None, f"Choose one of: {', '.join(ORIENTATIONS)}.")
-    return o
-
-
-def load_inputs(config: dict[str, Any], reporter: Reporter | None = None) -> Inputs:
-    """Read genotypes and phenotypes, pick the trait, join them and apply the optional QC / subsets."""
+def load_inputs(config: GPFitConfig, reporter: Reporter | None = None) -> Inputs:
+    """Read genotypes and phenotypes, pick the trait, join them and apply the optional QC / subsets
+    (``group``: a ``GPCVConfig``'s grouped folds)."""
     rep = ensure_reporter(reporter)
-    pheno = read_phenotypes(_need(config, "pheno", "phenotype table"), id_column=config.get("id_column"))
+    pheno = read_phenotypes(_need(config.pheno, "pheno", "phenotype table"), id_column=config.id_column)
     # a numeric matrix's sample axis is the one whose IDs join the phenotypes (unless an orientation is chosen)
-    geno = read_genotypes(_need(config, "geno", "genotype file"), numeric_orientation=_orientation(config),
+    geno = read_genotypes(_need(config.geno, "geno", "genotype file"), numeric_orientation=config.orientation,
                           sample_ids=pheno_id_candidates(pheno))
     notes: list[str] = [n for n in geno.notes if n.startswith("orientation")]
-    if config.get("min_maf") is not None or config.get("min_call_rate") is not None:
-        geno, qc = run_qc(geno, min_call_rate=float(config.get("min_call_rate") or 0.0),
-                          min_maf=float(config.get("min_maf") or 0.0))
+    if config.min_maf is not None or config.min_call_rate is not None:
+        geno, qc = run_qc(geno, min_call_rate=config.min_call_rate or 0.0, min_maf=config.min_maf or 0.0)
         notes.append(qc.to_text())
-    mm = config.get("max_markers")
-    if mm and int(mm) < geno.n_markers:
+    mm = config.max_markers
+    if mm and mm < geno.n_markers:
         m0 = geno.n_markers
-        keep = np.unique(np.linspace(0, m0 - 1, int(mm)).round().astype(int))
+        keep = np.unique(np.linspace(0, m0 - 1, mm).round().astype(int))
         geno = geno.subset(markers=keep)
         notes.append(f"quick run: {len(keep)} evenly spaced markers of {m0}")
-    trait = resolve_trait(pheno, config.get("trait"))
+    trait = resolve_trait(pheno, config.trait)
     join = join_phenotypes(geno, pheno, trait)
     assert join.y is not None
     has = np.isfinite(join.y)
     ids = [s for s, h in zip(join.samples, has, strict=True) if h]
     y = join.y[has]
     groups = None
-    if config.get("group"):
-        g = join.values(pheno, str(config["group"]))[has]
+    group = config.group if isinstance(config, GPCVConfig) else None  # train fits every line: no folds
+    if group:
+        g = join.values(pheno, group)[has]
         miss = pd.isna(g)
         if miss.any():  # a line without a group is its own group: it cannot share a fold with relatives
             g = np.array([f"__line_{i}" if m else str(v) for i, (v, m) in enumerate(zip(g, miss, strict=True))],
                          dtype=object)
-            notes.append(f"{int(miss.sum())} line(s) without a {config['group']} value: each is its own group")
+            notes.append(f"{int(miss.sum())} line(s) without a {group} value: each is its own group")
         groups = np.asarray(g, dtype=object).astype(str)
-    ml = config.get("max_lines")
-    if ml and int(ml) < len(ids):
-        rng = np.random.default_rng(int(config.get("seed") or 0))
-        keep_i = np.sort(rng.choice(len(ids), int(ml), replace=False))
+    ml = config.max_lines
+    if ml and ml < len(ids):
+        rng = np.random.default_rng(config.seed)
+        keep_i = np.sort(rng.choice(len(ids), ml, replace=False))
         ids = [ids[i] for i in keep_i]
         y = y[keep_i]
         groups = groups[keep_i] if groups is not None else None
@@ -268,8 +265,8 @@ def load_inputs(config: dict[str, Any], reporter: Reporter | None = None) -> Inp
 # --------------------------------------------------------------------------------------------------
 
 
-def _run_dir(config: dict[str, Any]) -> Path:
-    rd = Path(_need(config, "run_dir", "run folder"))
+def _run_dir(config: GPCVConfig | GPTrainConfig) -> Path:
+    rd = Path(_need(config.run_dir, "run_dir", "run folder"))
     rd.mkdir(parents=True, exist_ok=True)
     return rd
 
@@ -284,11 +281,11 @@ def _importance_table(geno: GenotypeMatrix, importance: dict[str, np.ndarray]) -
     return pd.concat(frames, ignore_index=True)
 
 
-def _compute(config: dict[str, Any]) -> str:
+def _compute(config: GPFitConfig | GPPredictConfig) -> str:
     """The job's device (as text, what the fit functions take); also sets torch's threads."""
     from app.engine.device import resolve_compute
 
-    dev, _ = resolve_compute(str(config["device"]), config.get("threads"), many_fits=True)
+    dev, _ = resolve_compute(config.device, config.threads, many_fits=True)
     return str(dev)
 
 
@@ -299,27 +296,28 @@ def _compute(config: dict[str, Any]) -> str:
 
 def cv(config: GPCVConfig | dict[str, Any], reporter: Reporter | None = None) -> GPCVResult:
     """Cross-validate the chosen models on the same folds; every setting is a field of ``GPCVConfig``."""
-    config = GPCVConfig.coerce(config).to_dict()  # the helpers read the settings by name
+    config = GPCVConfig.coerce(config)
     rep = ensure_reporter(reporter)
     run = _run_dir(config)
-    keys = list(config["models"])
-    blends = list(ensemble_keys(config.get("ensemble") or ()))
+    keys = list(config.models)
+    blends = list(ensemble_keys(config.ensemble or ()))
     keys = list(dict.fromkeys([*keys, *(["gblup"] if blends else []), *blends]))  # an ensemble needs its parts
-    specs = [model_spec(k, config) for k in keys]
+    settings = model_settings(config)
+    specs = [model_spec(k, settings) for k in keys]
     specs += [ensemble_spec(k) for k in blends]
     inp = load_inputs(config, rep)
-    n_folds, repeats, seed = int(config["folds"]), int(config["repeats"]), int(config["seed"])
+    n_folds, repeats, seed = config.folds, config.repeats, config.seed
     folds = make_folds(len(inp.ids), n_folds, repeats, seed, inp.groups)
     device = _compute(config)
     rep.log(f"cross-validation: {', '.join(s.name for s in specs)} on the same {n_folds} folds x {repeats} "
-            f"repeat(s), seed {seed}" + (f", grouped by {config['group']}" if inp.groups is not None else "")
+            f"repeat(s), seed {seed}" + (f", grouped by {config.group}" if inp.groups is not None else "")
             + f", device {device}")
     t0 = time.perf_counter()
     res = run_cv(inp.geno_y, inp.y, specs, folds, seed=seed, device=device, reporter=rep, all_geno=inp.geno)
     metrics = {
-        "trait": inp.trait, "geno": str(config["geno"]), "pheno": str(config["pheno"]),
+        "trait": inp.trait, "geno": config.geno, "pheno": config.pheno,
         "n_lines": len(inp.ids), "n_markers": inp.geno.n_markers, "coding": inp.geno.coding,
-        "n_folds": n_folds, "repeats": repeats, "seed": seed, "group": config.get("group"),
+        "n_folds": n_folds, "repeats": repeats, "seed": seed, "group": config.group,
         "n_groups": len(set(inp.groups)) if inp.groups is not None else None, "device": device,
         "models": res.models, "folds": res.rows, "join": inp.join.to_dict(), "notes": inp.notes,
         "warnings": res.warnings, "seconds": round(time.perf_counter() - t0, 3),
@@ -346,13 +344,13 @@ def cv(config: GPCVConfig | dict[str, Any], reporter: Reporter | None = None) ->
 
 
 def _fit_for_train(key: str, fitted: dict[str, FittedModel], geno_y: GenotypeMatrix, inp: Inputs,
-                   config: dict[str, Any], seed: int, device: str, rep: Reporter) -> FittedModel:
+                   config: GPTrainConfig, seed: int, device: str, rep: Reporter) -> FittedModel:
     """Fit one model of a train run on every training line; a blend takes its already fitted parts and
     chooses its weight on the deep networks' inner validation lines (training lines only)."""
     part = blend_part(key)
     if part is None:
-        return fit_function(key)(geno_y, inp.y.copy(), params=model_params(key, config), seed=seed, device=device,
-                                 reporter=rep, all_geno=inp.geno)
+        return fit_function(key)(geno_y, inp.y.copy(), params=model_params(key, model_settings(config)), seed=seed,
+                                 device=device, reporter=rep, all_geno=inp.geno)
     from app.engine.gp.ensemble import fit_ensemble
     from app.engine.gp.gblup import fit_gblup
 
@@ -363,12 +361,12 @@ def _fit_for_train(key: str, fitted: dict[str, FittedModel], geno_y: GenotypeMat
 def train(config: GPTrainConfig | dict[str, Any], reporter: Reporter | None = None) -> GPTrainResult:
     """Fit the chosen models on every phenotyped line, save them and write GEBVs of every genotyped line;
     every setting is a field of ``GPTrainConfig``."""
-    config = GPTrainConfig.coerce(config).to_dict()
+    config = GPTrainConfig.coerce(config)
     rep = ensure_reporter(reporter)
     run = _run_dir(config)
-    keys = list(config["models"])
+    keys = list(config.models)
     inp = load_inputs(config, rep)
-    seed, device = int(config["seed"]), _compute(config)
+    seed, device = config.seed, _compute(config)
     geno_y = inp.geno_y
     gebv = pd.DataFrame({"ID": inp.geno.samples})
     assert inp.join.y is not None
@@ -428,7 +426,7 @@ def train(config: GPTrainConfig | dict[str, Any], reporter: Reporter | None = No
     doc = {"format": "omicslab-gp-run", "version": 1, "trait": inp.trait, "models": [display_name(k) for k in keys],
            "coding": inp.geno.coding, "n_train": len(inp.ids), "n_markers": inp.geno.n_markers,
            "n_genotyped": inp.geno.n_samples, "n_unphenotyped": len(new), "seed": seed,
-           "geno": str(config["geno"]), "pheno": str(config["pheno"]), "join": inp.join.to_dict(),
+           "geno": config.geno, "pheno": config.pheno, "join": inp.join.to_dict(),
            "notes": inp.notes, "fits": info}
     write_json(run / MODEL_INFO, doc)
     rep.artifact("gebv", str(gpath))
@@ -451,22 +449,22 @@ def find_train_run(model: str | Path) -> tuple[Path, list[str] | None]:
 
 def predict(config: GPPredictConfig | dict[str, Any], reporter: Reporter | None = None) -> GPPredictResult:
     """Predict new lines with a train run's models; every setting is a field of ``GPPredictConfig``."""
-    config = GPPredictConfig.coerce(config).to_dict()
+    config = GPPredictConfig.coerce(config)
     rep = ensure_reporter(reporter)
-    run, only = find_train_run(_need(config, "model", "trained model (a train run folder)"))
+    run, only = find_train_run(_need(config.model, "model", "trained model (a train run folder)"))
     doc = json.loads((run / MODEL_INFO).read_text(encoding="utf-8"))
     names = only or list(doc["models"])
-    if config.get("models"):
-        want = {display_name(k) for k in model_keys(config["models"], blends=True)}
+    if config.models:
+        want = {display_name(k) for k in model_keys(config.models, blends=True)}
         missing = sorted(want - set(doc["models"]))
         if missing:
             raise DataError(f"the run has no {', '.join(missing)} model", run,
                             f"it has: {', '.join(doc['models'])}")
         names = [n for n in names if n in want]
-    out = Path(_need(config, "out", "output CSV"))
+    out = Path(_need(config.out, "out", "output CSV"))
     markers = pd.read_csv(run / MARKERS_CSV, dtype={"id": str, "chrom": str, "ref": str, "alt": str},
                           keep_default_na=False)
-    geno = read_genotypes(_need(config, "geno", "genotype file"), numeric_orientation=_orientation(config))
+    geno = read_genotypes(_need(config.geno, "geno", "genotype file"), numeric_orientation=config.orientation)
     ref = markers["ref"].tolist() if (markers["ref"] != "").any() else None
     alt = markers["alt"].tolist() if ref is not None else None
     aligned, report = align_markers(geno, markers["id"].tolist(), ref, alt)
@@ -492,4 +490,5 @@ def predict(config: GPPredictConfig | dict[str, Any], reporter: Reporter | None 
 
 
 __all__ = ["DISPLAY", "Inputs", "cv", "display_name", "ensemble_spec", "find_train_run", "fit_function", "load_inputs",
-           "load_model", "model_params", "model_spec", "predict", "resolve_models", "resolve_trait", "train"]
+           "load_model", "model_params", "model_settings", "model_spec", "predict", "resolve_models", "resolve_trait",
+           "train"]

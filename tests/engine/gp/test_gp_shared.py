@@ -16,6 +16,7 @@ import pytest
 
 from app.engine.gp.cv import ModelSpec, make_folds, run_cv
 from app.engine.gp.gblup import fit_gblup
+from app.engine.gp.job_configs import GPCVConfig
 from app.engine.gp.jobs import load_inputs
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.usefixtures("runs_root")]
@@ -85,7 +86,7 @@ def test_wheat599_gblup_matches_the_readme(shared_data: Path) -> None:
     d = shared_data / "genotype" / "wheat599_numeric"
     got = {}
     for env, ref in WHEAT_REFERENCE.items():
-        inp = load_inputs({"geno": str(d / "wheat.X"), "pheno": str(d / "wheat.Y"), "trait": env})
+        inp = load_inputs(GPCVConfig.from_dict({"geno": str(d / "wheat.X"), "pheno": str(d / "wheat.Y"), "trait": env}))
         folds = make_folds(len(inp.ids), folds=10, repeats=5, seed=0)
         res = run_cv(inp.geno_y, inp.y, [ModelSpec("GBLUP", fit_gblup)], folds)
         got[env] = res.models["GBLUP"]["pearson_mean"]
