@@ -141,6 +141,18 @@ def test_config_choices_agree_with_their_owners_and_load_no_torch() -> None:
     from app.models.celllm.config import PRESETS as MODEL_PRESETS
 
     assert set(PRESETS) == set(MODEL_PRESETS) and spec_of(PretrainConfig, "preset").choices == PRESETS
+    # the learning rates by preset have one home: the jobs use the table the options' help is written from
+    from app.engine.celllm.job_configs import FINETUNE_LR_BY_PRESET, PRETRAIN_LR_BY_PRESET
+
+    assert set(FINETUNE_LR_BY_PRESET) == set(PRETRAIN_LR_BY_PRESET) == set(PRESETS)
+    assert spec_of(FinetuneConfig, "lr").none_label == "by model size (tiny 5e-4, small 2e-4, full 1e-4)"
+    assert spec_of(PretrainConfig, "lr").none_label == "by preset (tiny 1e-3, small 5e-4, full 1e-4)"
+    # in a child: the job modules import torch, which the no-torch check below must not find loaded
+    code = ("import app.engine.celllm.finetune as f, app.engine.celllm.pretrain as p, "
+            "app.engine.celllm.job_configs as j; "
+            "print(f.LR_BY_PRESET is j.FINETUNE_LR_BY_PRESET and p._LR_BY_PRESET is j.PRETRAIN_LR_BY_PRESET)")
+    same = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert same.strip() == "True"
     assert spec_of(GPCVConfig, "orientation").choices == ORIENTATIONS
     code = "import sys, app.engine.registry, app.cli.options; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -44,7 +44,7 @@ from app.engine.celllm.embed import (
     model_dim,
     resolve_model_dir,
 )
-from app.engine.celllm.job_configs import FinetuneConfig
+from app.engine.celllm.job_configs import FINETUNE_LR_BY_PRESET, FinetuneConfig
 from app.engine.celllm.splits import (
     classification_scores,
     clean_labels,
@@ -57,9 +57,7 @@ from app.engine.reporter import Cancelled, Reporter, ensure_reporter
 from app.engine.results import FinetuneResult
 from app.models.celllm.heads import ClassifierHead
 
-LR_BY_PRESET = {"tiny": 5e-4, "small": 2e-4, "full": 1e-4}
-"""Encoder learning rates: the original CellLM fine-tunes its 52 M-parameter model with Adam 1e-4; the small
-presets need larger steps (tiny at 1e-4 was still improving after 10 epochs on 700 cells)."""
+LR_BY_PRESET = FINETUNE_LR_BY_PRESET  # encoder learning rates when lr is None (one home: job_configs)
 DEFAULT_MAX_LEN = 1024
 """Top-expressed genes kept per cell when neither the user nor the model sets ``max_len``."""
 

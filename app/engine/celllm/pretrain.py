@@ -39,7 +39,7 @@ import torch
 from app.data.errors import DataError
 from app.engine.celllm import losses
 from app.engine.celllm.gradcache import dc_step
-from app.engine.celllm.job_configs import PretrainConfig
+from app.engine.celllm.job_configs import PRETRAIN_LR_BY_PRESET, PretrainConfig
 from app.engine.celllm.memory import auto_chunk_size
 from app.engine.celllm.model_io import (
     MODEL_PREFIX,
@@ -59,7 +59,7 @@ from app.models.celllm.model import CellLM
 DATASET_KEY = "_dataset"
 """``supervised_key`` value meaning "the input file each cell came from" (e.g. tumour vs normal atlas)."""
 
-_LR_BY_PRESET = {"tiny": 1e-3, "small": 5e-4, "full": 1e-4}
+_LR_BY_PRESET = PRETRAIN_LR_BY_PRESET  # peak learning rates when lr is None (one home: job_configs)
 
 
 # --------------------------------------------------------------------------------------------------
