@@ -147,6 +147,12 @@ def test_config_choices_agree_with_their_owners_and_load_no_torch() -> None:
     assert set(FINETUNE_LR_BY_PRESET) == set(PRETRAIN_LR_BY_PRESET) == set(PRESETS)
     assert spec_of(FinetuneConfig, "lr").none_label == "by model size (tiny 5e-4, small 2e-4, full 1e-4)"
     assert spec_of(PretrainConfig, "lr").none_label == "by preset (tiny 1e-3, small 5e-4, full 1e-4)"
+    # pretraining's max_len help names each preset's length: it must say what the model presets hold
+    from app.models.celllm.config import preset
+
+    lens = {n: preset(n, vocab_size=10).max_len for n in PRESETS}
+    words = ", ".join(f"{n} {'all' if v is None else v}" for n, v in lens.items())
+    assert spec_of(PretrainConfig, "max_len").none_label.replace(": all", " all") == f"the preset's ({words})"
     # in a child: the job modules import torch, which the no-torch check below must not find loaded
     code = ("import app.engine.celllm.finetune as f, app.engine.celllm.pretrain as p, "
             "app.engine.celllm.job_configs as j; "

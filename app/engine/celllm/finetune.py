@@ -44,7 +44,7 @@ from app.engine.celllm.embed import (
     model_dim,
     resolve_model_dir,
 )
-from app.engine.celllm.job_configs import FINETUNE_LR_BY_PRESET, FinetuneConfig
+from app.engine.celllm.job_configs import FINETUNE_LR_BY_PRESET, FINETUNE_MAX_LEN, FinetuneConfig
 from app.engine.celllm.splits import (
     classification_scores,
     clean_labels,
@@ -58,8 +58,7 @@ from app.engine.results import FinetuneResult
 from app.models.celllm.heads import ClassifierHead
 
 LR_BY_PRESET = FINETUNE_LR_BY_PRESET  # encoder learning rates when lr is None (one home: job_configs)
-DEFAULT_MAX_LEN = 1024
-"""Top-expressed genes kept per cell when neither the user nor the model sets ``max_len``."""
+DEFAULT_MAX_LEN = FINETUNE_MAX_LEN  # genes per cell when neither the user nor the model sets max_len
 
 # --------------------------------------------------------------------------------------------------
 # freezing

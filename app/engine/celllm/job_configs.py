@@ -20,6 +20,8 @@ model with Adam 1e-4; the small presets need larger steps (tiny at 1e-4 was stil
 700 cells). Here, not in finetune.py, so the option's help is written from the same numbers."""
 PRETRAIN_LR_BY_PRESET = {"tiny": 1e-3, "small": 5e-4, "full": 1e-4}
 """Pretraining's peak learning rate when ``lr`` is None."""
+FINETUNE_MAX_LEN = 1024
+"""Top-expressed genes fine-tuning keeps per cell when neither the user nor the starting model sets ``max_len``."""
 
 
 def _by_preset(table: dict[str, float]) -> str:
@@ -73,7 +75,7 @@ class FinetuneConfig(JobConfig):
                                    "are scored on it)", min=0, min_exclusive=True, max=0.9, advanced=True)
     seed: int = param(0, "split and training seed", min=0, advanced=True)
     max_len: int | None = param(None, "genes kept per cell (top expressed)", min=1, unit="genes", advanced=True,
-                                metavar="L", none_label="the model's (else 1024)")
+                                metavar="L", none_label=f"the model's (else {FINETUNE_MAX_LEN})")
     max_cells: int | None = param(None, "stratified subsample of this many cells before splitting (quick runs)",
                                   min=2, unit="cells", advanced=True, metavar="N", none_label="all")
     baseline: Literal["celltypist", "l1_hvg"] = param(
@@ -287,5 +289,5 @@ class AnnotateConfig(JobConfig):
                                 none_label="the usable cores, at most 8 (use 1 on a busy machine)")
 
 
-__all__ = ["FINETUNE_LR_BY_PRESET", "FREEZE_MODES", "PRESETS", "PRETRAIN_LR_BY_PRESET", "AnnotateConfig", "EmbedConfig",
-           "EvaluateConfig", "FinetuneConfig", "PretrainConfig"]
+__all__ = ["FINETUNE_LR_BY_PRESET", "FINETUNE_MAX_LEN", "FREEZE_MODES", "PRESETS", "PRETRAIN_LR_BY_PRESET",
+           "AnnotateConfig", "EmbedConfig", "EvaluateConfig", "FinetuneConfig", "PretrainConfig"]
