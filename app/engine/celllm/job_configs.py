@@ -191,6 +191,11 @@ class PretrainConfig(JobConfig):
                             advanced=True)
     temperature: float = param(0.05, "contrastive softmax temperature", min=0, min_exclusive=True,
                                advanced=True)
+    view: Literal["dropout", "genes"] = param("dropout", "the two contrastive views of a cell: two dropout "
+                                                         "passes over its tokens, or two random subsets of its "
+                                                         "genes (harder)", advanced=True)
+    view_keep: float = param(0.5, "view=genes: fraction of a cell's genes in each view", min=0,
+                             min_exclusive=True, max=1, advanced=True)
     w_mlm: float = param(1.0, "weight of the masked-expression loss", min=0, advanced=True)
     w_contrastive: float = param(1.0, "weight of the contrastive loss", min=0, advanced=True)
     w_supervised: float = param(1.0, "weight of the supervised loss", min=0, advanced=True)

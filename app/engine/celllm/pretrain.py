@@ -2,12 +2,14 @@
 supervised CLS loss), as the job function ``app.engine.celllm.pretrain:pretrain``.
 
 Each cell is forwarded twice with independent dropout: view A with 15 % of its expressed genes' bins hidden
-(the masked-expression loss is read from view A), view B unmasked. The two CLS embeddings are the positive
-pair of a symmetric InfoNCE over the batch (cosine, temperature 0.05); the other 2N - 2 views are the
-negatives. An optional ``supervised_key`` adds a cross-entropy from a linear head on both views' CLS
-embeddings (the paper's tumour-vs-normal objective; ``_dataset`` uses the input file as the label). Total
-loss = w_mlm * MLM + w_con * InfoNCE + w_sup * supervised. Batches go through ``gradcache.dc_step`` so memory
-grows with the chunk size, not the batch size.
+(the masked-expression loss is read from view A), view B unmasked. ``view="genes"`` makes the views harder:
+each is an independent random ``view_keep`` fraction of the cell's genes (two dropout masks of the same
+tokens are matched perfectly within a few epochs, after which that task teaches little). The two CLS
+embeddings are the positive pair of a symmetric InfoNCE over the batch (cosine, temperature 0.05); the other
+2N - 2 views are the negatives. An optional ``supervised_key`` adds a cross-entropy from a linear head on both
+views' CLS embeddings (the paper's tumour-vs-normal objective; ``_dataset`` uses the input file as the label).
+Total loss = w_mlm * MLM + w_con * InfoNCE + w_sup * supervised. Batches go through ``gradcache.dc_step`` so
+memory grows with the chunk size, not the batch size.
 
 Run folder: checkpoints at every epoch end and on cancel (model + head + AdamW state + progress, with the
 config and vocabulary in the header, so ``load_model`` can open a checkpoint), ``metrics.jsonl`` one row per
@@ -122,14 +124,50 @@ def load_datasets(paths: list[str], supervised_key: str | None, max_cells: int |
 # --------------------------------------------------------------------------------------------------
 # one step
 # --------------------------------------------------------------------------------------------------
+def gene_subset(tok: Tokens, keep: float, rng: np.random.Generator) -> Tokens:
+    """Each cell's CLS plus a random ``keep`` fraction of its gene tokens (at least one), in their order.
+
+    Drawn without replacement, independently per call: two calls give two views of a cell that share about
+    ``keep``² of its genes, so matching them takes the cell's expression pattern, not a copy of its tokens.
+    """
+    lens = tok.lengths
+    n_genes = np.maximum(lens - 1, 0)
+    k = np.where(n_genes > 0, np.maximum(1, np.round(keep * n_genes)), 0).astype(np.int64)
+    # a random priority per gene token; a cell keeps its k lowest (CLS gets -1: always kept, always first)
+    u = rng.random(len(tok.ids))
+    u[tok.ptr[:-1]] = -1.0
+    cell = np.repeat(np.arange(len(lens)), lens)
+    order = np.lexsort((u, cell))  # by cell, then by priority
+    rank = np.empty(len(u), np.int64)
+    rank[order] = np.arange(len(u)) - np.repeat(tok.ptr[:-1], lens)
+    sel = np.flatnonzero(rank <= np.repeat(k, lens))  # rank 0 is CLS, ranks 1..k the kept genes
+    ptr = np.concatenate([[0], np.cumsum(k + (lens > 0))]).astype(np.int64)
+    return Tokens(tok.ids[sel], tok.bins[sel], ptr)
+
+
 def make_batch(cells: Tokens | list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray | None, mlm_prob: float,
-               n_bins: int, generator: torch.Generator) -> dict[str, Any]:
-    """Collate cells (sorted by length so chunks pad little), mask bins for MLM; CPU tensors."""
+               n_bins: int, generator: torch.Generator, view: str = "dropout",
+               view_keep: float = 0.5) -> dict[str, Any]:
+    """Collate cells (sorted by length so chunks pad little), mask bins for MLM; CPU tensors.
+
+    ``view="genes"``: the two contrastive views are two independent random ``view_keep`` subsets of each
+    cell's genes (view A also carries the MLM masks; view B goes in ``*_b``), not the whole cell twice.
+    """
     tok = Tokens.from_cells(cells)
     order = np.argsort(tok.lengths, kind="stable")
-    g, b, m = collate(tok.take(order), n_bins)
+    tok = tok.take(order)
+    view_b: Tokens | None = None
+    if view == "genes":
+        # numpy draws seeded from the step's torch generator: the views replay exactly after a resume
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        tok, view_b = gene_subset(tok, view_keep, rng), gene_subset(tok, view_keep, rng)
+    elif view != "dropout":
+        raise ValueError(f"view must be 'dropout' or 'genes', not {view!r}")
+    g, b, m = collate(tok, n_bins)
     masked, targets = losses.mask_for_mlm(g, b, m, mlm_prob, n_bins, generator)
     batch: dict[str, Any] = {"gene_ids": g, "bins": b, "masked_bins": masked, "pad_mask": m, "targets": targets}
+    if view_b is not None:
+        batch["gene_ids_b"], batch["bins_b"], batch["pad_mask_b"] = collate(view_b, n_bins)
     if labels is not None:
         batch["labels"] = torch.as_tensor(np.asarray(labels)[order], dtype=torch.long)
     batch["n_masked"] = int((targets != losses.IGNORE).sum())
@@ -154,8 +192,15 @@ def make_chunk_fn(model: CellLM, head: torch.nn.Module | None, device: torch.dev
                           for k in ("gene_ids", "bins", "masked_bins", "pad_mask", "targets"))
         ha = model(g, xm, m)
         ea = model.pool(ha, m, pooling)
-        hb = model(g, x, m)
-        eb = model.pool(hb, m, pooling)
+        if "gene_ids_b" in ch:  # gene-subset views: view B is its own (shorter) sequence
+            mb = ch["pad_mask_b"]
+            Lb = int(mb.sum(1).max())
+            gb, xb, mb = (ch[k][:, :Lb].to(device, non_blocking=True) for k in ("gene_ids_b", "bins_b", "pad_mask_b"))
+            hb = model(gb, xb, mb)
+            eb = model.pool(hb, mb, pooling)
+        else:
+            hb = model(g, x, m)
+            eb = model.pool(hb, m, pooling)
         sel = t != losses.IGNORE
         mlm = losses.mlm_loss(model.mlm_logits(ha[sel]), t[sel], denom=n_masked)
         local = weights["mlm"] * mlm
@@ -691,7 +736,8 @@ def _train(cfg: PretrainConfig, info: Any, rep: Reporter, rd: Any, source: Any,
                 if info.distributed:  # per-rank dropout, reproducible after a resume
                     dist_mod.seed_step(seed, step, info)
                 gen = torch.Generator().manual_seed(seed * 1_000_003 + step + 7_919_993 * info.rank)
-                batch = make_batch(cells_b, labels_b, float(cfg.mlm_prob), model_cfg.n_bins, gen)
+                batch = make_batch(cells_b, labels_b, float(cfg.mlm_prob), model_cfg.n_bins, gen,
+                                   view=str(cfg.view), view_keep=float(cfg.view_keep))
                 tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
                 lr = lr_at(step, total_steps, base_lr, warmup)
                 for gpar in opt.param_groups:
@@ -758,7 +804,9 @@ def _train(cfg: PretrainConfig, info: Any, rep: Reporter, rd: Any, source: Any,
     extra = {"pooling": cfg.pooling, "max_len": max_len, "vocab_source": vocab_source,
              "pretrain": {"data": paths, "steps": step, "epochs": epochs, "batch_size": bsz,
                           "chunk_size": chunk, "seed": seed, "lr": base_lr, "temperature": temperature,
-                          "mlm_prob": float(cfg.mlm_prob), "supervised_key": cfg.supervised_key,
+                          "mlm_prob": float(cfg.mlm_prob), "view": str(cfg.view),
+                          "view_keep": float(cfg.view_keep), "w_mlm": float(cfg.w_mlm),
+                          "w_contrastive": float(cfg.w_contrastive), "supervised_key": cfg.supervised_key,
                           "classes": classes, "final": last, "world_size": world, "streamed": source.streamed}}
     model_dir = run_dir / "model"
     if main:

@@ -9,7 +9,9 @@ for which no offline ID table exists here, stay Ensembl IDs), drop the cells
 those, so pretraining never sees a test cell of a dataset that is reported on), subsample to at most
 ``--max-cells`` cells (seeded), and write ``OUT/NAME.h5ad``. ``--extra DIR`` adds the CellBench files of
 LuyiTian/sc_mixology that are not in the shared data (``EXTRA_SOURCES``; not reported on, so used whole).
-scanpy's ``pbmc68k_reduced`` is added with its counts recovered exactly (``make_pbmc68k_counts.py``).
+``--celltypist-sample`` adds the 559 raw-count cells
+celltypist ships as its demo (``celltypist/data/samples/sample_cell_by_gene.csv``, MIT). scanpy's
+``pbmc68k_reduced`` is added with its counts recovered exactly (``make_pbmc68k_counts.py``).
 ``pretrain`` then builds its vocabulary as the union of these files.
 
 Usage: ``python app/resources/models/prepare_pretrain_data.py SHARED_SINGLECELL_DIR OUT_DIR [--extra DIR]``
@@ -70,6 +72,8 @@ def main() -> None:
     p.add_argument("--min-cells", type=int, default=5)
     p.add_argument("--max-cells", type=int, default=4000)
     p.add_argument("--extra", type=Path, default=None, help="folder with the sc_mixology count files")
+    p.add_argument("--celltypist-sample", type=Path, default=None,
+                   help="celltypist's bundled celltypist/data/samples/sample_cell_by_gene.csv (v1.7.1, MIT)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -82,6 +86,10 @@ def main() -> None:
                       hold_out=False)
         out.write_h5ad(a.out / f"{name}.h5ad")
         print(f"{name}: {out.n_obs} cells x {out.n_vars} genes")
+    if a.celltypist_sample:  # 559 real human immune cells, raw counts; not a dataset that is reported on
+        out = prepare(read_singlecell(a.celltypist_sample), a.min_cells, a.max_cells, a.seed, hold_out=False)
+        out.write_h5ad(a.out / "celltypist_sample.h5ad")
+        print(f"celltypist_sample: {out.n_obs} cells x {out.n_vars} genes")
     from make_pbmc68k_counts import main as pbmc68k  # a sibling script, run from this folder
 
     tmp = a.out / "pbmc68k_reduced_raw.h5ad"

@@ -116,3 +116,46 @@ def test_fractional_epochs(tmp_path: Path) -> None:
     data = _h5ad(tmp_path / "d.h5ad", n_cells=64)
     res = pretrain(_cfg([data], tmp_path / "half", batch_size=16, epochs=0.5), Reporter())
     assert res["steps"] == 2
+
+
+def test_gene_subset_keeps_cls_first_and_a_fraction_of_each_cells_genes() -> None:
+    from app.engine.celllm.pretrain import gene_subset
+    from app.engine.celllm.tokenize import Tokens
+
+    # three cells: 10 genes, 1 gene, 4 genes (CLS = token 1 first, genes are tokens >= 2, bins = ids % 6)
+    cells = [(np.r_[1, np.arange(2, 12)], np.r_[0, np.arange(2, 12) % 6]), (np.r_[1, 7], np.r_[0, 1]),
+             (np.r_[1, 20, 21, 22, 23], np.r_[0, 2, 3, 4, 5])]
+    tok = Tokens.from_cells(cells)
+    rng = np.random.default_rng(0)
+    a, b = gene_subset(tok, 0.5, rng), gene_subset(tok, 0.5, rng)
+    assert list(a.lengths) == [6, 2, 3] and list(b.lengths) == [6, 2, 3]  # CLS + round(0.5 n), at least 1 gene
+    for view in (a, b):
+        for (ids, bins), (ids0, bins0) in zip(view, cells):
+            assert ids[0] == 1 and len(set(ids[1:].tolist())) == len(ids) - 1  # CLS first, no gene twice
+            assert set(ids[1:].tolist()) <= set(ids0[1:].tolist())
+            assert list(ids) == sorted(ids, key=list(ids0).index)  # the cell's order is kept
+            pos = [list(ids0).index(i) for i in ids]
+            assert list(bins) == [bins0[p] for p in pos]  # each gene keeps its own bin
+    # two draws differ (independent views), the same seed gives the same views
+    assert not np.array_equal(a.ids, b.ids)
+    rng2 = np.random.default_rng(0)
+    assert np.array_equal(gene_subset(tok, 0.5, rng2).ids, a.ids)
+
+
+def test_gene_subset_views_pretrain_and_are_recorded(tmp_path: Path) -> None:
+    from app.engine.celllm.pretrain import make_batch
+
+    data = _h5ad(tmp_path / "d.h5ad", n_genes=60)
+    res = pretrain(_cfg([data], tmp_path / "g", view="genes", view_keep=0.3), Reporter())
+    assert res["steps"] == 2 and np.isfinite(res["final"]["contrastive"])
+    _, _, _, extra = load_model(tmp_path / "g")
+    assert extra["pretrain"]["view"] == "genes" and extra["pretrain"]["view_keep"] == 0.3
+    # the batch: view A (with the MLM masks) and view B are different, shorter sequences of the same cells
+    cells = [(np.r_[1, np.arange(2, 2 + n)], np.r_[0, np.ones(n, np.int64)]) for n in (20, 40)]
+    batch = make_batch(cells, None, 0.15, 6, torch.Generator().manual_seed(0), view="genes", view_keep=0.3)
+    assert batch["pad_mask"].sum(1).tolist() == [7, 13] and batch["pad_mask_b"].sum(1).tolist() == [7, 13]
+    assert not torch.equal(batch["gene_ids"], batch["gene_ids_b"])
+    masked = batch["targets"] != -100
+    assert bool((batch["pad_mask"] | ~masked).all())  # MLM targets only inside view A
+    with pytest.raises(DataError, match="view"):
+        pretrain(_cfg([data], tmp_path / "bad", view="nope"), Reporter())
