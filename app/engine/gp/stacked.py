@@ -329,7 +329,7 @@ def _train_group(make_net: Callable[[], nn.Module], data: Sequence[tuple[torch.T
     best = [math.inf] * len(members)
     best_epoch, epochs_run, wait = [0] * len(members), [0] * len(members), [0] * len(members)
     out: dict[int, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
-    epochs, patience = int(cfg["epochs"]), int(cfg["patience"])
+    epochs, patience, min_epochs = int(cfg["epochs"]), int(cfg["patience"]), int(cfg.get("min_epochs") or 0)
 
     def finish(pos_in_active: list[int]) -> None:
         for j in pos_in_active:
@@ -382,7 +382,7 @@ def _train_group(make_net: Callable[[], nn.Module], data: Sequence[tuple[torch.T
                 improved.append(j)
             else:
                 wait[i] += 1
-                if wait[i] >= patience:
+                if wait[i] >= patience and epoch >= min_epochs:
                     stop.append(j)
         if improved:
             sel = torch.as_tensor(improved, dtype=torch.long, device=dev)

@@ -169,10 +169,27 @@ def test_early_stopping_only_uses_training_lines(pop) -> None:
     assert not np.array_equal(m3.predict(gte), m.predict(gte))
 
 
+@pytest.mark.parametrize("trainer", ["sequential", "stacked"])
+def test_min_epochs_holds_off_early_stopping_and_keeps_the_best_epoch(pop, trainer: str) -> None:
+    """With patience 1 a noisy validation loss stops a fit within a few epochs; ``min_epochs`` (DNNGP's
+    "tuned" default trains every epoch) runs it to that epoch and still restores the best one."""
+    geno, y, _ = pop
+    gtr, ytr, _, _, _, _ = split(geno, y)
+    base = {**FAST["dnngp"], "epochs": 12, "patience": 1, "variance": 0.5, "trainer": trainer}
+    early = fit_dnngp(gtr, ytr, params={**base, "min_epochs": 0}, seed=3, all_geno=geno).notes.info
+    held = fit_dnngp(gtr, ytr, params={**base, "min_epochs": 12}, seed=3, all_geno=geno).notes.info
+    assert early["epochs_run"][0] < 12  # the check can fail: without min_epochs it stops early
+    assert held["epochs_run"] == [12]
+    assert 1 <= held["best_epoch"][0] <= 12 and held["best_val"][0] <= early["best_val"][0] + 1e-9
+    assert resolve_params("dnngp", None)["min_epochs"] == resolve_params("dnngp", None)["epochs"]
+    assert resolve_params("dnngp", {"preset": "v1"})["min_epochs"] == 0  # the original recipe stops early
+    assert resolve_params("dnngp", {"preset": "v1"})["variance"] == 0.95
+
+
 def test_pca_fit_all_or_train(pop) -> None:
     geno, y, _ = pop
     gtr, ytr, gte, _, _, _ = split(geno, y)
-    params = {**FAST["dnngp"], "epochs": 3}
+    params = {**FAST["dnngp"], "epochs": 3, "preset": "v1"}  # v1: PCs to 95 % variance, no cap
     m_all = fit_dnngp(gtr, ytr, params=params, all_geno=geno)
     m_tr = fit_dnngp(gtr, ytr, params={**params, "pca_fit": "train"}, all_geno=geno)
     assert m_all.notes.info["pca_lines"] == geno.n_samples and m_all.notes.info["pca_fit"] == "all"
@@ -343,7 +360,12 @@ def test_dnngp_on_wheat599_uses_251_pcs_of_all_lines(shared_data) -> None:
     geno = read_genotypes(shared_data / "genotype" / "wheat599_numeric" / "wheat.X")
     y = np.loadtxt(shared_data / "genotype" / "wheat599_numeric" / "wheat.Y")[:, 0]
     train = geno.subset(geno.samples[:60])
-    m = fit_dnngp(train, y[:60], params={"epochs": 1, "batch_size": 30}, all_geno=geno)
+    m = fit_dnngp(train, y[:60], params={"epochs": 1, "batch_size": 30, "preset": "v1"}, all_geno=geno)
     assert m.notes.info["n_pcs"] == 251 and m.notes.info["pca_lines"] == 599
     assert sum(p.numel() for p in m.nets[0].parameters()) == 81_799
     assert m.predict(geno.subset(geno.samples[60:70])).shape == (10,)
+    # the default ("tuned"): PCs to 80 % variance (93 of all 599 lines), at most one per 4 training lines
+    big = fit_dnngp(geno.subset(geno.samples[:480]), y[:480], params={"epochs": 1}, all_geno=geno)
+    assert big.notes.info["n_pcs"] == 93
+    small = fit_dnngp(train, y[:60], params={"epochs": 1, "batch_size": 30}, all_geno=geno)
+    assert small.notes.info["n_pcs"] == 15  # 60 training lines: the cap, not the 93 PCs of 80 % variance

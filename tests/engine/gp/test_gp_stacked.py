@@ -24,9 +24,10 @@ def _toy(n: int = 96, m: int = 48, seed: int = 0) -> tuple[GenotypeMatrix, np.nd
 
 @pytest.mark.parametrize(("kind", "extra"), [
     ("deepgs", {"optimizer": "sgd", "momentum": 0.5, "lr": 0.01}),
-    ("dnngp", {"plateau_patience": 2, "pca_fit": "train"}),  # per-member lr schedule; PC count per fold
+    # per-member lr schedule; PC count per fold (uncapped); early stopping from epoch 1 (v1's min_epochs 0)
+    ("dnngp", {"plateau_patience": 2, "pca_fit": "train", "min_epochs": 0, "pcs_per_line": 0.0}),
     ("dlgwas", {"optimizer": "adadelta", "lr": 1.0}),
-    ("dnngp", {"precision": "bf16"}),  # the stack and the fit alone in the same precision
+    ("dnngp", {"precision": "bf16", "min_epochs": 0}),  # the stack and the fit alone in the same precision
 ])
 def test_each_member_matches_a_separate_fit(kind: str, extra: dict) -> None:
     geno, y = _toy()
