@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from app.data.genotype import GenotypeMatrix
+from app.engine.gp.base import FitNotes
 from app.engine.gp.cv import make_folds, run_cv
-from app.engine.gp.ensemble import choose_weight
+from app.engine.gp.ensemble import SHRINK_LINES, choose_weight, fit_ensemble, shrink_weight
 from app.engine.gp.jobs import ensemble_spec, load_model, model_spec
 
 
@@ -22,6 +24,29 @@ def test_weight_follows_the_better_predictor() -> None:
     assert choose_weight(bad, good, y)[0] <= 0.1
     w, rs = choose_weight(good, good.copy(), y)  # identical parts: every weight ties, an even blend
     assert w == 0.5 and np.allclose(rs, rs[0])
+
+
+def test_blend_weight_is_shrunk_towards_gblup_by_the_lines_behind_it() -> None:
+    """A deep model that is perfect on its 20 inner validation lines wins the grid (w 1.0), but 20 lines are
+    little evidence: the weight kept is 1.0 * 20 / (20 + SHRINK_LINES), and more lines shrink it less."""
+    from app.engine.gp.gblup import fit_gblup
+
+    geno, y = _toy()
+    pos = {s: i for i, s in enumerate(geno.samples)}
+
+    class Oracle:  # predicts the observed phenotype of every line: the best possible deep model
+        def __init__(self, n_val: int) -> None:
+            self.notes = FitNotes(info={"inner_val_samples": [list(geno.samples[:n_val])]})
+
+        def member_predict(self, member: int, g: GenotypeMatrix) -> np.ndarray:
+            return y[[pos[s] for s in g.samples]]
+
+    few = fit_ensemble("b", geno, y, None, Oracle(20), fit_gblup=fit_gblup)
+    assert few.notes.info["weight_best_inner"] == 1.0 and few.notes.info["inner_val_lines"] == 20
+    assert few.weight == pytest.approx(20 / (20 + SHRINK_LINES), abs=1e-4) and few.weight < 0.5
+    more = fit_ensemble("b", geno, y, None, Oracle(80), fit_gblup=fit_gblup)
+    assert few.weight < more.weight == pytest.approx(80 / (80 + SHRINK_LINES), abs=1e-4)
+    assert shrink_weight(0.6, 0) == 0.0 and shrink_weight(0.0, 500) == 0.0
 
 
 def _toy(n: int = 90, m: int = 40) -> tuple[GenotypeMatrix, np.ndarray]:
