@@ -57,8 +57,6 @@ from app.engine.reporter import Cancelled, Reporter, ensure_reporter
 from app.engine.results import FinetuneResult
 from app.models.celllm.heads import ClassifierHead
 
-LR_BY_PRESET = FINETUNE_LR_BY_PRESET  # encoder learning rates when lr is None (one home: job_configs)
-DEFAULT_MAX_LEN = FINETUNE_MAX_LEN  # genes per cell when neither the user nor the model sets max_len
 
 # --------------------------------------------------------------------------------------------------
 # freezing
@@ -450,7 +448,7 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
     pooling, line = resolve_pooling(cfg.pooling, extra.get("pooling"), init_dir)
     rep.log(line)
     model_max_len = mcfg.get("max_len") if isinstance(mcfg, dict) else getattr(mcfg, "max_len", None)
-    max_len = int(cfg.max_len or model_max_len or DEFAULT_MAX_LEN)
+    max_len = int(cfg.max_len or model_max_len or FINETUNE_MAX_LEN)
     rep.log(f"starting model: {init_dir}")
     gm = match_genes(adata.var_names, list(vocab), rep, adata)
     from app.data.singlecell import counts_matrix
@@ -491,7 +489,7 @@ def finetune(config: FinetuneConfig | dict, reporter: Reporter | None = None) ->
             "encoder parameters")
     groups = [{"params": list(head.parameters()), "lr": cfg.head_lr}]
     preset_name = mcfg.get("preset") if isinstance(mcfg, dict) else getattr(mcfg, "preset", None)
-    enc_lr = cfg.lr if cfg.lr is not None else LR_BY_PRESET.get(str(preset_name), 1e-4)
+    enc_lr = cfg.lr if cfg.lr is not None else FINETUNE_LR_BY_PRESET.get(str(preset_name), 1e-4)
     groups += encoder_groups(model, enc_lr, cfg.layer_lr_decay, depth)
     if readout is not None:  # its L2 is in the loss (as a logistic regression's), not AdamW's decay
         groups.append({"params": list(readout.module.parameters()), "weight_decay": 0.0,

@@ -61,8 +61,6 @@ from app.models.celllm.model import CellLM
 DATASET_KEY = "_dataset"
 """``supervised_key`` value meaning "the input file each cell came from" (e.g. tumour vs normal atlas)."""
 
-_LR_BY_PRESET = PRETRAIN_LR_BY_PRESET  # peak learning rates when lr is None (one home: job_configs)
-
 
 # --------------------------------------------------------------------------------------------------
 # data
@@ -651,7 +649,7 @@ def _train(cfg: PretrainConfig, info: Any, rep: Reporter, rd: Any, source: Any,
         params += list(head.parameters())
     # DDP (several ranks): rank 0's weights are broadcast here, gradients averaged in every step
     runner = dist_mod.wrap_model(model, info, head) if info.distributed else None
-    base_lr = float(cfg.lr) if cfg.lr is not None else _LR_BY_PRESET.get(model_cfg.preset, 1e-4)
+    base_lr = float(cfg.lr) if cfg.lr is not None else PRETRAIN_LR_BY_PRESET.get(model_cfg.preset, 1e-4)
     opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=float(cfg.weight_decay))
     if resume_tensors is not None:
         _restore_optimizer(opt, params, resume_tensors)

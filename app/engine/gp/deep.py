@@ -346,7 +346,7 @@ def _train_member(net: nn.Module, x: torch.Tensor, y: torch.Tensor, fit_idx: np.
     fit_t, val_t = torch.as_tensor(fit_idx, device=dev), torch.as_tensor(val_idx, device=dev)
     xv, yv = x[val_t], y[val_t]
     bs = max(1, int(cfg["batch_size"]))
-    epochs, patience, min_epochs = int(cfg["epochs"]), int(cfg["patience"]), int(cfg.get("min_epochs") or 0)
+    epochs, patience, min_epochs = int(cfg["epochs"]), int(cfg["patience"]), int(cfg["min_epochs"])
     best, best_epoch, best_state, wait = math.inf, 0, None, 0
     n_fit = len(fit_idx)
     epoch = 0

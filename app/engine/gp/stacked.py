@@ -302,7 +302,7 @@ def _train_group(make_net: Callable[[], nn.Module], data: Sequence[tuple[torch.T
         for d, mk in zip(drops, masks, strict=True):
             d.mask = mk
         try:
-            with train_autocast(cfg.get("precision", "fp32"), dev):
+            with train_autocast(cfg["precision"], dev):
                 pred, pen = functional_call(wrapper, (p, b), (x,))
         finally:
             for d in drops:
@@ -329,7 +329,7 @@ def _train_group(make_net: Callable[[], nn.Module], data: Sequence[tuple[torch.T
     best = [math.inf] * len(members)
     best_epoch, epochs_run, wait = [0] * len(members), [0] * len(members), [0] * len(members)
     out: dict[int, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}
-    epochs, patience, min_epochs = int(cfg["epochs"]), int(cfg["patience"]), int(cfg.get("min_epochs") or 0)
+    epochs, patience, min_epochs = int(cfg["epochs"]), int(cfg["patience"]), int(cfg["min_epochs"])
 
     def finish(pos_in_active: list[int]) -> None:
         for j in pos_in_active:
